@@ -1,0 +1,22 @@
+"""sb3-stein: Stein-variational and model-predictive actor-critics for Stable-Baselines3.
+
+Importing the package registers its gymnasium environments (``MultiGoal-v0``, ...).
+"""
+
+import os as _os
+
+# The environments (``envs/``) and zoo hyperparameters (``hyperparams/``) sit next to this folder
+# in the source tree and are installed as ``sb3_stein.envs`` / ``sb3_stein.hyperparams``
+# (setup.cfg ``package_dir``). When Python runs from a source checkout's root, the plain folder
+# ``sb3_stein/`` shadows that installed mapping; let it find the two subpackages there too.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_checkout, "setup.cfg")) and _os.path.isfile(
+    _os.path.join(_checkout, "envs", "__init__.py")
+):
+    __path__.append(_checkout)  # type: ignore[name-defined]
+
+import sb3_stein.envs  # noqa: E402, F401  (registers the environments)
+from sb3_stein.s2ac import S2AC  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["S2AC", "__version__"]

@@ -1,0 +1,223 @@
+"""Stein variational gradient descent with a closed-form running log-likelihood.
+
+One implementation shared by every Stein actor of the package: S²AC runs it over actions
+(``dim = act_dim``), Q-STAC over flattened H-step control sequences (``dim = H * act_dim``).
+
+Notation (S²AC paper, Messaoud et al., ICLR 2024, shared/papers/002_7b60a202b120fb81.txt):
+
+* particles ``x`` of shape ``(batch, m, dim)``: ``m`` particles for each of ``batch`` independent
+  target densities (one per state);
+* RBF kernel ``k(x_i, x_j) = exp(-||x_i - x_j||^2 / (2 sigma^2))`` (§2.1); ``sigma^2`` is the
+  *bandwidth* below, one per target density, and treated as a constant of each step (it is
+  computed from detached particles, as in the reference code);
+* Stein direction (Eq. 1, in the scaling of Appendix H / Eq. 24)::
+
+      h(x_i) = 1/m sum_j [ k(x_j, x_i) score(x_j) + tau * grad_{x_j} k(x_j, x_i) ]
+
+  where ``score = grad log p`` up to the factor ``tau``: S²AC passes ``score = grad_a Q`` and
+  ``tau = alpha``, i.e. ``h = alpha * phi`` with ``phi`` the SVGD direction of the target
+  ``exp(Q / alpha)``; plain SVGD of a density ``p`` is ``score = grad log p, tau = 1``;
+* update ``x <- x + eps * h(x)`` (§3.1);
+* log-likelihood (Theorem 3.1 + Theorem 3.3)::
+
+      log q^{l+1}(x_i^{l+1}) = log q^l(x_i^l) - eps * Tr(grad_{x_i} h(x_i))
+      Tr(grad h(x_i)) = 1/(m sigma^2) sum_{j != i} k_ij [ -(x_i - x_j)^T score_j
+                                                          + tau * d - tau * ||x_i - x_j||^2 / sigma^2 ]
+
+  The ``j = i`` summand of the score term contributes ``1/m Tr(grad^2 log p(x_i))`` (a Hessian),
+  which the paper drops (Appendix H: "in order to avoid computing Hessians"). For ReLU critics,
+  the case of every policy in this package, that Hessian is zero almost everywhere, so the
+  formula is exact up to the ``O(eps^2)`` of the log-determinant expansion. ``stein_trace``
+  accepts an optional ``self_hessian_trace`` for targets with curvature (used by the tests on
+  Gaussians, where it is a constant).
+
+The paper's bandwidth (Appendix J/K tables) is printed as
+``sigma = sum_{i,j} ||a_i - a_j||^2 / (4 (2 log m + 1))`` and called "kernel variance"; we read it
+as ``sigma^2`` (a variance) and keep the printed double sum. The median heuristic of Liu & Wang
+(2016), ``k = exp(-d^2 / h), h = med(d^2) / log m``, is ``sigma^2 = med(d^2) / (2 log m)`` here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch as th
+
+BANDWIDTH_METHODS = ("paper", "median")
+Bandwidth = str | float
+
+
+def check_bandwidth(bandwidth: Bandwidth, name: str = "kernel_bandwidth") -> Bandwidth:
+    """Validate a bandwidth setting and return it.
+
+    :param bandwidth: ``"paper"``, ``"median"`` or a positive float (a fixed ``sigma^2``).
+    :param name: parameter name used in the error message.
+    :raises ValueError: for anything else.
+    """
+    if isinstance(bandwidth, str):
+        if bandwidth not in BANDWIDTH_METHODS:
+            raise ValueError(f"{name} must be one of {BANDWIDTH_METHODS} or a positive float, got {bandwidth!r}")
+        return bandwidth
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
+        raise ValueError(f"{name} must be one of {BANDWIDTH_METHODS} or a positive float, got {bandwidth!r}")
+    return float(bandwidth)
+
+
+def pairwise_sq_dists(x: th.Tensor) -> th.Tensor:
+    """Squared Euclidean distances ``||x_i - x_j||^2``.
+
+    :param x: particles ``(batch, m, dim)``.
+    :return: ``(batch, m, m)``, exactly zero on the diagonal.
+    """
+    diff = x.unsqueeze(-2) - x.unsqueeze(-3)  # (batch, m, m, dim)
+    return diff.pow(2).sum(-1)
+
+
+def kernel_bandwidth(sq_dists: th.Tensor, method: Bandwidth) -> th.Tensor:
+    """Kernel variance ``sigma^2`` per target density, detached.
+
+    :param sq_dists: ``(batch, m, m)`` squared distances.
+    :param method: ``"paper"``, ``"median"`` or a fixed positive float.
+    :return: ``(batch, 1, 1)``.
+    """
+    batch, m, _ = sq_dists.shape
+    with th.no_grad():
+        if isinstance(method, float):
+            return sq_dists.new_full((batch, 1, 1), method)
+        if method == "paper":
+            sigma2 = sq_dists.sum((-1, -2)) / (4.0 * (2.0 * math.log(m) + 1.0))
+        else:  # median over the m (m - 1) off-diagonal entries
+            off_diag = ~th.eye(m, dtype=th.bool, device=sq_dists.device)
+            sigma2 = sq_dists[:, off_diag].median(-1).values / (2.0 * math.log(m))
+        # Coincident particles give sigma^2 = 0; a tiny floor keeps the kernel defined.
+        return sigma2.clamp_min(1e-8).view(batch, 1, 1)
+
+
+def rbf_kernel(sq_dists: th.Tensor, sigma2: th.Tensor) -> th.Tensor:
+    """``k_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))``, shape ``(batch, m, m)``."""
+    return th.exp(-sq_dists / (2.0 * sigma2))
+
+
+def stein_direction(
+    x: th.Tensor, score: th.Tensor, kernel: th.Tensor, sigma2: th.Tensor, tau: float | th.Tensor = 1.0
+) -> th.Tensor:
+    """SVGD direction ``h(x_i)`` of Eq. 1 (scaled as in Appendix H), shape ``(batch, m, dim)``.
+
+    ``grad_{x_j} k(x_j, x_i) = k_ij (x_i - x_j) / sigma^2``; the sums over ``j`` are matrix
+    products so no ``(batch, m, m, dim)`` tensor is formed.
+    """
+    m = x.shape[-2]
+    attraction = kernel @ score  # (batch, m, dim)
+    repulsion = (kernel.sum(-1, keepdim=True) * x - kernel @ x) / sigma2
+    return (attraction + tau * repulsion) / m
+
+
+def stein_trace(
+    x: th.Tensor,
+    score: th.Tensor,
+    kernel: th.Tensor,
+    sigma2: th.Tensor,
+    sq_dists: th.Tensor,
+    tau: float | th.Tensor = 1.0,
+    self_hessian_trace: th.Tensor | None = None,
+) -> th.Tensor:
+    """``Tr(grad_{x_i} h(x_i))`` of Theorem 3.3, shape ``(batch, m)``.
+
+    :param self_hessian_trace: optional ``(batch, m)`` ``Tr(grad^2 log p(x_i))`` (in the units of
+        ``score``), the ``j = i`` term the paper drops; ``None`` follows the paper.
+    """
+    m, dim = x.shape[-2], x.shape[-1]
+    k_score = kernel @ score  # sum_j k_ij s_j
+    # sum_j k_ij (x_i - x_j)^T s_j = x_i^T (K s)_i - sum_j k_ij (x_j^T s_j)
+    cross = (x * k_score).sum(-1) - (kernel @ (x * score).sum(-1, keepdim=True)).squeeze(-1)
+    spread = (kernel * sq_dists).sum(-1)  # sum_j k_ij ||x_i - x_j||^2
+    sigma2_ = sigma2.squeeze(-1)  # (batch, 1)
+    # The j = i kernel entry is 1 and carries no repulsion: subtract it from the tau * d term.
+    others = kernel.sum(-1) - 1.0
+    trace = (-cross + tau * dim * others - tau * spread / sigma2_) / (m * sigma2_)
+    if self_hessian_trace is not None:
+        trace = trace + self_hessian_trace / m
+    return trace
+
+
+ScoreFn = Callable[[th.Tensor], th.Tensor]
+
+
+@dataclass
+class SVGDResult:
+    """Output of :func:`svgd`.
+
+    :param particles: final particles ``(batch, m, dim)``.
+    :param log_prob: ``log q^L`` of each final particle ``(batch, m)``, or ``None`` if not requested.
+    :param bandwidth: ``sigma^2`` of the last step ``(batch,)`` (of ``x^0`` if ``steps == 0``).
+    """
+
+    particles: th.Tensor
+    log_prob: th.Tensor | None
+    bandwidth: th.Tensor
+
+
+class SVGDDivergenceError(FloatingPointError):
+    """Raised when particles or their log-likelihood become NaN or infinite."""
+
+
+def svgd(
+    x0: th.Tensor,
+    score_fn: ScoreFn,
+    steps: int,
+    step_size: float,
+    bandwidth: Bandwidth = "paper",
+    tau: float | th.Tensor = 1.0,
+    log_q0: th.Tensor | None = None,
+    owner: str = "SVGD",
+    step_size_name: str = "svgd_step_size",
+) -> SVGDResult:
+    """Run ``steps`` SVGD updates from ``x0`` and track the closed-form log-likelihood.
+
+    :param x0: initial particles ``(batch, m, dim)`` (differentiable: gradients flow through the
+        unrolled updates, as the S²AC actor loss requires).
+    :param score_fn: maps particles ``(batch, m, dim)`` to ``score`` of the same shape (see module
+        docstring for its scaling with ``tau``).
+    :param steps: number of updates ``L >= 0``.
+    :param step_size: ``eps > 0``.
+    :param bandwidth: ``"paper"``, ``"median"`` or fixed ``sigma^2``.
+    :param tau: weight of the repulsive term (``alpha`` for S²AC, 1 for plain SVGD).
+    :param log_q0: ``log q^0(x0)`` ``(batch, m)``; when given, ``log q^L`` is returned.
+    :param owner: name used in error messages (the algorithm).
+    :param step_size_name: the user-facing parameter name of ``step_size`` for error messages.
+    :raises SVGDDivergenceError: if particles, scores or log-likelihoods become non-finite.
+    """
+    x = x0
+    log_q = log_q0
+    sigma2 = kernel_bandwidth(pairwise_sq_dists(x0), bandwidth)
+    # Per-step finiteness flags stay on the device; one sync at the end.
+    flags: list[th.Tensor] = []
+    for _ in range(steps):
+        score = score_fn(x)
+        sq_dists = pairwise_sq_dists(x)
+        sigma2 = kernel_bandwidth(sq_dists, bandwidth)
+        kernel = rbf_kernel(sq_dists, sigma2)
+        direction = stein_direction(x, score, kernel, sigma2, tau)
+        if log_q is not None:
+            log_q = log_q - step_size * stein_trace(x, score, kernel, sigma2, sq_dists, tau)
+        x = x + step_size * direction
+        flags.append(th.stack([th.isfinite(score).all(), th.isfinite(x).all()]))
+    if flags:
+        finite = th.stack(flags)  # (steps, 2)
+        if not bool(finite.all()):
+            bad_step, bad_what = (~finite).nonzero()[0].tolist()
+            what = "score (gradient of the target log-density)" if bad_what == 0 else "particles"
+            raise SVGDDivergenceError(
+                f"{owner}: the SVGD {what} became NaN/inf at step {bad_step + 1} of {steps}. "
+                f"The step size {step_size_name}={step_size} is too large for the current critic's "
+                f"gradients: reduce {step_size_name} (or the number of SVGD steps), or lower the "
+                f"critic learning rate."
+            )
+    if log_q is not None and not bool(th.isfinite(log_q).all()):
+        raise SVGDDivergenceError(
+            f"{owner}: the SVGD log-likelihood became NaN/inf. Reduce {step_size_name}={step_size}: the "
+            "closed-form entropy needs eps * ||grad h|| << 1 (S²AC Theorem 3.1)."
+        )
+    return SVGDResult(particles=x, log_prob=log_q, bandwidth=sigma2.view(-1))
