@@ -289,6 +289,12 @@ class S2ACPolicy(BasePolicy):
         # The temperature alpha weighs the repulsive term of the sampler (paper Thm 3.3); the
         # algorithm keeps it in sync with its entropy coefficient. A buffer, so it is saved.
         self.register_buffer("alpha", th.ones(()))
+        # Standardised initial noise used by predict(deterministic=True), drawn once and saved, so
+        # that a deterministic action is a function of the state alone (SVGD from mu + sigma * z).
+        action_dim = get_action_dim(action_space)
+        self.register_buffer(
+            "eval_noise", truncated_standard_normal((n_particles, action_dim), bound_std, th.zeros(()))
+        )
         self._build(lr_schedule)
 
     def _make_features_extractor_and_dim(self) -> tuple[BaseFeaturesExtractor, int]:
@@ -388,7 +394,9 @@ class S2ACPolicy(BasePolicy):
         )
         return data
 
-    def sample(self, obs: PyTorchObs, with_log_prob: bool = True, n_particles: int | None = None) -> ParticleSample:
+    def sample(
+        self, obs: PyTorchObs, with_log_prob: bool = True, n_particles: int | None = None, fixed_noise: bool = False
+    ) -> ParticleSample:
         """Draw ``m`` particles per state: ``u^0 ~ q0(.|s)``, then ``L`` SVGD steps on the current critic.
 
         The sampler targets the density of ``u`` whose image ``tanh(u)`` has density
@@ -400,11 +408,15 @@ class S2ACPolicy(BasePolicy):
         :param obs: observations ``(B, ...)``.
         :param with_log_prob: also compute ``log pi(a|s)`` per particle (Eq. 11 + tanh correction).
         :param n_particles: override ``m``.
+        :param fixed_noise: start from the saved ``eval_noise`` instead of fresh noise (deterministic).
         """
         m = self.n_particles if n_particles is None else n_particles
         mean, log_std = self.actor(obs)  # (B, A) each
         std = log_std.exp()
-        noise = truncated_standard_normal((mean.shape[0], m, mean.shape[1]), self.bound_std, mean)  # (B, m, A)
+        if fixed_noise and m == self.n_particles:
+            noise = self.eval_noise.unsqueeze(0).expand(mean.shape[0], -1, -1)
+        else:
+            noise = truncated_standard_normal((mean.shape[0], m, mean.shape[1]), self.bound_std, mean)  # (B, m, A)
         u0 = mean.unsqueeze(1) + std.unsqueeze(1) * noise
         log_q0 = diag_normal_log_prob(noise, log_std.unsqueeze(1), self.bound_std) if with_log_prob else None
         alpha = self.alpha
@@ -434,6 +446,8 @@ class S2ACPolicy(BasePolicy):
 
         Training (``deterministic=False``): a uniformly random particle (Algorithm 1, line 5).
         Evaluation: ``eval_action_selection`` (highest Q, or a draw from ``softmax(Q / alpha)``).
+        ``predict(deterministic=True)`` runs the sampler from the saved ``eval_noise``, so with
+        ``"max_q"`` it is a deterministic function of the state; ``"softmax"`` stays a random draw.
         """
         batch, m, _ = actions.shape
         if not deterministic:
@@ -452,7 +466,7 @@ class S2ACPolicy(BasePolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         if self.amortized_sampler is not None:
             return self.amortized_sampler._predict(observation, deterministic)
-        sample = self.sample(observation, with_log_prob=False)
+        sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic)
         return self.select(observation, sample.actions, deterministic)
 
     def set_training_mode(self, mode: bool) -> None:

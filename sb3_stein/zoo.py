@@ -1,0 +1,288 @@
+"""Registration of sb3-stein with RL Baselines3 Zoo (rl_zoo3).
+
+rl_zoo3 has no plugin mechanism; it keeps its algorithms, Optuna samplers and converters in
+plain dicts and reads ``<rl_zoo3>/hyperparams/<algo>.yml`` unless ``--conf-file`` is given.
+This module fills those dicts and redirects the hyperparameter file:
+
+* ``ALGORITHMS`` maps each zoo name to its class (``"module:Class"``), ``OPTUNA`` maps it to
+  its sampler and converter. A new algorithm adds one entry to each table, and its
+  ``hyperparams/<name>.yml``.
+* ``ExperimentManager.__init__`` is wrapped: with no ``--conf-file`` (``config=None``) the
+  file becomes ``sb3_stein/hyperparams/<algo>.yml`` when ``algo`` is one of ours, or when
+  ``algo`` is a zoo builtin (sac, td3, ...), the environment is one of sb3-stein's and our
+  ``<algo>.yml`` has an entry for that id. A user's ``--conf-file`` always wins.
+
+It runs automatically: the start-up hook ``_sb3_stein_zoo`` (installed as a ``.pth``) calls
+:func:`on_import` after ``rl_zoo3``, ``rl_zoo3.hyperparams_opt`` and ``rl_zoo3.exp_manager``
+have executed. Importing this module also registers, idempotently: into the ``rl_zoo3``
+modules already imported, and (through the same hook) into those imported later.
+:func:`register_all` imports rl_zoo3 and registers everything at once (used by
+``python -m sb3_stein.train`` / ``python -m sb3_stein.enjoy``).
+
+rl_zoo3's ``enjoy``/``record_video`` keep a *local* list of off-policy names used to load
+with ``buffer_size=1``; it cannot be extended without editing rl_zoo3, so loading one of our
+models there allocates the replay buffer from the saved ``buffer_size`` (memory only).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ALGORITHMS",
+    "OPTUNA",
+    "convert_s2ac_params",
+    "hyperparams_dir",
+    "hyperparams_file",
+    "is_plugin_env",
+    "on_import",
+    "patch_experiment_manager",
+    "register_algorithms",
+    "register_all",
+    "register_optuna",
+    "resolve_config",
+    "sample_s2ac_params",
+]
+
+#: zoo name -> "module:Class"
+ALGORITHMS: dict[str, str] = {
+    "s2ac": "sb3_stein.s2ac:S2AC",
+}
+
+#: zoo name -> ("module:sampler", "module:converter") for rl_zoo3's Optuna search
+#: (``HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``).
+OPTUNA: dict[str, tuple[str, str]] = {
+    "s2ac": ("sb3_stein.zoo:sample_s2ac_params", "sb3_stein.zoo:convert_s2ac_params"),
+}
+
+# Attribute that marks our ExperimentManager.__init__ wrapper (idempotence).
+_WRAPPED = "__sb3_stein_wrapped__"
+
+
+def _load(path: str) -> Any:
+    """Import ``"module:attribute"``."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(f"sb3-stein: {message}", RuntimeWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- hyperparameters
+
+
+def hyperparams_dir() -> Path:
+    """Folder of the shipped yml files: the ``sb3_stein.hyperparams`` package (installed), or
+    the checkout's ``hyperparams/`` next to ``sb3_stein/`` (source tree on ``sys.path``)."""
+    try:
+        spec = importlib.util.find_spec("sb3_stein.hyperparams")
+    except ImportError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            return Path(location)
+    return Path(__file__).resolve().parent.parent / "hyperparams"
+
+
+def hyperparams_file(algo: str) -> Path:
+    """Path of sb3-stein's ``<algo>.yml`` (it may not exist)."""
+    return hyperparams_dir() / f"{algo}.yml"
+
+
+@functools.cache
+def _yml_sections(path: str, mtime_ns: int) -> frozenset[str]:
+    import yaml
+
+    with open(path) as f:
+        content = yaml.safe_load(f) or {}
+    return frozenset(content)
+
+
+def _has_section(path: Path, env_id: str) -> bool:
+    return env_id in _yml_sections(str(path), path.stat().st_mtime_ns)
+
+
+def is_plugin_env(env_id: str) -> bool:
+    """True when gymnasium's registry has ``env_id`` with an entry point inside ``sb3_stein``."""
+    import gymnasium as gym
+
+    spec = gym.envs.registry.get(str(env_id))
+    if spec is None:
+        return False
+    entry_point = spec.entry_point
+    if isinstance(entry_point, str):
+        module = entry_point.partition(":")[0]
+    else:
+        module = getattr(entry_point, "__module__", "") or ""
+    return module == "sb3_stein" or module.startswith("sb3_stein.")
+
+
+def resolve_config(algo: str | None, env_id: str | None, config: str | None) -> str | None:
+    """The hyperparameter file rl_zoo3 should read (``None``: rl_zoo3's own default).
+
+    ``config`` (the user's ``--conf-file``) always wins. Otherwise our ``<algo>.yml`` is used
+    for our algorithms, and for a builtin algorithm on one of our environments when our
+    ``<algo>.yml`` has a section for that environment id.
+    """
+    if config or not algo:
+        return config
+    path = hyperparams_file(algo)
+    if not path.is_file():
+        return None
+    if algo in ALGORITHMS:
+        return str(path)
+    # EnvironmentName (rl_zoo3's env id type) is a str; .gym_id drops a namespace prefix.
+    gym_id = str(getattr(env_id, "gym_id", env_id) or "")
+    if gym_id and _has_section(path, gym_id) and is_plugin_env(gym_id):
+        return str(path)
+    return None
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def _import_envs() -> None:
+    """Register sb3-stein's environments with gymnasium (rl_zoo3 checks ``--env`` early)."""
+    try:
+        importlib.import_module("sb3_stein.envs")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("sb3_stein.envs", "sb3_stein"):
+            raise
+
+
+def register_algorithms() -> None:
+    """Add ``ALGORITHMS`` to ``rl_zoo3.ALGOS`` (and register the environments)."""
+    from rl_zoo3 import ALGOS  # the same dict as rl_zoo3.utils.ALGOS
+
+    try:
+        _import_envs()
+    except Exception as exc:
+        _warn(f"could not register the sb3-stein environments: {exc!r}")
+    for name, path in ALGORITHMS.items():
+        try:
+            ALGOS[name] = _load(path)
+        except Exception as exc:  # one broken algorithm must not hide the others
+            _warn(f"could not load rl_zoo3 algorithm {name!r} from {path!r}: {exc!r}")
+
+
+def register_optuna() -> None:
+    """Add ``OPTUNA`` to rl_zoo3's ``HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``."""
+    from rl_zoo3 import hyperparams_opt
+
+    for name, (sampler, converter) in OPTUNA.items():
+        hyperparams_opt.HYPERPARAMS_SAMPLER[name] = _load(sampler)
+        hyperparams_opt.HYPERPARAMS_CONVERTER[name] = _load(converter)
+
+
+def patch_experiment_manager() -> None:
+    """Wrap ``ExperimentManager.__init__`` so that ``config`` goes through :func:`resolve_config`."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    original = ExperimentManager.__init__
+    if getattr(original, _WRAPPED, False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:  # let rl_zoo3 report the bad call
+            return original(self, *args, **kwargs)
+        given = bound.arguments.get("config")
+        try:
+            config = resolve_config(bound.arguments.get("algo"), bound.arguments.get("env_id"), given)
+        except Exception as exc:
+            _warn(f"could not choose the hyperparameter file: {exc!r}")
+            config = given
+        if config != given:
+            bound.arguments["config"] = config
+        return original(*bound.args, **bound.kwargs)
+
+    setattr(__init__, _WRAPPED, True)
+    ExperimentManager.__init__ = __init__  # type: ignore[method-assign]
+
+
+_STEPS = {
+    "rl_zoo3": register_algorithms,
+    "rl_zoo3.hyperparams_opt": register_optuna,
+    "rl_zoo3.exp_manager": patch_experiment_manager,
+}
+
+
+def on_import(name: str) -> None:
+    """Run the registration step for the rl_zoo3 module ``name`` (it has just executed)."""
+    _STEPS[name]()
+
+
+def register_all() -> None:
+    """Import rl_zoo3 and register everything (idempotent)."""
+    for name, step in _STEPS.items():
+        importlib.import_module(name)
+        step()
+
+
+# ----------------------------------------------------------------------------- Optuna
+
+#: S2AC's own search space, on top of rl_zoo3's SAC one.
+S2AC_SEARCH_KEYS = ("n_particles", "svgd_steps", "svgd_step_size", "kernel_bandwidth")
+
+
+def _accepted(algo: str, hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """Drop the keys that ``algo``'s constructor does not take (e.g. SAC's ``use_sde``)."""
+    parameters = inspect.signature(_load(ALGORITHMS[algo]).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return hyperparams
+    return {key: value for key, value in hyperparams.items() if key in parameters}
+
+
+def _sample_svgd_params(trial: Any) -> dict[str, Any]:
+    return {
+        "n_particles": trial.suggest_categorical("n_particles", [5, 10, 20]),
+        "svgd_steps": trial.suggest_categorical("svgd_steps", [1, 3, 5, 10]),
+        "svgd_step_size": trial.suggest_float("svgd_step_size", 0.01, 0.5, log=True),
+        "kernel_bandwidth": trial.suggest_categorical("kernel_bandwidth", ["paper", "median"]),
+    }
+
+
+def sample_s2ac_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler for S2AC: rl_zoo3's SAC search space plus the SVGD settings."""
+    from rl_zoo3.hyperparams_opt import sample_sac_params
+
+    hyperparams = sample_sac_params(trial, n_actions, n_envs, additional_args)
+    hyperparams.update(_sample_svgd_params(trial))
+    return _accepted("s2ac", hyperparams)
+
+
+def convert_s2ac_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's raw ``params`` (as sampled above) into S2AC keyword arguments."""
+    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
+
+    own = {key: params[key] for key in S2AC_SEARCH_KEYS if key in params}
+    hyperparams = convert_offpolicy_params({key: v for key, v in params.items() if key not in own})
+    hyperparams.update(own)
+    return _accepted("s2ac", hyperparams)
+
+
+# ----------------------------------------------------------------------------- on import
+
+for _name, _step in _STEPS.items():
+    if _name in sys.modules:
+        try:
+            _step()
+        except Exception as _exc:
+            _warn(f"could not register with {_name}: {_exc!r}")
+try:
+    import _sb3_stein_zoo
+except ImportError:  # pragma: no cover - only when the hook module is not installed
+    pass
+else:
+    _sb3_stein_zoo.install()
