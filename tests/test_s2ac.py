@@ -27,7 +27,13 @@ def make(env="Pendulum-v1", **kwargs) -> S2AC:
 def test_learns_and_logs_diagnostics():
     model = make().learn(150)
     logged = model.logger.name_to_value
-    for key in ("train/entropy", "train/kernel_bandwidth", "train/particle_spread", "train/ent_coef", "train/actor_loss"):
+    for key in (
+        "train/entropy",
+        "train/kernel_bandwidth",
+        "train/particle_spread",
+        "train/ent_coef",
+        "train/actor_loss",
+    ):
         assert key in logged and np.isfinite(logged[key])
     # The entropy coefficient moved and the policy's alpha follows it.
     assert float(model.policy.alpha) == pytest.approx(float(th.exp(model.log_ent_coef.detach())))
@@ -192,5 +198,5 @@ def test_nan_particles_raise_clear_error():
     model = make(svgd_step_size=1e-3)
     with th.no_grad():
         next(model.critic.q_networks[0].parameters()).fill_(float("inf"))
-    with pytest.raises(SVGDDivergenceError, match="svgd_step_size=0.001"):
+    with pytest.raises(SVGDDivergenceError, match=r"svgd_step_size=0\.001"):
         model.predict(np.zeros((1, 3), dtype=np.float32))

@@ -8,8 +8,8 @@ the first layer's state part once per state instead of once per particle, and bu
 autograd graph of its own for the gradient.
 
 The critic's weights enter as constants (detached): these values serve actors, whose losses
-must not train the critic. The returned gradient is an ordinary differentiable expression of the critic weights and of the
-actions. Its derivative with respect to the actions is zero, as is the exact one: a ReLU MLP is
+must not train the critic. The returned gradient is an ordinary differentiable expression of
+the actions. Its derivative with respect to the actions is zero, as is the exact one: a ReLU MLP is
 piecewise linear, so its action Hessian vanishes almost everywhere. Differentiating through it is
 therefore the same as ``torch.autograd.grad(..., create_graph=True)`` without the double backward
 (tested against autograd). Critics with other activations take the generic autograd path.
@@ -78,25 +78,31 @@ def q_values_and_action_grads(
     n_features = features.shape[-1]
     w1, b1 = layers[0]
     # First layer: the state part once per state, broadcast over its m particles.
-    state_part = th.matmul(features.unsqueeze(0), w1[:, :, :n_features].transpose(1, 2)) + b1  # (n, batch, h1)
+    state_part = (
+        th.matmul(features.unsqueeze(0), w1[:, :, :n_features].transpose(1, 2)) + b1
+    )  # (n, batch, h1)
     w1_action = w1[:, :, n_features:]  # (n, h1, act_dim)
     flat_actions = actions.reshape(1, batch * m, act_dim)
     pre = th.matmul(flat_actions, w1_action.transpose(1, 2)).view(-1, batch, m, w1.shape[1])
     pre = pre + state_part.unsqueeze(2)  # (n, batch, m, h1)
     n_critics = pre.shape[0]
-    pre = pre.reshape(n_critics, batch * m, -1)
-    pre_activations = [pre]
-    for weight, bias in layers[1:]:
-        pre = th.baddbmm(bias, th.relu(pre), weight.transpose(1, 2))
-        pre_activations.append(pre)
-    q = pre.view(n_critics, batch, m)
+    hidden = pre.reshape(n_critics, batch * m, -1)
+    hidden = th.relu(hidden) if len(layers) > 1 else hidden
+    activations = [hidden]
+    for k, (weight, bias) in enumerate(layers[1:]):
+        out = th.baddbmm(bias, hidden, weight.transpose(1, 2))
+        hidden = th.relu(out) if k < len(layers) - 2 else out
+        activations.append(hidden)
+    q = hidden.view(n_critics, batch, m)
     if not need_grad:
         return q, None
     # Backward through the ReLU MLP by hand: grad = W1a^T (m1 * W2^T (m2 * ... w_last)).
+    # threshold_backward is ReLU's own fused backward: grad where the activation is > 0, else 0.
     grad = None
-    for (weight, _), pre_act in zip(reversed(layers[1:]), reversed(pre_activations[:-1])):
+    for (weight, _), act in zip(reversed(layers[1:]), reversed(activations[:-1])):
         grad = weight.expand(n_critics, batch * m, -1) if grad is None else th.bmm(grad, weight)
-        grad = grad.masked_fill(pre_act <= 0, 0.0)
+        # The mask is a constant of the actions (zero Hessian), hence the detach.
+        grad = th.ops.aten.threshold_backward(grad, act.detach(), 0.0)
     if grad is None:  # a single linear layer: Q is linear in the action
         return q, w1_action.view(n_critics, 1, 1, act_dim).expand(n_critics, batch, m, act_dim)
     return q, th.bmm(grad, w1_action).view(n_critics, batch, m, act_dim)

@@ -58,7 +58,9 @@ def check_bandwidth(bandwidth: Bandwidth, name: str = "kernel_bandwidth") -> Ban
     """
     if isinstance(bandwidth, str):
         if bandwidth not in BANDWIDTH_METHODS:
-            raise ValueError(f"{name} must be one of {BANDWIDTH_METHODS} or a positive float, got {bandwidth!r}")
+            raise ValueError(
+                f"{name} must be one of {BANDWIDTH_METHODS} or a positive float, got {bandwidth!r}"
+            )
         return bandwidth
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
         raise ValueError(f"{name} must be one of {BANDWIDTH_METHODS} or a positive float, got {bandwidth!r}")

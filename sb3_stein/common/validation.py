@@ -56,7 +56,12 @@ def check_positive(name: str, value: Any, allow_none: bool = False) -> float | N
     """``value`` must be a finite number ``> 0`` (or ``None`` if allowed)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.floating))
+        or not np.isfinite(value)
+        or value <= 0
+    ):
         extra = " or None" if allow_none else ""
         raise ValueError(f"{name} must be a finite number > 0{extra}, got {value!r}")
     return float(value)

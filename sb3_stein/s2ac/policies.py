@@ -148,7 +148,9 @@ class AmortizedSampler(BasePolicy):
         self.features_dim = features_dim
         self.activation_fn = activation_fn
         self.action_dim = get_action_dim(action_space)
-        self.net = nn.Sequential(*create_mlp(features_dim + self.action_dim, self.action_dim, net_arch, activation_fn))
+        self.net = nn.Sequential(
+            *create_mlp(features_dim + self.action_dim, self.action_dim, net_arch, activation_fn)
+        )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -169,7 +171,11 @@ class AmortizedSampler(BasePolicy):
         return self.net(th.cat([features, noise], dim=-1))
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        batch = next(iter(observation.values())).shape[0] if isinstance(observation, dict) else observation.shape[0]
+        batch = (
+            next(iter(observation.values())).shape[0]
+            if isinstance(observation, dict)
+            else observation.shape[0]
+        )
         noise = th.zeros(batch, 1, self.action_dim, device=self.device)
         if not deterministic:
             noise.normal_()
@@ -335,13 +341,19 @@ class S2ACPolicy(BasePolicy):
             self.critic = ContinuousCritic(
                 features_extractor=self.actor.features_extractor, features_dim=features_dim, **critic_kwargs
             ).to(self.device)
-            critic_parameters = [p for n, p in self.critic.named_parameters() if "features_extractor" not in n]
+            critic_parameters = [
+                p for n, p in self.critic.named_parameters() if "features_extractor" not in n
+            ]
         else:
             ext, dim = self._make_features_extractor_and_dim()
-            self.critic = ContinuousCritic(features_extractor=ext, features_dim=dim, **critic_kwargs).to(self.device)
+            self.critic = ContinuousCritic(features_extractor=ext, features_dim=dim, **critic_kwargs).to(
+                self.device
+            )
             critic_parameters = list(self.critic.parameters())
         ext, dim = self._make_features_extractor_and_dim()
-        self.critic_target = ContinuousCritic(features_extractor=ext, features_dim=dim, **critic_kwargs).to(self.device)
+        self.critic_target = ContinuousCritic(features_extractor=ext, features_dim=dim, **critic_kwargs).to(
+            self.device
+        )
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic.optimizer = self.optimizer_class(
             critic_parameters,
@@ -395,7 +407,11 @@ class S2ACPolicy(BasePolicy):
         return data
 
     def sample(
-        self, obs: PyTorchObs, with_log_prob: bool = True, n_particles: int | None = None, fixed_noise: bool = False
+        self,
+        obs: PyTorchObs,
+        with_log_prob: bool = True,
+        n_particles: int | None = None,
+        fixed_noise: bool = False,
     ) -> ParticleSample:
         """Draw ``m`` particles per state: ``u^0 ~ q0(.|s)``, then ``L`` SVGD steps on the current critic.
 
@@ -416,7 +432,9 @@ class S2ACPolicy(BasePolicy):
         if fixed_noise and m == self.n_particles:
             noise = self.eval_noise.unsqueeze(0).expand(mean.shape[0], -1, -1)
         else:
-            noise = truncated_standard_normal((mean.shape[0], m, mean.shape[1]), self.bound_std, mean)  # (B, m, A)
+            noise = truncated_standard_normal(
+                (mean.shape[0], m, mean.shape[1]), self.bound_std, mean
+            )  # (B, m, A)
         u0 = mean.unsqueeze(1) + std.unsqueeze(1) * noise
         log_q0 = diag_normal_log_prob(noise, log_std.unsqueeze(1), self.bound_std) if with_log_prob else None
         alpha = self.alpha

@@ -151,7 +151,9 @@ class S2AC(SAC):
             learn_init=bool(learn_init),
             init_std=check_positive("init_std", init_std),
             bound_std=check_positive("bound_std", bound_std, allow_none=True),
-            eval_action_selection=check_choice("eval_action_selection", eval_action_selection, EVAL_SELECTIONS),
+            eval_action_selection=check_choice(
+                "eval_action_selection", eval_action_selection, EVAL_SELECTIONS
+            ),
             amortized=bool(amortized),
         )
         if not (isinstance(ent_coef, str) and ent_coef.startswith("auto")):
@@ -203,7 +205,11 @@ class S2AC(SAC):
         actor_optimizer = self.actor.optimizer
         amortized = self.policy.amortized_sampler
         optimizers = [self.critic.optimizer]
-        for optimizer in (actor_optimizer, self.ent_coef_optimizer, amortized.optimizer if amortized else None):
+        for optimizer in (
+            actor_optimizer,
+            self.ent_coef_optimizer,
+            amortized.optimizer if amortized else None,
+        ):
             if optimizer is not None:
                 optimizers.append(optimizer)
         self._update_learning_rate(optimizers)
@@ -241,7 +247,9 @@ class S2AC(SAC):
             with th.set_grad_enabled(actor_optimizer is not None):
                 sample = self.policy.sample(replay_data.observations)
                 assert sample.log_prob is not None
-                q_pi, _ = min_q_and_grad(self.critic, replay_data.observations, sample.actions, need_grad=False)
+                q_pi, _ = min_q_and_grad(
+                    self.critic, replay_data.observations, sample.actions, need_grad=False
+                )
                 actor_loss = (ent_coef * sample.log_prob - q_pi).mean()
             sample_ms.append(1e3 * (time.perf_counter() - start))
             actor_losses.append(actor_loss.item())
@@ -260,7 +268,9 @@ class S2AC(SAC):
                 self.ent_coef_optimizer.step()
 
             if amortized is not None:
-                amortized_losses.append(self._train_amortized(replay_data.observations, sample.pre_tanh.detach(), ent_coef))
+                amortized_losses.append(
+                    self._train_amortized(replay_data.observations, sample.pre_tanh.detach(), ent_coef)
+                )
 
             if gradient_step % self.target_update_interval == 0:
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)

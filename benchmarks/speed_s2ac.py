@@ -1,0 +1,225 @@
+"""Speed of S²AC against SB3's SAC, measured in one process, one torch thread.
+
+Usage::
+
+    python benchmarks/speed_s2ac.py --out benchmarks/results/speed_s2ac
+
+Measures (medians over repeats; see benchmarks/README.md):
+
+* ``predict`` latency for one Pendulum-v1 observation: SB3 SAC, S²AC (m = 10, L = 3, stochastic and
+  deterministic) and the amortized sampler (Appendix K);
+* one training gradient step at the paper's settings (batch 100, m = 10, L = 3, two 256x256
+  critics) against its *floor*: the bare critic passes the update needs at the same sizes, timed
+  with plain autograd on SB3's critic (L x forward+action-gradient on B*m rows for the target
+  sampler and again for the actor sampler, a target forward on B*m rows, the critic's
+  forward+backward on B rows, the actor's final Q forward+backward on B*m rows). The floor with a
+  double backward through every SVGD step (what ``create_graph=True`` would cost) is reported too;
+  S²AC's ReLU fast path needs no double backward (see sb3_stein/common/critics.py);
+* SB3 SAC's gradient step at rl_zoo3's Pendulum settings (batch 256), and 1000 ``learn`` steps of
+  both (env steps + updates) for the per-1k-steps ratio;
+* growth of S²AC's gradient step with m and L.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch as th
+from stable_baselines3 import SAC
+
+from sb3_stein import S2AC
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def fill_buffer(model, n: int = 2000) -> None:
+    """Random transitions so that train() can be timed without learning first."""
+    env = model.get_env()
+    obs = env.reset()
+    for _ in range(n):
+        action = np.array([env.action_space.sample() for _ in range(env.num_envs)])
+        new_obs, reward, done, infos = env.step(action)
+        model.replay_buffer.add(obs, new_obs, model.policy.scale_action(action), reward, done, infos)
+        obs = new_obs
+
+
+def train_step_ms(model, batch_size: int, repeats: int) -> float:
+    model._logger = None
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(None, []))
+    return median_ms(lambda: model.train(gradient_steps=1, batch_size=batch_size), repeats)
+
+
+def critic_floor_ms(model: S2AC, batch: int, m: int, steps: int, repeats: int) -> dict[str, float]:
+    """Bare autograd critic passes of one S²AC update, at the same sizes."""
+    critic = model.critic
+    obs = th.randn(batch * m, model.observation_space.shape[0])
+    obs_b = th.randn(batch, model.observation_space.shape[0])
+    act = th.rand(batch * m, 1) * 2 - 1
+    act_b = th.rand(batch, 1) * 2 - 1
+    target = th.randn(batch, 1)
+
+    def fwd_grad(create_graph: bool = False, backward: bool = False) -> None:
+        a = act.clone().requires_grad_(True)
+        q1, q2 = critic(obs, a)
+        (g,) = th.autograd.grad(th.min(q1, q2).sum(), a, create_graph=create_graph)
+        if backward:
+            (g.sum() + q1.sum()).backward()
+
+    def fwd() -> None:
+        with th.no_grad():
+            critic(obs, act)
+
+    def critic_update() -> None:
+        loss = sum(((q - target) ** 2).mean() for q in critic(obs_b, act_b))
+        critic.optimizer.zero_grad()
+        loss.backward()  # type: ignore[union-attr]
+
+    def final_q() -> None:
+        a = act.clone().requires_grad_(True)
+        q1, q2 = critic(obs, a)
+        th.min(q1, q2).mean().backward()
+
+    parts = {
+        "fwd_grad": median_ms(fwd_grad, repeats),
+        "fwd": median_ms(fwd, repeats),
+        "critic_update": median_ms(critic_update, repeats),
+        "final_q_fwd_bwd": median_ms(final_q, repeats),
+        "fwd_grad_double_backward": median_ms(lambda: fwd_grad(create_graph=True, backward=True), repeats),
+    }
+    parts["floor"] = (
+        2 * steps * parts["fwd_grad"] + parts["fwd"] + parts["critic_update"] + parts["final_q_fwd_bwd"]
+    )
+    parts["floor_create_graph"] = (
+        steps * parts["fwd_grad"]
+        + parts["fwd"]
+        + parts["critic_update"]
+        + steps * parts["fwd_grad_double_backward"]
+        + parts["final_q_fwd_bwd"]
+    )
+    return parts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed_s2ac"))
+    parser.add_argument(
+        "--repeats", type=int, default=30, help="timed repeats of each gradient-step measurement"
+    )
+    parser.add_argument("--predict-repeats", type=int, default=1000)
+    parser.add_argument(
+        "--learn-steps", type=int, default=1000, help="learn() steps timed for the per-1k ratio"
+    )
+    args = parser.parse_args(argv)
+    th.set_num_threads(1)
+    env_id = "Pendulum-v1"
+    results: dict[str, object] = {
+        "command": " ".join(["python", *sys.argv]),
+        "torch": th.__version__,
+        "threads": th.get_num_threads(),
+        "machine": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+    sac = SAC("MlpPolicy", env_id, learning_rate=1e-3, seed=0)  # rl_zoo3's Pendulum settings
+    s2ac = S2AC("MlpPolicy", env_id, learning_rate=1e-3, batch_size=100, n_particles=10, svgd_steps=3, seed=0)
+    s2ac_amortized = S2AC("MlpPolicy", env_id, n_particles=10, svgd_steps=3, amortized=True, seed=0)
+    obs = np.array([0.3, -0.9, 0.5], dtype=np.float32)
+    predict = {
+        "sac": median_ms(lambda: sac.predict(obs, deterministic=False), args.predict_repeats),
+        "s2ac": median_ms(lambda: s2ac.predict(obs, deterministic=False), args.predict_repeats),
+        "s2ac_deterministic": median_ms(lambda: s2ac.predict(obs, deterministic=True), args.predict_repeats),
+        "s2ac_amortized": median_ms(
+            lambda: s2ac_amortized.predict(obs, deterministic=False), args.predict_repeats
+        ),
+    }
+    results["predict_ms"] = predict
+    print("predict ms", predict, flush=True)
+
+    fill_buffer(sac)
+    fill_buffer(s2ac)
+    step = {
+        "sac_batch256": train_step_ms(sac, 256, args.repeats),
+        "s2ac_paper": train_step_ms(s2ac, 100, args.repeats),
+    }
+    floor = critic_floor_ms(s2ac, batch=100, m=10, steps=3, repeats=args.repeats)
+    results["train_step_ms"] = step
+    results["floor_ms"] = floor
+    print("train step ms", step, "floor", floor, flush=True)
+
+    growth: dict[str, float] = {}
+    for m in (5, 10, 20, 40):
+        model = S2AC("MlpPolicy", env_id, batch_size=100, n_particles=m, svgd_steps=3, seed=0)
+        fill_buffer(model, 500)
+        growth[f"m={m},L=3"] = train_step_ms(model, 100, max(5, args.repeats // 3))
+    for steps in (0, 1, 3, 5, 10):
+        model = S2AC("MlpPolicy", env_id, batch_size=100, n_particles=10, svgd_steps=steps, seed=0)
+        fill_buffer(model, 500)
+        growth[f"m=10,L={steps}"] = train_step_ms(model, 100, max(5, args.repeats // 3))
+    results["growth_train_step_ms"] = growth
+    print("growth", growth, flush=True)
+
+    learn_s: dict[str, float] = {}
+    for name, model in (("sac", sac), ("s2ac", s2ac)):
+        model.learning_starts = 0
+        start = time.perf_counter()
+        model.learn(args.learn_steps, reset_num_timesteps=False)
+        learn_s[name] = time.perf_counter() - start
+    results["learn_seconds_per_1k"] = {k: v * 1000 / args.learn_steps for k, v in learn_s.items()}
+
+    ratios = {
+        "predict_s2ac_over_sac": predict["s2ac"] / predict["sac"],
+        "predict_s2ac_deterministic_over_sac": predict["s2ac_deterministic"] / predict["sac"],
+        "predict_amortized_over_sac": predict["s2ac_amortized"] / predict["sac"],
+        "train_step_over_floor": step["s2ac_paper"] / floor["floor"],
+        "train_step_over_create_graph_floor": step["s2ac_paper"] / floor["floor_create_graph"],
+        "train_step_over_sac_step": step["s2ac_paper"] / step["sac_batch256"],
+        "learn_per_1k_over_sac": learn_s["s2ac"] / learn_s["sac"],
+    }
+    results["ratios"] = ratios
+    print("ratios", ratios, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(results, indent=2))
+    lines = [
+        "# S²AC speed (Pendulum-v1, 1 torch thread, CPU)",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"torch {results['torch']}, {results['machine']}, {results['date']}",
+        "",
+        "| measurement | ms |",
+        "| --- | --- |",
+        *[f"| predict {k} | {v:.3f} |" for k, v in predict.items()],
+        *[f"| train step {k} | {v:.2f} |" for k, v in step.items()],
+        *[f"| floor part {k} | {v:.2f} |" for k, v in floor.items()],
+        *[f"| train step {k} | {v:.2f} |" for k, v in growth.items()],
+        *[f"| learn 1k steps {k} (s) | {v:.1f} |" for k, v in results["learn_seconds_per_1k"].items()],  # type: ignore[union-attr]
+        "",
+        "| ratio | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v:.2f} |" for k, v in ratios.items()],
+    ]
+    (args.out / "speed.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
