@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch as th
 from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 _PIECEWISE_LINEAR = (nn.ReLU,)
@@ -59,7 +60,7 @@ def supports_fast_path(critic: ContinuousCritic) -> bool:
 
 
 def q_values_and_action_grads(
-    critic: ContinuousCritic, obs: th.Tensor, actions: th.Tensor, need_grad: bool = True
+    critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor, need_grad: bool = True
 ) -> tuple[th.Tensor, th.Tensor | None]:
     """All critics' values and action gradients on particles.
 
@@ -137,7 +138,7 @@ def _autograd_q_and_grads(
 
 
 def min_q_and_grad(
-    critic: ContinuousCritic, obs: th.Tensor, actions: th.Tensor, need_grad: bool = True
+    critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor, need_grad: bool = True
 ) -> tuple[th.Tensor, th.Tensor | None]:
     """``min_k Q_k(s, a)`` over the critic ensemble and its action gradient (of the minimising critic).
 

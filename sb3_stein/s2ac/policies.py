@@ -49,6 +49,8 @@ class InitialDistribution(BasePolicy):
     :param normalize_images: SB3 image normalisation flag.
     """
 
+    fixed_log_std: th.Tensor
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -238,6 +240,8 @@ class S2ACPolicy(BasePolicy):
     critic: ContinuousCritic
     critic_target: ContinuousCritic
     amortized_sampler: AmortizedSampler | None
+    alpha: th.Tensor
+    eval_noise: th.Tensor
 
     def __init__(
         self,
@@ -323,12 +327,13 @@ class S2ACPolicy(BasePolicy):
         actor_params = list(self.actor.parameters())
         # S²AC(phi) has nothing to learn in its fixed Gaussian (features extractors without
         # parameters, such as Flatten, included): no optimizer then.
-        self.actor.optimizer = (
+        actor_optimizer = (
             self.optimizer_class(actor_params, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
             if actor_params
             else None
         )
-        critic_kwargs = dict(
+        self.actor.optimizer = actor_optimizer  # type: ignore[assignment]
+        critic_kwargs: dict[str, Any] = dict(
             observation_space=self.observation_space,
             action_space=self.action_space,
             net_arch=self.critic_arch,

@@ -103,7 +103,7 @@ class S2AC(SAC):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
-    policy: S2ACPolicy
+    policy: S2ACPolicy  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -160,7 +160,7 @@ class S2AC(SAC):
             check_positive("ent_coef", ent_coef)
         policy_kwargs = {**sampler_kwargs, **(policy_kwargs or {})}
         super().__init__(
-            policy,
+            policy,  # type: ignore[arg-type]
             env,
             learning_rate=learning_rate,
             buffer_size=buffer_size,
