@@ -261,17 +261,25 @@ def test_s2ac_sampler_and_converter_round_trip():
     assert seen_bandwidths <= {"paper", "median"}
 
 
-def test_sampler_drops_keys_the_algorithm_does_not_take(monkeypatch):
+def test_sampler_drops_keys_the_algorithm_does_not_take():
+    assert zoo._accepted("s2ac", {"learning_rate": 1e-3, "use_sde": True}) == {"learning_rate": 1e-3}
+
+
+def test_s2ac_sampler_keeps_batches_affordable():
+    import inspect
+
     import optuna
-    from rl_zoo3 import hyperparams_opt
 
-    def sac_sampler(trial, n_actions, n_envs, additional_args):
-        return {"learning_rate": 1e-3, "use_sde": True}
+    from sb3_stein import S2AC
 
-    monkeypatch.setattr(hyperparams_opt, "sample_sac_params", sac_sampler)
-    trial = optuna.create_study().ask()
-    sampled = zoo.sample_s2ac_params(trial, 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
-    assert "use_sde" not in sampled and sampled["learning_rate"] == 1e-3
+    accepted = set(inspect.signature(S2AC.__init__).parameters)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    no_her = {"using_her_replay_buffer": False, "her_kwargs": {}}
+    for _ in range(30):
+        sampled = zoo.sample_s2ac_params(study.ask(), 1, 1, no_her)
+        assert set(sampled) <= accepted
+        assert 32 <= sampled["batch_size"] <= 256
+        assert sampled["svgd_steps"] in (1, 3, 5) and sampled["n_particles"] in (5, 10, 20)
 
 
 # ----------------------------------------------------------------------------- real commands
