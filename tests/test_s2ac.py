@@ -5,11 +5,24 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 import sb3_stein.common.critics as critics_module
 from sb3_stein import S2AC
 from sb3_stein.common.critics import min_q_and_grad
 from sb3_stein.common.svgd import SVGDDivergenceError
+
+
+class TinyExtractor(BaseFeaturesExtractor):
+    """A features extractor with parameters, to check what the actor loss may train."""
+
+    def __init__(self, observation_space: gym.spaces.Box):
+        super().__init__(observation_space, features_dim=4)
+        self.linear = th.nn.Linear(observation_space.shape[0], 4)
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        return th.relu(self.linear(obs))
+
 
 SMALL = dict(
     learning_starts=50,
@@ -40,21 +53,36 @@ def test_learns_and_logs_diagnostics():
     assert float(model.policy.alpha) != 1.0
 
 
-def test_actor_update_changes_initial_distribution_and_not_critic():
+@pytest.mark.parametrize(
+    "policy_kwargs",
+    [
+        dict(net_arch=[32, 32]),  # ReLU fast path
+        dict(net_arch=[16], activation_fn=th.nn.Tanh),  # autograd path
+        dict(net_arch=[16], share_features_extractor=True, features_extractor_class=TinyExtractor),
+    ],
+)
+def test_actor_loss_reaches_the_initial_gaussian_and_never_the_critic(policy_kwargs):
+    model = make(policy_kwargs=policy_kwargs)
+    obs = th.randn(6, 3)
+    model.policy.zero_grad(set_to_none=True)
+    sample = model.policy.sample(obs)
+    q, _ = min_q_and_grad(model.critic, obs, sample.actions, need_grad=False)
+    (0.2 * sample.log_prob - q).mean().backward()
+    assert all(p.grad is None for n, p in model.critic.named_parameters() if "features_extractor" not in n)
+    if model.policy.share_features_extractor:
+        # The shared extractor learns from the actor through the Gaussian only, never through Q's input.
+        q, _ = min_q_and_grad(model.critic, obs, sample.actions.detach(), need_grad=False)
+        assert q.grad_fn is None
+    else:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.actor.parameters())
+
+
+def test_a_training_step_changes_the_initial_gaussian():
     model = make()
-    model.learn(60)  # fills the buffer, a few updates
-    actor_before = [p.detach().clone() for p in model.actor.parameters()]
-    critic_before = [p.detach().clone() for p in model.critic.parameters()]
-    model.critic.optimizer.param_groups[0]["lr"] = 0.0  # isolate the actor's effect
-    model.lr_schedule = lambda _: 0.0
+    model.learn(60)
+    before = [p.detach().clone() for p in model.actor.parameters()]
     model.train(gradient_steps=1, batch_size=16)
-    assert all(th.equal(a, b) for a, b in zip(critic_before, model.critic.parameters()))
-    model2 = make()
-    model2.learn(60)
-    before = [p.detach().clone() for p in model2.actor.parameters()]
-    model2.train(gradient_steps=1, batch_size=16)
-    assert any(not th.equal(a, b) for a, b in zip(before, model2.actor.parameters()))
-    assert actor_before  # S2AC(phi, theta) has parameters
+    assert any(not th.equal(a, b) for a, b in zip(before, model.actor.parameters()))
 
 
 def test_fast_critic_path_gives_the_create_graph_gradient(monkeypatch):
@@ -138,17 +166,32 @@ def test_softmax_selection_and_fixed_initial_distribution(tmp_path):
     assert loaded.policy.learn_init is False and loaded.actor.optimizer is None
 
 
-def test_amortized_sampler_is_trained_and_used_by_predict(tmp_path):
+def test_amortized_sampler_is_trained_and_used_by_predict_but_not_for_rollouts(tmp_path, monkeypatch):
     model = make(amortized=True)
     sampler = model.policy.amortized_sampler
     before = [p.detach().clone() for p in sampler.parameters()]
+    calls = {"svgd": 0, "amortized": 0}
+    original_sample, original_predict = model.policy.sample, sampler._predict
+
+    def counting_sample(*args, **kwargs):
+        calls["svgd"] += 1
+        return original_sample(*args, **kwargs)
+
+    def counting_predict(*args, **kwargs):
+        calls["amortized"] += 1
+        return original_predict(*args, **kwargs)
+
+    monkeypatch.setattr(model.policy, "sample", counting_sample)
+    monkeypatch.setattr(sampler, "_predict", counting_predict)
     model.learn(100)
+    assert calls["amortized"] == 0  # Appendix K: f_psi is not used while training
     assert "train/amortized_loss" in model.logger.name_to_value
     assert any(not th.equal(a, b) for a, b in zip(before, sampler.parameters()))
     obs = np.zeros((2, 3), dtype=np.float32)
     with th.no_grad():
         expected = th.tanh(sampler(th.zeros(2, 3), th.zeros(2, 1, 1))[:, 0]).numpy() * 2.0
     actions, _ = model.predict(obs, deterministic=True)
+    assert calls["amortized"] == 1
     np.testing.assert_allclose(actions, expected, atol=1e-5)
     model.save(tmp_path / "amortized")
     loaded = S2AC.load(tmp_path / "amortized")
@@ -180,6 +223,7 @@ def test_multigoal_runs():
         (dict(bound_std=0.0), "bound_std must be a finite number > 0"),
         (dict(init_std=-1.0), "init_std must be a finite number > 0"),
         (dict(ent_coef=-0.1), "ent_coef must be a finite number > 0"),
+        (dict(policy_kwargs=dict(n_particles=1)), "n_particles must be an integer >= 2"),
     ],
 )
 def test_bad_hyperparameters_raise(kwargs, match):

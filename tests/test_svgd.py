@@ -188,3 +188,16 @@ def test_divergence_raises_clear_error():
         svgd(x0, lambda x: x**3, 3, 1e30, owner="S2AC")
     with pytest.raises(SVGDDivergenceError, match="score"):
         svgd(x0, lambda x: x * float("nan"), 2, 0.1)
+
+
+def test_bandwidth_floor_keeps_the_closed_form_valid_for_collapsed_particles():
+    """Theorem 3.1 needs eps * ||grad h|| << 1: coincident particles must not yield unbounded entropy."""
+    x0 = th.zeros(4, 10, 1)
+    log_q0 = th.zeros(4, 10)
+    floored = svgd(x0, lambda x: th.zeros_like(x), 3, 0.1, bandwidth="paper", tau=0.2, log_q0=log_q0)
+    per_step = (log_q0 - floored.log_prob) / 3
+    assert float(per_step.max()) <= 0.25 + 1e-6  # max_expansion
+    unbounded = svgd(
+        x0, lambda x: th.zeros_like(x), 3, 0.1, bandwidth="paper", tau=0.2, log_q0=log_q0, max_expansion=None
+    )
+    assert float((log_q0 - unbounded.log_prob).max()) > 1e5

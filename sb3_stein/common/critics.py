@@ -72,7 +72,10 @@ def q_values_and_action_grads(
         ``(n_critics, batch, m, act_dim)`` (``None`` if not requested).
     """
     batch, m, act_dim = actions.shape
-    features = critic.extract_features(obs, critic.features_extractor)  # (batch, n_features)
+    # Actors need gradients with respect to the actions only: nothing here may train the critic
+    # or a features extractor it shares with the actor.
+    with th.no_grad():
+        features = critic.extract_features(obs, critic.features_extractor)  # (batch, n_features)
     layers = _stacked_layers(list(critic.q_networks))
     if layers is None:
         return _autograd_q_and_grads(critic, features, actions, need_grad)
@@ -109,6 +112,10 @@ def q_values_and_action_grads(
     return q, th.bmm(grad, w1_action).view(n_critics, batch, m, act_dim)
 
 
+def _detached(module: nn.Module) -> dict[str, th.Tensor]:
+    return {name: param.detach() for name, param in module.named_parameters()}
+
+
 def _autograd_q_and_grads(
     critic: ContinuousCritic, features: th.Tensor, actions: th.Tensor, need_grad: bool
 ) -> tuple[th.Tensor, th.Tensor | None]:
@@ -122,7 +129,10 @@ def _autograd_q_and_grads(
     flat_actions = actions.reshape(batch * m, act_dim)
     if not need_grad:
         qvalue_input = th.cat([flat_features, flat_actions], dim=1)
-        return th.stack([q_net(qvalue_input).view(batch, m) for q_net in critic.q_networks]), None
+        values = [
+            th.func.functional_call(q_net, _detached(q_net), (qvalue_input,)) for q_net in critic.q_networks
+        ]
+        return th.stack([v.view(batch, m) for v in values]), None
     keep_graph = actions.requires_grad
     with th.enable_grad():
         if not keep_graph:
@@ -130,7 +140,8 @@ def _autograd_q_and_grads(
         qvalue_input = th.cat([flat_features, flat_actions], dim=1)
         qs, grads = [], []
         for q_net in critic.q_networks:
-            q_k = q_net(qvalue_input).view(batch, m)
+            # Detached weights, as on the fast path: the actor's loss must not reach the critic.
+            q_k = th.func.functional_call(q_net, _detached(q_net), (qvalue_input,)).view(batch, m)
             (grad,) = th.autograd.grad(q_k.sum(), flat_actions, create_graph=keep_graph)
             qs.append(q_k if keep_graph else q_k.detach())
             grads.append(grad.view(batch, m, act_dim))

@@ -299,6 +299,8 @@ class S2ACPolicy(BasePolicy):
         # The temperature alpha weighs the repulsive term of the sampler (paper Thm 3.3); the
         # algorithm keeps it in sync with its entropy coefficient. A buffer, so it is saved.
         self.register_buffer("alpha", th.ones(()))
+        # Set by S2AC while it collects experience, so that predict() bypasses f_psi then.
+        self.collecting_rollouts = False
         # Standardised initial noise used by predict(deterministic=True), drawn once and saved, so
         # that a deterministic action is a function of the state alone (SVGD from mu + sigma * z).
         action_dim = get_action_dim(action_space)
@@ -487,7 +489,9 @@ class S2ACPolicy(BasePolicy):
         return self._predict(obs, deterministic=deterministic)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        if self.amortized_sampler is not None:
+        # f_psi is a test-time sampler (Appendix K: it "cannot be used during training"); rollouts
+        # that fill the replay buffer always come from the SVGD sampler (Algorithm 2, line 4).
+        if self.amortized_sampler is not None and not self.collecting_rollouts:
             return self.amortized_sampler._predict(observation, deterministic)
         sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic)
         return self.select(observation, sample.actions, deterministic)

@@ -16,7 +16,14 @@ from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
 from sb3_stein.common.critics import min_q_and_grad, q_values_and_action_grads
-from sb3_stein.common.svgd import Bandwidth, check_bandwidth, kernel_bandwidth, pairwise_sq_dists, rbf_kernel
+from sb3_stein.common.svgd import (
+    Bandwidth,
+    check_bandwidth,
+    kernel_bandwidth,
+    pairwise_sq_dists,
+    rbf_kernel,
+    stein_direction,
+)
 from sb3_stein.common.validation import check_box_action_space, check_choice, check_int, check_positive
 from sb3_stein.s2ac.policies import EVAL_SELECTIONS, MlpPolicy, S2ACPolicy
 
@@ -143,22 +150,35 @@ class S2AC(SAC):
         _init_setup_model: bool = True,
     ):
         check_box_action_space(env, "S2AC")
+        sampler_args: dict[str, Any] = dict(
+            n_particles=n_particles,
+            svgd_steps=svgd_steps,
+            svgd_step_size=svgd_step_size,
+            kernel_bandwidth=kernel_bandwidth,
+            learn_init=learn_init,
+            init_std=init_std,
+            bound_std=bound_std,
+            eval_action_selection=eval_action_selection,
+            amortized=amortized,
+        )
+        # The same settings given through policy_kwargs win (as after a load) but are checked too.
+        sampler_args.update({k: v for k, v in (policy_kwargs or {}).items() if k in sampler_args})
         sampler_kwargs = dict(
-            n_particles=check_int("n_particles", n_particles, 2),
-            svgd_steps=check_int("svgd_steps", svgd_steps, 0),
-            svgd_step_size=check_positive("svgd_step_size", svgd_step_size),
-            kernel_bandwidth=check_bandwidth(kernel_bandwidth),
-            learn_init=bool(learn_init),
-            init_std=check_positive("init_std", init_std),
-            bound_std=check_positive("bound_std", bound_std, allow_none=True),
+            n_particles=check_int("n_particles", sampler_args["n_particles"], 2),
+            svgd_steps=check_int("svgd_steps", sampler_args["svgd_steps"], 0),
+            svgd_step_size=check_positive("svgd_step_size", sampler_args["svgd_step_size"]),
+            kernel_bandwidth=check_bandwidth(sampler_args["kernel_bandwidth"]),
+            learn_init=bool(sampler_args["learn_init"]),
+            init_std=check_positive("init_std", sampler_args["init_std"]),
+            bound_std=check_positive("bound_std", sampler_args["bound_std"], allow_none=True),
             eval_action_selection=check_choice(
-                "eval_action_selection", eval_action_selection, EVAL_SELECTIONS
+                "eval_action_selection", sampler_args["eval_action_selection"], EVAL_SELECTIONS
             ),
-            amortized=bool(amortized),
+            amortized=bool(sampler_args["amortized"]),
         )
         if not (isinstance(ent_coef, str) and ent_coef.startswith("auto")):
             check_positive("ent_coef", ent_coef)
-        policy_kwargs = {**sampler_kwargs, **(policy_kwargs or {})}
+        policy_kwargs = {**(policy_kwargs or {}), **sampler_kwargs}
         super().__init__(
             policy,  # type: ignore[arg-type]
             env,
@@ -268,9 +288,7 @@ class S2AC(SAC):
                 self.ent_coef_optimizer.step()
 
             if amortized is not None:
-                amortized_losses.append(
-                    self._train_amortized(replay_data.observations, sample.pre_tanh.detach(), ent_coef)
-                )
+                amortized_losses.append(self._train_amortized(replay_data.observations, ent_coef))
 
             if gradient_step % self.target_update_interval == 0:
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
@@ -303,35 +321,48 @@ class S2AC(SAC):
         if amortized_losses:
             self.logger.record("train/amortized_loss", np.mean(amortized_losses))
 
-    def _train_amortized(self, obs: th.Tensor, particles: th.Tensor, ent_coef: th.Tensor) -> float:
-        """One step of the amortized sampler (Appendix K, Eq. 24-25).
+    def _train_amortized(self, obs: th.Tensor, ent_coef: th.Tensor) -> float:
+        """One step of the amortized sampler ``f_psi`` (Appendix K, Eq. 24-25).
 
-        Samples ``f_psi(s, z_k)`` move along the Stein direction induced by the SVGD particles
-        ``u_i`` of the same state: ``Delta f = 1/m sum_i k(u_i, f) score(u_i) + alpha grad_{u_i}
-        k(u_i, f)``; the surrogate ``-<stop_grad(Delta f), f_psi>`` has gradient
-        ``-E[Delta f * d f_psi / d psi]`` (Eq. 25).
+        Eq. 24 moves each output ``f_psi(s, z)`` along the Stein direction
+        ``Delta f = 1/m sum_i k(a_i, f) score(a_i) + alpha grad_{a_i} k(a_i, f)`` of the target
+        ``exp(Q / alpha)``; the surrogate ``-<stop_grad(Delta f), f_psi>`` has gradient
+        ``-E[Delta f * d f_psi / d psi]`` (Eq. 25). The points ``a_i`` are ``m`` samples of
+        ``f_psi`` itself for the same state (amortized SVGD of Wang & Liu 2016, as in SQL, which
+        the paper follows): with the S²AC particles in their place the field would vanish once
+        those particles fit the target, whatever ``f_psi`` outputs, and nothing would keep its
+        samples apart. Everything happens in pre-tanh space, with the tanh-corrected score.
         """
         sampler = self.policy.amortized_sampler
         assert sampler is not None and sampler.optimizer is not None
-        batch, m, act_dim = particles.shape
+        batch, m = obs.shape[0], self.policy.n_particles
+        act_dim = self.action_space.shape[0]  # type: ignore[index]
+        noise = th.randn(batch, m, act_dim, device=self.device)
+        samples = sampler(obs, noise)  # (B, m, A): f_psi(s, z_k), pre-tanh
         with th.no_grad():
-            actions = th.tanh(particles)
+            points = samples.detach()
+            actions = th.tanh(points)
             _, dq_da = min_q_and_grad(self.critic, obs, actions)
             assert dq_da is not None
             score = (1.0 - actions.pow(2)) * dq_da - 2.0 * ent_coef * actions  # (B, m, A)
-            sigma2 = kernel_bandwidth(pairwise_sq_dists(particles), self.policy.kernel_bandwidth)  # (B, 1, 1)
-        noise = th.randn(batch, m, act_dim, device=particles.device)
-        samples = sampler(obs, noise)  # (B, m, A): one f_psi(s, z_k) per row k
-        with th.no_grad():
-            sq = (samples.unsqueeze(2) - particles.unsqueeze(1)).pow(2).sum(-1)  # (B, k, i)
-            kernel = rbf_kernel(sq, sigma2)
-            repulsion = kernel.sum(-1, keepdim=True) * samples - kernel @ particles  # sum_i k (f - u_i)
-            direction = (kernel @ score + ent_coef * repulsion / sigma2) / m
+            sq_dists = pairwise_sq_dists(points)  # (B, m, m)
+            sigma2 = kernel_bandwidth(sq_dists, self.policy.kernel_bandwidth)
+            direction = stein_direction(points, score, rbf_kernel(sq_dists, sigma2), sigma2, ent_coef)
         loss = -(direction * samples).sum(-1).mean()
         sampler.optimizer.zero_grad()
         loss.backward()
         sampler.optimizer.step()
         return float(loss.item())
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # Experience always comes from the SVGD sampler, even when predict() uses f_psi.
+        self.policy.collecting_rollouts = True
+        try:
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        finally:
+            self.policy.collecting_rollouts = False
 
     def learn(
         self: SelfS2AC,
