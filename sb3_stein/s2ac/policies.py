@@ -30,7 +30,54 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 EVAL_SELECTIONS = ("max_q", "softmax")
 
 
-class InitialDistribution(BasePolicy):
+class _StateNetwork(BasePolicy):
+    """An MLP on a features extractor's output: what the initial Gaussian and ``f_psi`` share.
+
+    :param observation_space: observation space.
+    :param action_space: Box action space.
+    :param net_arch: hidden layer sizes.
+    :param features_extractor: features extractor.
+    :param features_dim: its output size.
+    :param activation_fn: hidden activation.
+    :param normalize_images: SB3 image normalisation flag.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: nn.Module,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ):
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+            squash_output=True,
+        )
+        self.net_arch = net_arch
+        self.features_dim = features_dim
+        self.activation_fn = activation_fn
+        self.action_dim = get_action_dim(action_space)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                features_dim=self.features_dim,
+                activation_fn=self.activation_fn,
+                features_extractor=self.features_extractor,
+            )
+        )
+        return data
+
+
+class InitialDistribution(_StateNetwork):
     """The initial distribution ``q0(u | s) = N(mu_theta(s), sigma_theta(s)^2)`` of the sampler.
 
     With ``learn_init=True`` this is S²AC(phi, theta) (§3.1, "Parameterized initialization"):
@@ -66,16 +113,15 @@ class InitialDistribution(BasePolicy):
         super().__init__(
             observation_space,
             action_space,
-            features_extractor=features_extractor,
-            normalize_images=normalize_images,
-            squash_output=True,
+            net_arch,
+            features_extractor,
+            features_dim,
+            activation_fn,
+            normalize_images,
         )
-        self.net_arch = net_arch
-        self.features_dim = features_dim
-        self.activation_fn = activation_fn
         self.learn_init = learn_init
         self.init_std = init_std
-        action_dim = get_action_dim(action_space)
+        action_dim = self.action_dim
         if learn_init:
             self.latent_pi = nn.Sequential(*create_mlp(features_dim, -1, net_arch, activation_fn))
             last = net_arch[-1] if net_arch else features_dim
@@ -88,16 +134,7 @@ class InitialDistribution(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(
-            dict(
-                net_arch=self.net_arch,
-                features_dim=self.features_dim,
-                activation_fn=self.activation_fn,
-                features_extractor=self.features_extractor,
-                learn_init=self.learn_init,
-                init_std=self.init_std,
-            )
-        )
+        data.update(dict(learn_init=self.learn_init, init_std=self.init_std))
         return data
 
     def forward(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:  # type: ignore[override]
@@ -114,57 +151,18 @@ class InitialDistribution(BasePolicy):
         return th.tanh(mean)
 
 
-class AmortizedSampler(BasePolicy):
+class AmortizedSampler(_StateNetwork):
     """Test-time sampler ``f_psi(s, z)`` of Appendix K / Algorithm 2 (S²AC(phi, theta, psi)).
 
-    Maps a state and noise ``z ~ N(0, I_A)`` to a pre-tanh action; trained to move its outputs
-    along the Stein direction of the SVGD particles (Eq. 24-25).
-
-    :param observation_space: observation space.
-    :param action_space: Box action space.
-    :param net_arch: hidden layer sizes.
-    :param features_extractor: features extractor.
-    :param features_dim: its output size.
-    :param activation_fn: hidden activation.
-    :param normalize_images: SB3 image normalisation flag.
+    Maps a state and noise ``z ~ N(0, I_A)`` to a pre-tanh action; trained by amortized SVGD
+    towards ``exp(Q / alpha)`` (Eq. 24-25, see ``S2AC._train_amortized``). Parameters: those of
+    :class:`_StateNetwork`.
     """
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        net_arch: list[int],
-        features_extractor: nn.Module,
-        features_dim: int,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        normalize_images: bool = True,
-    ):
-        super().__init__(
-            observation_space,
-            action_space,
-            features_extractor=features_extractor,
-            normalize_images=normalize_images,
-            squash_output=True,
-        )
-        self.net_arch = net_arch
-        self.features_dim = features_dim
-        self.activation_fn = activation_fn
-        self.action_dim = get_action_dim(action_space)
-        self.net = nn.Sequential(
-            *create_mlp(features_dim + self.action_dim, self.action_dim, net_arch, activation_fn)
-        )
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            dict(
-                net_arch=self.net_arch,
-                features_dim=self.features_dim,
-                activation_fn=self.activation_fn,
-                features_extractor=self.features_extractor,
-            )
-        )
-        return data
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        n_inputs = self.features_dim + self.action_dim  # features and noise z
+        self.net = nn.Sequential(*create_mlp(n_inputs, self.action_dim, self.net_arch, self.activation_fn))
 
     def forward(self, obs: PyTorchObs, noise: th.Tensor) -> th.Tensor:  # type: ignore[override]
         """Pre-tanh samples ``(B, k, A)`` for noise ``(B, k, A)``."""
