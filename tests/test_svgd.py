@@ -197,6 +197,7 @@ def test_bandwidth_floor_keeps_the_closed_form_valid_for_collapsed_particles():
     floored = svgd(x0, lambda x: th.zeros_like(x), 3, 0.1, bandwidth="paper", tau=0.2, log_q0=log_q0)
     per_step = (log_q0 - floored.log_prob) / 3
     assert float(per_step.max()) <= 0.25 + 1e-6  # max_expansion
+    assert floored.floored == 1.0
     unbounded = svgd(
         x0, lambda x: th.zeros_like(x), 3, 0.1, bandwidth="paper", tau=0.2, log_q0=log_q0, max_expansion=None
     )

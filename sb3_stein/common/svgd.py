@@ -155,11 +155,14 @@ class SVGDResult:
     :param particles: final particles ``(batch, m, dim)``.
     :param log_prob: ``log q^L`` of each final particle ``(batch, m)``, or ``None`` if not requested.
     :param bandwidth: ``sigma^2`` of the last step ``(batch,)`` (of ``x^0`` if ``steps == 0``).
+    :param floored: share of the ``batch`` densities whose last-step bandwidth sits at the validity
+        floor (see ``max_expansion`` in :func:`svgd`); a diagnostic to log.
     """
 
     particles: th.Tensor
     log_prob: th.Tensor | None
     bandwidth: th.Tensor
+    floored: float = 0.0
 
 
 class SVGDDivergenceError(FloatingPointError):
@@ -240,4 +243,7 @@ def svgd(
             f"{owner}: the SVGD log-likelihood became NaN/inf. Reduce {step_size_name}={step_size}: the "
             "closed-form entropy needs eps * ||grad h|| << 1 (S²AC Theorem 3.1)."
         )
-    return SVGDResult(particles=x, log_prob=log_q, bandwidth=sigma2.view(-1))
+    floored = 0.0
+    if floor is not None and log_q is not None:  # a training-time diagnostic; acting skips the sync
+        floored = float((sigma2.view(-1) <= float(floor) * (1 + 1e-6)).float().mean())
+    return SVGDResult(particles=x, log_prob=log_q, bandwidth=sigma2.view(-1), floored=floored)

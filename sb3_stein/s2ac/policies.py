@@ -193,6 +193,7 @@ class ParticleSample:
     :param bandwidth: kernel variance of the last SVGD step ``(B,)``.
     :param init_std: standard deviations of the initial Gaussian ``(B, A)``.
     :param init_mean: its mean ``(B, A)``.
+    :param bandwidth_floored: share of states whose kernel variance sat at the validity floor.
     """
 
     actions: th.Tensor
@@ -201,6 +202,7 @@ class ParticleSample:
     bandwidth: th.Tensor
     init_std: th.Tensor
     init_mean: th.Tensor
+    bandwidth_floored: float = 0.0
 
 
 class S2ACPolicy(BasePolicy):
@@ -462,7 +464,7 @@ class S2ACPolicy(BasePolicy):
         )
         u = result.particles
         log_prob = None if result.log_prob is None else result.log_prob - tanh_log_det(u)
-        return ParticleSample(th.tanh(u), u, log_prob, result.bandwidth, std, mean)
+        return ParticleSample(th.tanh(u), u, log_prob, result.bandwidth, std, mean, result.floored)
 
     def select(self, obs: PyTorchObs, actions: th.Tensor, deterministic: bool) -> th.Tensor:
         """One particle per state ``(B, A)`` out of ``actions`` ``(B, m, A)``.

@@ -235,7 +235,7 @@ class S2AC(SAC):
         self._update_learning_rate(optimizers)
 
         ent_coefs, ent_coef_losses, actor_losses, critic_losses, amortized_losses = [], [], [], [], []
-        entropies, bandwidths, spreads, outside, init_stds, sample_ms = [], [], [], [], [], []
+        entropies, bandwidths, spreads, outside, init_stds, sample_ms, floored = [], [], [], [], [], [], []
 
         for gradient_step in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -297,6 +297,7 @@ class S2AC(SAC):
             with th.no_grad():
                 entropies.append(-log_prob.mean().item())
                 bandwidths.append(sample.bandwidth.mean().item())
+                floored.append(sample.bandwidth_floored)
                 spreads.append(sample.actions.std(1).mean().item())
                 init_stds.append(sample.init_std.mean().item())
                 if self.policy.bound_std is not None:
@@ -313,6 +314,7 @@ class S2AC(SAC):
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
         self.logger.record("train/entropy", np.mean(entropies))
         self.logger.record("train/kernel_bandwidth", np.mean(bandwidths))
+        self.logger.record("train/bandwidth_floored", np.mean(floored))
         self.logger.record("train/particle_spread", np.mean(spreads))
         self.logger.record("train/init_std", np.mean(init_stds))
         self.logger.record("train/actor_sampling_ms", np.mean(sample_ms))
