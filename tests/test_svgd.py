@@ -184,10 +184,15 @@ def test_zero_steps_is_the_initial_distribution():
 
 def test_divergence_raises_clear_error():
     x0 = th.randn(1, 4, 2)
+    log_q0 = th.zeros(1, 4)
+    # Training (log-likelihood tracked): the step and the quantity are named.
     with pytest.raises(SVGDDivergenceError, match=r"step 2 of 3.*svgd_step_size=1e\+30"):
-        svgd(x0, lambda x: x**3, 3, 1e30, owner="S2AC")
+        svgd(x0, lambda x: x**3, 3, 1e30, owner="S2AC", log_q0=log_q0)
     with pytest.raises(SVGDDivergenceError, match="score"):
-        svgd(x0, lambda x: x * float("nan"), 2, 0.1)
+        svgd(x0, lambda x: x * float("nan"), 2, 0.1, log_q0=log_q0)
+    # Acting: one check of the final particles.
+    with pytest.raises(SVGDDivergenceError, match=r"particles became NaN/inf within 3 steps.*svgd_step_size"):
+        svgd(x0, lambda x: x**3, 3, 1e30, owner="S2AC")
 
 
 def test_bandwidth_floor_keeps_the_closed_form_valid_for_collapsed_particles():

@@ -24,8 +24,11 @@ from torch import nn
 
 _PIECEWISE_LINEAR = (nn.ReLU,)
 
+#: Per layer ``(W (n_critics, out, in), b (n_critics, 1, out))``.
+StackedLayers = list[tuple[th.Tensor, th.Tensor]]
 
-def _stacked_layers(q_networks: list[nn.Module]) -> list[tuple[th.Tensor, th.Tensor]] | None:
+
+def _stacked_layers(q_networks: list[nn.Module]) -> StackedLayers | None:
     """``[(W (n, out, in), b (n, 1, out)), ...]`` if every critic is Linear/ReLU/.../Linear."""
     per_net: list[list[nn.Linear]] = []
     for net in q_networks:
@@ -54,13 +57,27 @@ def _stacked_layers(q_networks: list[nn.Module]) -> list[tuple[th.Tensor, th.Ten
     ]
 
 
+def stacked_critic_layers(critic: ContinuousCritic) -> StackedLayers | None:
+    """The critic ensemble's weights stacked for :func:`q_values_and_action_grads` (``None``: no fast path).
+
+    Stacking copies every weight; a caller that evaluates the same critic several times in a row
+    (the L steps of one SVGD run) stacks once and passes the result as ``layers``. The copy
+    must not outlive a change of the weights, so nothing caches it across calls.
+    """
+    return _stacked_layers(list(critic.q_networks))
+
+
 def supports_fast_path(critic: ContinuousCritic) -> bool:
     """Whether :func:`q_values_and_action_grads` can use the batched ReLU path for ``critic``."""
     return _stacked_layers(list(critic.q_networks)) is not None
 
 
 def q_values_and_action_grads(
-    critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor, need_grad: bool = True
+    critic: ContinuousCritic,
+    obs: PyTorchObs,
+    actions: th.Tensor,
+    need_grad: bool = True,
+    layers: StackedLayers | None = None,
 ) -> tuple[th.Tensor, th.Tensor | None]:
     """All critics' values and action gradients on particles.
 
@@ -68,6 +85,7 @@ def q_values_and_action_grads(
     :param obs: observations ``(batch, *obs_shape)``.
     :param actions: particles in the critic's action units ``(batch, m, act_dim)``.
     :param need_grad: also return ``grad_a Q``.
+    :param layers: ``stacked_critic_layers(critic)`` computed by the caller for several calls.
     :return: ``q`` of shape ``(n_critics, batch, m)`` and ``dq_da`` of shape
         ``(n_critics, batch, m, act_dim)`` (``None`` if not requested).
     """
@@ -76,7 +94,8 @@ def q_values_and_action_grads(
     # or a features extractor it shares with the actor.
     with th.no_grad():
         features = critic.extract_features(obs, critic.features_extractor)  # (batch, n_features)
-    layers = _stacked_layers(list(critic.q_networks))
+    if layers is None:
+        layers = stacked_critic_layers(critic)
     if layers is None:
         return _autograd_q_and_grads(critic, features, actions, need_grad)
     n_features = features.shape[-1]
@@ -149,13 +168,17 @@ def _autograd_q_and_grads(
 
 
 def min_q_and_grad(
-    critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor, need_grad: bool = True
+    critic: ContinuousCritic,
+    obs: PyTorchObs,
+    actions: th.Tensor,
+    need_grad: bool = True,
+    layers: StackedLayers | None = None,
 ) -> tuple[th.Tensor, th.Tensor | None]:
     """``min_k Q_k(s, a)`` over the critic ensemble and its action gradient (of the minimising critic).
 
     :return: ``(batch, m)`` and ``(batch, m, act_dim)`` (or ``None``).
     """
-    q, dq_da = q_values_and_action_grads(critic, obs, actions, need_grad)
+    q, dq_da = q_values_and_action_grads(critic, obs, actions, need_grad, layers)
     q_min, idx = q.min(0)
     if dq_da is None:
         return q_min, None

@@ -215,7 +215,9 @@ def svgd(
         return th.maximum(sigma2, th.as_tensor(floor, dtype=sigma2.dtype, device=sigma2.device).detach())
 
     sigma2 = bandwidth_of(pairwise_sq_dists(x0))
-    # Per-step finiteness flags stay on the device; one sync at the end.
+    # Per-step finiteness flags stay on the device; one sync at the end. Acting (no log-likelihood)
+    # checks only the final particles: a NaN or inf anywhere in the flow propagates into them.
+    track_steps = log_q is not None
     flags: list[th.Tensor] = []
     for _ in range(steps):
         score = score_fn(x)
@@ -226,7 +228,14 @@ def svgd(
         if log_q is not None:
             log_q = log_q - step_size * stein_trace(x, score, kernel, sigma2, sq_dists, tau)
         x = x + step_size * direction
-        flags.append(th.stack([th.isfinite(score).all(), th.isfinite(x).all()]))
+        if track_steps:
+            flags.append(th.stack([th.isfinite(score).all(), th.isfinite(x).all()]))
+    if not track_steps and steps > 0 and not bool(th.isfinite(x).all()):
+        raise SVGDDivergenceError(
+            f"{owner}: the SVGD particles became NaN/inf within {steps} steps. The step size "
+            f"{step_size_name}={step_size} is too large for the current critic's gradients: reduce "
+            f"{step_size_name} (or the number of SVGD steps), or lower the critic learning rate."
+        )
     if flags:
         finite = th.stack(flags)  # (steps, 2)
         if not bool(finite.all()):

@@ -22,7 +22,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_stein.common.critics import min_q_and_grad
+from sb3_stein.common.critics import min_q_and_grad, stacked_critic_layers
 from sb3_stein.common.distributions import diag_normal_log_prob, tanh_log_det, truncated_standard_normal
 from sb3_stein.common.svgd import Bandwidth, svgd
 
@@ -445,10 +445,11 @@ class S2ACPolicy(BasePolicy):
         u0 = mean.unsqueeze(1) + std.unsqueeze(1) * noise
         log_q0 = diag_normal_log_prob(noise, log_std.unsqueeze(1), self.bound_std) if with_log_prob else None
         alpha = self.alpha
+        layers = stacked_critic_layers(self.critic)  # one copy of the weights for all L steps
 
         def score_fn(u: th.Tensor) -> th.Tensor:
             actions = th.tanh(u)
-            _, dq_da = min_q_and_grad(self.critic, obs, actions)
+            _, dq_da = min_q_and_grad(self.critic, obs, actions, layers=layers)
             assert dq_da is not None
             return (1.0 - actions.pow(2)) * dq_da - 2.0 * alpha * actions
 
