@@ -100,16 +100,15 @@ def q_values_and_action_grads(
         return _autograd_q_and_grads(critic, features, actions, need_grad)
     n_features = features.shape[-1]
     w1, b1 = layers[0]
-    # First layer: the state part once per state, broadcast over its m particles.
-    state_part = (
-        th.matmul(features.unsqueeze(0), w1[:, :, :n_features].transpose(1, 2)) + b1
-    )  # (n, batch, h1)
+    n_critics = w1.shape[0]
     w1_action = w1[:, :, n_features:]  # (n, h1, act_dim)
-    flat_actions = actions.reshape(1, batch * m, act_dim)
-    pre = th.matmul(flat_actions, w1_action.transpose(1, 2)).view(-1, batch, m, w1.shape[1])
-    pre = pre + state_part.unsqueeze(2)  # (n, batch, m, h1)
-    n_critics = pre.shape[0]
-    hidden = pre.reshape(n_critics, batch * m, -1)
+    # First layer as one fused product on [features, action] rows: a state's features repeat over
+    # its m particles (cheap: few columns), and no separate full-size broadcast add is needed.
+    rows = th.cat([features.unsqueeze(1).expand(batch, m, n_features), actions], dim=-1).reshape(
+        1, batch * m, n_features + act_dim
+    )
+    pre = th.baddbmm(b1, rows.expand(n_critics, -1, -1), w1.transpose(1, 2))  # (n, batch * m, h1)
+    hidden = pre
     hidden = th.relu(hidden) if len(layers) > 1 else hidden
     activations = [hidden]
     for k, (weight, bias) in enumerate(layers[1:]):
