@@ -65,7 +65,11 @@ class S2AC(SAC):
       and keep those inside"), with the truncation in ``log q0``; the flow itself is not
       truncated (that would break invertibility). The share of final particles outside the band
       is logged as ``train/particles_outside_bound``.
-    * Kernel bandwidth: computed per state from detached particles at every step.
+    * Kernel bandwidth: computed per state from detached particles at every step, and floored at
+      ``eps * alpha * dim / 0.25`` so that the closed-form entropy stays in the domain of Theorem
+      3.1 (``eps * ||grad h|| << 1``). Without the floor the actor can shrink its Gaussian until
+      the spread-based bandwidth vanishes and the first-order trace reports unbounded entropy
+      (observed on Pendulum-v1 before the floor existed). Logged as ``train/bandwidth_floored``.
     * ReLU critics: the SVGD scores ``grad_a Q`` are computed in closed form
       (:mod:`sb3_stein.common.critics`); since a ReLU network's action Hessian is zero, this gives
       the same actor gradient as autograd with ``create_graph=True`` at a fraction of the cost.
