@@ -22,7 +22,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_stein.common.critics import min_q_and_grad, stacked_critic_layers
+from sb3_stein.common.critics import StackedLayers, min_q_and_grad, stacked_critic_layers
 from sb3_stein.common.distributions import diag_normal_log_prob, tanh_log_det, truncated_standard_normal
 from sb3_stein.common.svgd import Bandwidth, svgd
 
@@ -446,16 +446,9 @@ class S2ACPolicy(BasePolicy):
         log_q0 = diag_normal_log_prob(noise, log_std.unsqueeze(1), self.bound_std) if with_log_prob else None
         alpha = self.alpha
         layers = stacked_critic_layers(self.critic)  # one copy of the weights for all L steps
-
-        def score_fn(u: th.Tensor) -> th.Tensor:
-            actions = th.tanh(u)
-            _, dq_da = min_q_and_grad(self.critic, obs, actions, layers=layers)
-            assert dq_da is not None
-            return (1.0 - actions.pow(2)) * dq_da - 2.0 * alpha * actions
-
         result = svgd(
             u0,
-            score_fn,
+            lambda u: self.pre_tanh_score(obs, u, alpha, layers),
             steps=self.svgd_steps,
             step_size=self.svgd_step_size,
             bandwidth=self.kernel_bandwidth,
@@ -466,6 +459,20 @@ class S2ACPolicy(BasePolicy):
         u = result.particles
         log_prob = None if result.log_prob is None else result.log_prob - tanh_log_det(u)
         return ParticleSample(th.tanh(u), u, log_prob, result.bandwidth, std, mean, result.floored)
+
+    def pre_tanh_score(
+        self, obs: PyTorchObs, u: th.Tensor, alpha: th.Tensor, layers: StackedLayers | None = None
+    ) -> th.Tensor:
+        """Score of the sampler's target in pre-tanh space, ``(B, m, A)`` for particles ``u`` ``(B, m, A)``.
+
+        ``grad_u Q(s, tanh u) + alpha * grad_u log|det J_tanh(u)| = (1 - a^2) grad_a Q - 2 alpha a``
+        with ``a = tanh(u)``: the density of ``u`` whose image is ``exp(Q / alpha)``, in the paper's
+        ``h = alpha * phi`` scaling. Shared by the SVGD sampler and the amortized sampler's update.
+        """
+        actions = th.tanh(u)
+        _, dq_da = min_q_and_grad(self.critic, obs, actions, layers=layers)
+        assert dq_da is not None
+        return (1.0 - actions.pow(2)) * dq_da - 2.0 * alpha * actions
 
     def select(self, obs: PyTorchObs, actions: th.Tensor, deterministic: bool) -> th.Tensor:
         """One particle per state ``(B, A)`` out of ``actions`` ``(B, m, A)``.

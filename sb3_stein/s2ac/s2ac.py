@@ -347,10 +347,7 @@ class S2AC(SAC):
         samples = sampler(obs, noise)  # (B, m, A): f_psi(s, z_k), pre-tanh
         with th.no_grad():
             points = samples.detach()
-            actions = th.tanh(points)
-            _, dq_da = min_q_and_grad(self.critic, obs, actions)
-            assert dq_da is not None
-            score = (1.0 - actions.pow(2)) * dq_da - 2.0 * ent_coef * actions  # (B, m, A)
+            score = self.policy.pre_tanh_score(obs, points, ent_coef)  # (B, m, A)
             sq_dists = pairwise_sq_dists(points)  # (B, m, m)
             sigma2 = kernel_bandwidth(sq_dists, self.policy.kernel_bandwidth)
             direction = stein_direction(points, score, rbf_kernel(sq_dists, sigma2), sigma2, ent_coef)
