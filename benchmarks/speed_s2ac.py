@@ -7,7 +7,8 @@ Usage::
 Measures (medians over repeats; see benchmarks/README.md):
 
 * ``predict`` latency for one Pendulum-v1 observation: SB3 SAC, S²AC (m = 10, L = 3, stochastic and
-  deterministic) and the amortized sampler (Appendix K);
+  deterministic) and the amortized sampler (Appendix K), and the predict *floor*: SAC's predict plus
+  the bare critic passes of the sampler (3 x forward + action gradient and one forward on 10 rows);
 * one training gradient step at the paper's settings (batch 100, m = 10, L = 3, two 256x256
   critics) against its *floor*: the bare critic passes the update needs at the same sizes, timed
   with plain autograd on SB3's critic (L x forward+action-gradient on B*m rows for the target
@@ -118,6 +119,27 @@ def critic_floor_ms(model: S2AC, batch: int, m: int, steps: int, repeats: int) -
     return parts
 
 
+def predict_floor_ms(model: S2AC, m: int, steps: int, repeats: int) -> float:
+    """Bare critic passes of one deterministic S²AC action on one state, with plain autograd.
+
+    ``steps`` x (both critics' forward + action gradient on ``m`` rows) for the SVGD steps, and one
+    forward on ``m`` rows to pick the highest-Q particle: the work no implementation can skip.
+    """
+    critic = model.critic
+    obs = th.randn(m, model.observation_space.shape[0])
+    act = th.rand(m, 1) * 2 - 1
+
+    def passes() -> None:
+        for _ in range(steps):
+            a = act.clone().requires_grad_(True)
+            q1, q2 = critic(obs, a)
+            th.autograd.grad(th.min(q1, q2).sum(), a)
+        with th.no_grad():
+            critic(obs, act)
+
+    return median_ms(passes, repeats)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -153,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
             lambda: s2ac_amortized.predict(obs, deterministic=False), args.predict_repeats
         ),
     }
+    # What S²AC's predict cannot avoid: SB3's predict (SAC's, with its actor forward) plus the
+    # bare critic passes of the sampler.
+    predict["floor_critic_passes"] = predict_floor_ms(s2ac, m=10, steps=3, repeats=args.predict_repeats)
+    predict["floor"] = predict["sac"] + predict["floor_critic_passes"]
     results["predict_ms"] = predict
     print("predict ms", predict, flush=True)
 
@@ -191,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         "predict_s2ac_over_sac": predict["s2ac"] / predict["sac"],
         "predict_s2ac_deterministic_over_sac": predict["s2ac_deterministic"] / predict["sac"],
         "predict_amortized_over_sac": predict["s2ac_amortized"] / predict["sac"],
+        "predict_s2ac_deterministic_over_floor": predict["s2ac_deterministic"] / predict["floor"],
         "train_step_over_floor": step["s2ac_paper"] / floor["floor"],
         "train_step_over_create_graph_floor": step["s2ac_paper"] / floor["floor_create_graph"],
         "train_step_over_sac_step": step["s2ac_paper"] / step["sac_batch256"],

@@ -1,11 +1,14 @@
 """Integration and behaviour tests of S²AC (small networks, a few hundred steps, CPU)."""
 
+import weakref
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.utils import polyak_update
 
 import sb3_stein.common.critics as critics_module
 from sb3_stein import S2AC
@@ -100,9 +103,35 @@ def test_fast_critic_path_gives_the_create_graph_gradient(monkeypatch):
 
     fast = actor_grads()
     monkeypatch.setattr(critics_module, "_stacked_layers", lambda nets: None)
+    monkeypatch.setattr(critics_module, "_STACK_CACHE", weakref.WeakKeyDictionary())
     slow = actor_grads()
     for a, b in zip(fast, slow):
         assert th.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_stacked_critic_weights_follow_every_weight_change():
+    """Cached stacked weights are rebuilt after optimizer steps and loads; target critics are not cached."""
+    model = make()
+    obs, actions = th.randn(4, 3), th.rand(4, 5, 1) * 2 - 1
+
+    def fresh_q(critic):
+        rows = th.cat([obs.repeat_interleave(5, 0), actions.view(-1, 1)], 1)
+        return th.stack([q(rows).view(4, 5) for q in critic.q_networks]).detach()
+
+    def fast_q(critic=model.critic, cached=True):
+        bound = critics_module.ParticleCritic(critic, obs, cache_weights=cached)
+        assert th.allclose(bound.values_and_grads(actions, need_grad=False)[0], fresh_q(critic), atol=1e-5)
+        return True
+
+    assert fast_q() and fast_q(model.critic_target, cached=False)
+    model.critic.optimizer.zero_grad()
+    model.critic(obs, actions[:, 0])[0].sum().backward()
+    model.critic.optimizer.step()
+    assert fast_q()
+    polyak_update(model.critic.parameters(), model.critic_target.parameters(), 0.5)  # writes .data
+    assert fast_q(model.critic_target, cached=False)
+    model.critic.load_state_dict(model.critic_target.state_dict())
+    assert fast_q()
 
 
 def test_save_load_same_deterministic_actions_and_training_continues(tmp_path):
@@ -144,12 +173,12 @@ def test_deterministic_selection_picks_highest_q_per_state():
     actions = th.rand(6, 5, 1) * 2 - 1
     with th.no_grad():
         q, _ = min_q_and_grad(model.critic, obs, actions, need_grad=False)
-        chosen = model.policy.select(obs, actions, deterministic=True)
+        chosen = model.policy.select(model.policy.critic_at(obs), actions, deterministic=True)
     expected = actions[th.arange(6), q.argmax(-1)]
     assert th.equal(chosen, expected)
     # Random selection returns particles of the right state.
     with th.no_grad():
-        random_choice = model.policy.select(obs, actions, deterministic=False)
+        random_choice = model.policy.select(model.policy.critic_at(obs), actions, deterministic=False)
     for b in range(6):
         assert any(th.equal(random_choice[b], actions[b, i]) for i in range(5))
 

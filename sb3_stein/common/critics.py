@@ -3,8 +3,8 @@
 A Stein actor needs ``Q(s, a)`` and ``grad_a Q(s, a)`` of all critics on ``batch x particles``
 rows at every SVGD step. For SB3's ``ContinuousCritic`` with ReLU MLPs both are a few batched
 matrix products (the input gradient of a ReLU MLP is ``W1^T (mask1 * W2^T (mask2 * w3))``), so
-:func:`q_values_and_action_grads` evaluates all critics at once with stacked weights, computes
-the first layer's state part once per state instead of once per particle, and builds no
+:class:`ParticleCritic` evaluates all critics at once with stacked weights (optionally cached until
+the weights change), extracts each state's features once for all its particles and SVGD steps, and builds no
 autograd graph of its own for the gradient.
 
 The critic's weights enter as constants (detached): these values serve actors, whose losses
@@ -17,6 +17,8 @@ therefore the same as ``torch.autograd.grad(..., create_graph=True)`` without th
 
 from __future__ import annotations
 
+import weakref
+
 import torch as th
 from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.type_aliases import PyTorchObs
@@ -24,12 +26,17 @@ from torch import nn
 
 _PIECEWISE_LINEAR = (nn.ReLU,)
 
-#: Per layer ``(W (n_critics, out, in), b (n_critics, 1, out))``.
-StackedLayers = list[tuple[th.Tensor, th.Tensor]]
+#: Per layer ``(W (n_critics, out, in), W^T (n_critics, in, out) contiguous, b (n_critics, 1, out))``.
+StackedLayers = list[tuple[th.Tensor, th.Tensor, th.Tensor]]
+
+# critic -> (key of its weights' storage and version counters, stacked layers or None)
+_STACK_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], StackedLayers | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _stacked_layers(q_networks: list[nn.Module]) -> StackedLayers | None:
-    """``[(W (n, out, in), b (n, 1, out)), ...]`` if every critic is Linear/ReLU/.../Linear."""
+    """``[(W, W^T, b), ...]`` stacked over critics if every critic is Linear/ReLU/.../Linear."""
     per_net: list[list[nn.Linear]] = []
     for net in q_networks:
         if not isinstance(net, nn.Sequential):
@@ -47,87 +54,123 @@ def _stacked_layers(q_networks: list[nn.Module]) -> StackedLayers | None:
     shapes = {tuple(tuple(layer.weight.shape) for layer in linears) for linears in per_net}
     if len(shapes) != 1:
         return None
-    # Detached: an actor's loss must never train the critic through these copies.
-    return [
-        (
-            th.stack([lin[k].weight.detach() for lin in per_net]),
-            th.stack([lin[k].bias.detach() for lin in per_net]).unsqueeze(1),
-        )
-        for k in range(len(per_net[0]))
-    ]
+    layers: StackedLayers = []
+    with th.no_grad():  # detached: an actor's loss must never train the critic through these copies
+        for k in range(len(per_net[0])):
+            weight = th.stack([lin[k].weight for lin in per_net])
+            bias = th.stack([lin[k].bias for lin in per_net]).unsqueeze(1)
+            layers.append((weight, weight.transpose(1, 2).contiguous(), bias))
+    return layers
 
 
-def stacked_critic_layers(critic: ContinuousCritic) -> StackedLayers | None:
-    """The critic ensemble's weights stacked for :func:`q_values_and_action_grads` (``None``: no fast path).
+def stacked_critic_layers(critic: ContinuousCritic, cache: bool = False) -> StackedLayers | None:
+    """The critic ensemble's weights stacked for :class:`ParticleCritic` (``None``: no fast path).
 
-    Stacking copies every weight; a caller that evaluates the same critic several times in a row
-    (the L steps of one SVGD run) stacks once and passes the result as ``layers``. The copy
-    must not outlive a change of the weights, so nothing caches it across calls.
+    :param cache: reuse the previous copy while the weights are unchanged. Stacking copies every
+        weight; acting calls this once per ``predict``. The copy is keyed by every parameter's
+        storage address and version counter, which optimizer steps and ``load_state_dict``
+        increment. Writes through ``param.data`` do *not* increment it, and SB3's ``polyak_update``
+        writes target networks that way: never cache a target critic.
     """
-    return _stacked_layers(list(critic.q_networks))
+    params = [param for net in critic.q_networks for param in net.parameters()]
+    key = tuple(v for p in params for v in (p.data_ptr(), p._version)) if cache else ()
+    cached = _STACK_CACHE.get(critic) if cache else None
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    layers = _stacked_layers(list(critic.q_networks))
+    if cache:
+        _STACK_CACHE[critic] = (key, layers)
+    return layers
 
 
 def supports_fast_path(critic: ContinuousCritic) -> bool:
-    """Whether :func:`q_values_and_action_grads` can use the batched ReLU path for ``critic``."""
+    """Whether :class:`ParticleCritic` can use the batched ReLU path for ``critic``."""
     return _stacked_layers(list(critic.q_networks)) is not None
 
 
-def q_values_and_action_grads(
-    critic: ContinuousCritic,
-    obs: PyTorchObs,
-    actions: th.Tensor,
-    need_grad: bool = True,
-    layers: StackedLayers | None = None,
-) -> tuple[th.Tensor, th.Tensor | None]:
-    """All critics' values and action gradients on particles.
+class ParticleCritic:
+    """A critic ensemble bound to a batch of states, evaluated on particles of actions.
+
+    A Stein actor evaluates the same critic at the same states for every SVGD step; binding
+    does the per-state work once (the features extractor, stacking the weights).
 
     :param critic: an SB3 ``ContinuousCritic``.
     :param obs: observations ``(batch, *obs_shape)``.
-    :param actions: particles in the critic's action units ``(batch, m, act_dim)``.
-    :param need_grad: also return ``grad_a Q``.
-    :param layers: ``stacked_critic_layers(critic)`` computed by the caller for several calls.
-    :return: ``q`` of shape ``(n_critics, batch, m)`` and ``dq_da`` of shape
-        ``(n_critics, batch, m, act_dim)`` (``None`` if not requested).
+    :param cache_weights: see ``cache`` in :func:`stacked_critic_layers` (online critics only).
     """
-    batch, m, act_dim = actions.shape
-    # Actors need gradients with respect to the actions only: nothing here may train the critic
-    # or a features extractor it shares with the actor.
-    with th.no_grad():
-        features = critic.extract_features(obs, critic.features_extractor)  # (batch, n_features)
-    if layers is None:
-        layers = stacked_critic_layers(critic)
-    if layers is None:
-        return _autograd_q_and_grads(critic, features, actions, need_grad)
-    n_features = features.shape[-1]
-    w1, b1 = layers[0]
-    n_critics = w1.shape[0]
-    w1_action = w1[:, :, n_features:]  # (n, h1, act_dim)
-    # First layer as one fused product on [features, action] rows: a state's features repeat over
-    # its m particles (cheap: few columns), and no separate full-size broadcast add is needed.
-    rows = th.cat([features.unsqueeze(1).expand(batch, m, n_features), actions], dim=-1).reshape(
-        1, batch * m, n_features + act_dim
-    )
-    pre = th.baddbmm(b1, rows.expand(n_critics, -1, -1), w1.transpose(1, 2))  # (n, batch * m, h1)
-    hidden = pre
-    hidden = th.relu(hidden) if len(layers) > 1 else hidden
-    activations = [hidden]
-    for k, (weight, bias) in enumerate(layers[1:]):
-        out = th.baddbmm(bias, hidden, weight.transpose(1, 2))
-        hidden = th.relu(out) if k < len(layers) - 2 else out
-        activations.append(hidden)
-    q = hidden.view(n_critics, batch, m)
-    if not need_grad:
-        return q, None
-    # Backward through the ReLU MLP by hand: grad = W1a^T (m1 * W2^T (m2 * ... w_last)).
-    # threshold_backward is ReLU's own fused backward: grad where the activation is > 0, else 0.
-    grad = None
-    for (weight, _), act in zip(reversed(layers[1:]), reversed(activations[:-1])):
-        grad = weight.expand(n_critics, batch * m, -1) if grad is None else th.bmm(grad, weight)
-        # The mask is a constant of the actions (zero Hessian), hence the detach.
-        grad = th.ops.aten.threshold_backward(grad, act.detach(), 0.0)
-    if grad is None:  # a single linear layer: Q is linear in the action
-        return q, w1_action.view(n_critics, 1, 1, act_dim).expand(n_critics, batch, m, act_dim)
-    return q, th.bmm(grad, w1_action).view(n_critics, batch, m, act_dim)
+
+    def __init__(self, critic: ContinuousCritic, obs: PyTorchObs, cache_weights: bool = False):
+        self.critic = critic
+        # Actors need gradients with respect to the actions only: nothing here may train the
+        # critic or a features extractor it shares with the actor.
+        with th.no_grad():
+            self.features = critic.extract_features(obs, critic.features_extractor)  # (batch, n_features)
+        self.layers = stacked_critic_layers(critic, cache=cache_weights)
+
+    def values_and_grads(
+        self, actions: th.Tensor, need_grad: bool = True
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        """All critics' values and action gradients.
+
+        :param actions: particles in the critic's action units ``(batch, m, act_dim)``.
+        :param need_grad: also return ``grad_a Q``.
+        :return: ``q`` of shape ``(n_critics, batch, m)`` and ``dq_da`` of shape
+            ``(n_critics, batch, m, act_dim)`` (``None`` if not requested).
+        """
+        layers, features = self.layers, self.features
+        if layers is None:
+            return _autograd_q_and_grads(self.critic, features, actions, need_grad)
+        batch, m, act_dim = actions.shape
+        n_features = features.shape[-1]
+        _, w1_t, b1 = layers[0]
+        n_critics = w1_t.shape[0]
+        # First layer as one fused product on [features, action] rows: a state's features repeat
+        # over its m particles (cheap: few columns), and no separate full-size broadcast add is needed.
+        rows = th.cat([features.unsqueeze(1).expand(batch, m, n_features), actions], dim=-1).view(
+            1, batch * m, n_features + act_dim
+        )
+        hidden = th.baddbmm(b1, rows.expand(n_critics, -1, -1), w1_t)  # (n, batch * m, h1)
+        activations = []
+        for _, weight_t, bias in layers[1:]:
+            hidden = th.relu(hidden)
+            activations.append(hidden)
+            hidden = th.baddbmm(bias, hidden, weight_t)
+        q = hidden.view(n_critics, batch, m)
+        if not need_grad:
+            return q, None
+        w1_action = layers[0][0][:, :, n_features:]  # (n, h1, act_dim)
+        if not activations:  # a single linear layer: Q is linear in the action
+            return q, w1_action.view(n_critics, 1, 1, act_dim).expand(n_critics, batch, m, act_dim)
+        # Backward through the ReLU MLP by hand: grad = W1a^T (m1 * W2^T (m2 * ... w_last)).
+        # threshold_backward is ReLU's own fused backward: grad where the activation is > 0, else 0.
+        # The masks are constants of the actions (zero Hessian), hence the detach.
+        grad = th.ops.aten.threshold_backward(
+            layers[-1][0].expand(n_critics, batch * m, -1), activations[-1].detach(), 0.0
+        )
+        for (weight, _, _), act in zip(reversed(layers[1:-1]), reversed(activations[:-1])):
+            grad = th.ops.aten.threshold_backward(th.bmm(grad, weight), act.detach(), 0.0)
+        return q, th.bmm(grad, w1_action).view(n_critics, batch, m, act_dim)
+
+    def min_q_and_grad(
+        self, actions: th.Tensor, need_grad: bool = True
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        """``min_k Q_k(s, a)`` over the ensemble and its action gradient (of the minimising critic).
+
+        :return: ``(batch, m)`` and ``(batch, m, act_dim)`` (or ``None``).
+        """
+        q, dq_da = self.values_and_grads(actions, need_grad)
+        q_min, idx = q.min(0)
+        if dq_da is None:
+            return q_min, None
+        grad = th.gather(dq_da, 0, idx.unsqueeze(0).unsqueeze(-1).expand(1, *dq_da.shape[1:])).squeeze(0)
+        return q_min, grad
+
+
+def q_values_and_action_grads(
+    critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor, need_grad: bool = True
+) -> tuple[th.Tensor, th.Tensor | None]:
+    """One-off :meth:`ParticleCritic.values_and_grads` of ``critic`` at ``obs``."""
+    return ParticleCritic(critic, obs).values_and_grads(actions, need_grad)
 
 
 def _detached(module: nn.Module) -> dict[str, th.Tensor]:
@@ -167,19 +210,7 @@ def _autograd_q_and_grads(
 
 
 def min_q_and_grad(
-    critic: ContinuousCritic,
-    obs: PyTorchObs,
-    actions: th.Tensor,
-    need_grad: bool = True,
-    layers: StackedLayers | None = None,
+    critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor, need_grad: bool = True
 ) -> tuple[th.Tensor, th.Tensor | None]:
-    """``min_k Q_k(s, a)`` over the critic ensemble and its action gradient (of the minimising critic).
-
-    :return: ``(batch, m)`` and ``(batch, m, act_dim)`` (or ``None``).
-    """
-    q, dq_da = q_values_and_action_grads(critic, obs, actions, need_grad, layers)
-    q_min, idx = q.min(0)
-    if dq_da is None:
-        return q_min, None
-    grad = th.gather(dq_da, 0, idx.unsqueeze(0).unsqueeze(-1).expand(1, *dq_da.shape[1:])).squeeze(0)
-    return q_min, grad
+    """One-off :meth:`ParticleCritic.min_q_and_grad` of ``critic`` at ``obs``."""
+    return ParticleCritic(critic, obs).min_q_and_grad(actions, need_grad)

@@ -207,12 +207,12 @@ def svgd(
     log_q = log_q0
     dim = x0.shape[-1]
     floor = None if max_expansion is None else step_size * tau * dim / max_expansion
+    if isinstance(floor, th.Tensor):  # a learned temperature: the floor is a constant of each call
+        floor = floor.detach()
 
     def bandwidth_of(sq_dists: th.Tensor) -> th.Tensor:
         sigma2 = kernel_bandwidth(sq_dists, bandwidth)
-        if floor is None:
-            return sigma2
-        return th.maximum(sigma2, th.as_tensor(floor, dtype=sigma2.dtype, device=sigma2.device).detach())
+        return sigma2 if floor is None else th.clamp_min(sigma2, floor)
 
     sigma2 = bandwidth_of(pairwise_sq_dists(x0))
     # Per-step finiteness flags stay on the device; one sync at the end. Acting (no log-likelihood)

@@ -6,6 +6,7 @@ space ``u``; actions are ``a = tanh(u)`` in SB3's ``[-1, 1]`` units, the units t
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_stein.common.critics import StackedLayers, min_q_and_grad, stacked_critic_layers
+from sb3_stein.common.critics import ParticleCritic
 from sb3_stein.common.distributions import diag_normal_log_prob, tanh_log_det, truncated_standard_normal
 from sb3_stein.common.svgd import Bandwidth, svgd
 
@@ -419,6 +420,7 @@ class S2ACPolicy(BasePolicy):
         with_log_prob: bool = True,
         n_particles: int | None = None,
         fixed_noise: bool = False,
+        critic: ParticleCritic | None = None,
     ) -> ParticleSample:
         """Draw ``m`` particles per state: ``u^0 ~ q0(.|s)``, then ``L`` SVGD steps on the current critic.
 
@@ -432,6 +434,7 @@ class S2ACPolicy(BasePolicy):
         :param with_log_prob: also compute ``log pi(a|s)`` per particle (Eq. 11 + tanh correction).
         :param n_particles: override ``m``.
         :param fixed_noise: start from the saved ``eval_noise`` instead of fresh noise (deterministic).
+        :param critic: ``self.critic`` already bound to ``obs`` (see :meth:`critic_at`).
         """
         m = self.n_particles if n_particles is None else n_particles
         mean, log_std = self.actor(obs)  # (B, A) each
@@ -445,10 +448,10 @@ class S2ACPolicy(BasePolicy):
         u0 = mean.unsqueeze(1) + std.unsqueeze(1) * noise
         log_q0 = diag_normal_log_prob(noise, log_std.unsqueeze(1), self.bound_std) if with_log_prob else None
         alpha = self.alpha
-        layers = stacked_critic_layers(self.critic)  # one copy of the weights for all L steps
+        critic = self.critic_at(obs) if critic is None else critic
         result = svgd(
             u0,
-            lambda u: self.pre_tanh_score(obs, u, alpha, layers),
+            lambda u: self.pre_tanh_score(critic, u, alpha),
             steps=self.svgd_steps,
             step_size=self.svgd_step_size,
             bandwidth=self.kernel_bandwidth,
@@ -460,9 +463,18 @@ class S2ACPolicy(BasePolicy):
         log_prob = None if result.log_prob is None else result.log_prob - tanh_log_det(u)
         return ParticleSample(th.tanh(u), u, log_prob, result.bandwidth, std, mean, result.floored)
 
-    def pre_tanh_score(
-        self, obs: PyTorchObs, u: th.Tensor, alpha: th.Tensor, layers: StackedLayers | None = None
-    ) -> th.Tensor:
+    def critic_at(self, obs: PyTorchObs, cache_weights: bool = False) -> ParticleCritic:
+        """The critic bound to ``obs`` for repeated evaluation on particles (weights detached).
+
+        :param cache_weights: reuse the stacked weights of the previous call while the critic is
+            unchanged (``predict`` would otherwise copy them every time). The online critic changes
+            only through its optimizer and ``load_state_dict``, which the cache sees (see
+            :func:`~sb3_stein.common.critics.stacked_critic_layers`).
+        """
+        return ParticleCritic(self.critic, obs, cache_weights=cache_weights)
+
+    @staticmethod
+    def pre_tanh_score(critic: ParticleCritic, u: th.Tensor, alpha: th.Tensor) -> th.Tensor:
         """Score of the sampler's target in pre-tanh space, ``(B, m, A)`` for particles ``u`` ``(B, m, A)``.
 
         ``grad_u Q(s, tanh u) + alpha * grad_u log|det J_tanh(u)| = (1 - a^2) grad_a Q - 2 alpha a``
@@ -470,11 +482,11 @@ class S2ACPolicy(BasePolicy):
         ``h = alpha * phi`` scaling. Shared by the SVGD sampler and the amortized sampler's update.
         """
         actions = th.tanh(u)
-        _, dq_da = min_q_and_grad(self.critic, obs, actions, layers=layers)
+        _, dq_da = critic.min_q_and_grad(actions)
         assert dq_da is not None
         return (1.0 - actions.pow(2)) * dq_da - 2.0 * alpha * actions
 
-    def select(self, obs: PyTorchObs, actions: th.Tensor, deterministic: bool) -> th.Tensor:
+    def select(self, critic: ParticleCritic, actions: th.Tensor, deterministic: bool) -> th.Tensor:
         """One particle per state ``(B, A)`` out of ``actions`` ``(B, m, A)``.
 
         Training (``deterministic=False``): a uniformly random particle (Algorithm 1, line 5).
@@ -486,12 +498,12 @@ class S2ACPolicy(BasePolicy):
         if not deterministic:
             index = th.randint(m, (batch,), device=actions.device)
         else:
-            q, _ = min_q_and_grad(self.critic, obs, actions, need_grad=False)  # (B, m)
+            q, _ = critic.min_q_and_grad(actions, need_grad=False)  # (B, m)
             if self.eval_action_selection == "max_q":
                 index = q.argmax(-1)
             else:
                 index = th.multinomial(th.softmax(q / self.alpha.clamp_min(1e-8), dim=-1), 1).squeeze(-1)
-        return actions[th.arange(batch, device=actions.device), index]
+        return actions.gather(1, index.view(batch, 1, 1).expand(batch, 1, actions.shape[-1])).squeeze(1)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
@@ -501,8 +513,13 @@ class S2ACPolicy(BasePolicy):
         # that fill the replay buffer always come from the SVGD sampler (Algorithm 2, line 4).
         if self.amortized_sampler is not None and not self.collecting_rollouts:
             return self.amortized_sampler._predict(observation, deterministic)
-        sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic)
-        return self.select(observation, sample.actions, deterministic)
+        critic = self.critic_at(observation, cache_weights=True)
+        # inference_mode skips autograd's bookkeeping, a large part of the cost of the ~200 small
+        # tensor operations of one action; critics off the ReLU fast path need autograd for grad_a Q.
+        # (inference_mode(False) would switch grad mode on, hence nullcontext.)
+        with th.inference_mode() if critic.layers is not None else contextlib.nullcontext():
+            sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic, critic=critic)
+            return self.select(critic, sample.actions, deterministic)
 
     def set_training_mode(self, mode: bool) -> None:
         self.actor.set_training_mode(mode)

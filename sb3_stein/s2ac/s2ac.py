@@ -15,7 +15,7 @@ from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
-from sb3_stein.common.critics import min_q_and_grad, q_values_and_action_grads
+from sb3_stein.common.critics import ParticleCritic, q_values_and_action_grads
 from sb3_stein.common.svgd import (
     Bandwidth,
     check_bandwidth,
@@ -269,11 +269,10 @@ class S2AC(SAC):
             # Actor loss (Eq. 9) through the unrolled SVGD steps, on the updated critic.
             start = time.perf_counter()
             with th.set_grad_enabled(actor_optimizer is not None):
-                sample = self.policy.sample(replay_data.observations)
+                critic = ParticleCritic(self.critic, replay_data.observations)
+                sample = self.policy.sample(replay_data.observations, critic=critic)
                 assert sample.log_prob is not None
-                q_pi, _ = min_q_and_grad(
-                    self.critic, replay_data.observations, sample.actions, need_grad=False
-                )
+                q_pi, _ = critic.min_q_and_grad(sample.actions, need_grad=False)
                 actor_loss = (ent_coef * sample.log_prob - q_pi).mean()
             sample_ms.append(1e3 * (time.perf_counter() - start))
             actor_losses.append(actor_loss.item())
@@ -347,7 +346,7 @@ class S2AC(SAC):
         samples = sampler(obs, noise)  # (B, m, A): f_psi(s, z_k), pre-tanh
         with th.no_grad():
             points = samples.detach()
-            score = self.policy.pre_tanh_score(obs, points, ent_coef)  # (B, m, A)
+            score = self.policy.pre_tanh_score(self.policy.critic_at(obs), points, ent_coef)  # (B, m, A)
             sq_dists = pairwise_sq_dists(points)  # (B, m, m)
             sigma2 = kernel_bandwidth(sq_dists, self.policy.kernel_bandwidth)
             direction = stein_direction(points, score, rbf_kernel(sq_dists, sigma2), sigma2, ent_coef)
