@@ -24,6 +24,7 @@ Measures (medians over repeats; see benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -35,19 +36,29 @@ from pathlib import Path
 import numpy as np
 import torch as th
 from stable_baselines3 import SAC
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 
 from sb3_stein import S2AC
 
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int, per_round: int = 1) -> dict[str, float]:
+    """Median ms per call of each function, timed round-robin.
+
+    This VM's speed drifts by up to 2x over minutes; timing the candidates in turns, a block of
+    ``per_round`` calls each per round, exposes them all to the same drift, so their ratios hold.
+    """
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            times[name].append((time.perf_counter() - start) / per_round)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def fill_buffer(model, n: int = 2000) -> None:
@@ -61,19 +72,12 @@ def fill_buffer(model, n: int = 2000) -> None:
         obs = new_obs
 
 
-def train_step_ms(model, batch_size: int, repeats: int) -> float:
-    model._logger = None
-    from stable_baselines3.common.logger import configure
-
-    model.set_logger(configure(None, []))
-    return median_ms(lambda: model.train(gradient_steps=1, batch_size=batch_size), repeats)
-
-
-def critic_floor_ms(model: S2AC, batch: int, m: int, steps: int, repeats: int) -> dict[str, float]:
-    """Bare autograd critic passes of one S²AC update, at the same sizes."""
+def critic_floor_fns(model: S2AC, batch: int, m: int) -> dict[str, Callable[[], None]]:
+    """Bare autograd critic passes of one S²AC update, at the same sizes (see :func:`floor_ms`)."""
     critic = model.critic
-    obs = th.randn(batch * m, model.observation_space.shape[0])
-    obs_b = th.randn(batch, model.observation_space.shape[0])
+    obs_dim = get_flattened_obs_dim(model.observation_space)
+    obs = th.randn(batch * m, obs_dim)
+    obs_b = th.randn(batch, obs_dim)
     act = th.rand(batch * m, 1) * 2 - 1
     act_b = th.rand(batch, 1) * 2 - 1
     target = th.randn(batch, 1)
@@ -99,34 +103,41 @@ def critic_floor_ms(model: S2AC, batch: int, m: int, steps: int, repeats: int) -
         q1, q2 = critic(obs, a)
         th.autograd.grad(th.min(q1, q2).mean(), a)
 
-    parts = {
-        "fwd_grad": median_ms(fwd_grad, repeats),
-        "fwd": median_ms(fwd, repeats),
-        "critic_update": median_ms(critic_update, repeats),
-        "final_q_fwd_grad": median_ms(final_q, repeats),
-        "fwd_grad_double_backward": median_ms(lambda: fwd_grad(create_graph=True, backward=True), repeats),
+    return {
+        "fwd_grad": fwd_grad,
+        "fwd": fwd,
+        "critic_update": critic_update,
+        "final_q_fwd_grad": final_q,
+        "fwd_grad_double_backward": lambda: fwd_grad(create_graph=True, backward=True),
     }
-    parts["floor"] = (
+
+
+def floor_ms(parts: dict[str, float], steps: int) -> dict[str, float]:
+    """The update's floor from its timed parts: ``L`` SVGD steps for the target sampler and again for
+    the actor sampler, one target forward, the critic update and the actor's final Q and gradient."""
+    floor = dict(parts)
+    floor["floor"] = (
         2 * steps * parts["fwd_grad"] + parts["fwd"] + parts["critic_update"] + parts["final_q_fwd_grad"]
     )
-    parts["floor_create_graph"] = (
+    floor["floor_create_graph"] = (
         steps * parts["fwd_grad"]
         + parts["fwd"]
         + parts["critic_update"]
         + steps * parts["fwd_grad_double_backward"]
         + parts["final_q_fwd_grad"]
     )
-    return parts
+    return floor
 
 
-def predict_floor_ms(model: S2AC, m: int, steps: int, repeats: int) -> float:
+def predict_floor_fn(model: S2AC, m: int, steps: int) -> Callable[[], None]:
     """Bare critic passes of one deterministic S²AC action on one state, with plain autograd.
 
     ``steps`` x (both critics' forward + action gradient on ``m`` rows) for the SVGD steps, and one
     forward on ``m`` rows to pick the highest-Q particle: the work no implementation can skip.
     """
     critic = model.critic
-    obs = th.randn(m, model.observation_space.shape[0])
+    obs_dim = get_flattened_obs_dim(model.observation_space)
+    obs = th.randn(m, obs_dim)
     act = th.rand(m, 1) * 2 - 1
 
     def passes() -> None:
@@ -137,7 +148,7 @@ def predict_floor_ms(model: S2AC, m: int, steps: int, repeats: int) -> float:
         with th.no_grad():
             critic(obs, act)
 
-    return median_ms(passes, repeats)
+    return passes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,51 +178,68 @@ def main(argv: list[str] | None = None) -> None:
     s2ac = S2AC("MlpPolicy", env_id, learning_rate=1e-3, batch_size=100, n_particles=10, svgd_steps=3, seed=0)
     s2ac_amortized = S2AC("MlpPolicy", env_id, n_particles=10, svgd_steps=3, amortized=True, seed=0)
     obs = np.array([0.3, -0.9, 0.5], dtype=np.float32)
-    predict = {
-        "sac": median_ms(lambda: sac.predict(obs, deterministic=False), args.predict_repeats),
-        "s2ac": median_ms(lambda: s2ac.predict(obs, deterministic=False), args.predict_repeats),
-        "s2ac_deterministic": median_ms(lambda: s2ac.predict(obs, deterministic=True), args.predict_repeats),
-        "s2ac_amortized": median_ms(
-            lambda: s2ac_amortized.predict(obs, deterministic=False), args.predict_repeats
-        ),
-    }
-    # What S²AC's predict cannot avoid: SB3's predict (SAC's, with its actor forward) plus the
-    # bare critic passes of the sampler.
-    predict["floor_critic_passes"] = predict_floor_ms(s2ac, m=10, steps=3, repeats=args.predict_repeats)
+    # The floor of S²AC's predict: SB3's predict (SAC's, with its actor forward) plus the bare
+    # critic passes of the sampler, which no implementation can skip.
+    predict = interleaved_ms(
+        {
+            "sac": lambda: sac.predict(obs, deterministic=False),
+            "s2ac": lambda: s2ac.predict(obs, deterministic=False),
+            "s2ac_deterministic": lambda: s2ac.predict(obs, deterministic=True),
+            "s2ac_amortized": lambda: s2ac_amortized.predict(obs, deterministic=False),
+            "floor_critic_passes": predict_floor_fn(s2ac, m=10, steps=3),
+        },
+        rounds=args.predict_repeats // 10,
+        per_round=10,
+    )
     predict["floor"] = predict["sac"] + predict["floor_critic_passes"]
     results["predict_ms"] = predict
     print("predict ms", predict, flush=True)
 
     fill_buffer(sac)
     fill_buffer(s2ac)
-    step = {
-        "sac_batch256": train_step_ms(sac, 256, args.repeats),
-        "s2ac_paper": train_step_ms(s2ac, 100, args.repeats),
-    }
-    floor = critic_floor_ms(s2ac, batch=100, m=10, steps=3, repeats=args.repeats)
+    for model in (sac, s2ac):
+        model.set_logger(configure(None, []))
+    timed = interleaved_ms(
+        {
+            "sac_batch256": lambda: sac.train(gradient_steps=1, batch_size=256),
+            "s2ac_paper": lambda: s2ac.train(gradient_steps=1, batch_size=100),
+            **critic_floor_fns(s2ac, batch=100, m=10),
+        },
+        rounds=args.repeats,
+    )
+    step = {name: timed.pop(name) for name in ("sac_batch256", "s2ac_paper")}
+    floor = floor_ms(timed, steps=3)
     results["train_step_ms"] = step
     results["floor_ms"] = floor
     print("train step ms", step, "floor", floor, flush=True)
 
-    growth: dict[str, float] = {}
-    for m in (5, 10, 20, 40):
-        model = S2AC("MlpPolicy", env_id, batch_size=100, n_particles=m, svgd_steps=3, seed=0)
+    growth_models: dict[str, S2AC] = {}
+    for m, steps in [(5, 3), (10, 3), (20, 3), (40, 3), (10, 0), (10, 1), (10, 5), (10, 10)]:
+        model = S2AC("MlpPolicy", env_id, batch_size=100, n_particles=m, svgd_steps=steps, seed=0)
         fill_buffer(model, 500)
-        growth[f"m={m},L=3"] = train_step_ms(model, 100, max(5, args.repeats // 3))
-    for steps in (0, 1, 3, 5, 10):
-        model = S2AC("MlpPolicy", env_id, batch_size=100, n_particles=10, svgd_steps=steps, seed=0)
-        fill_buffer(model, 500)
-        growth[f"m=10,L={steps}"] = train_step_ms(model, 100, max(5, args.repeats // 3))
+        model.set_logger(configure(None, []))
+        growth_models[f"m={m},L={steps}"] = model
+    growth = interleaved_ms(
+        {
+            name: functools.partial(model.train, gradient_steps=1, batch_size=100)
+            for name, model in growth_models.items()
+        },
+        rounds=max(5, args.repeats // 3),
+    )
     results["growth_train_step_ms"] = growth
     print("growth", growth, flush=True)
 
-    learn_s: dict[str, float] = {}
-    for name, model in (("sac", sac), ("s2ac", s2ac)):
+    learn_s = {"sac": 0.0, "s2ac": 0.0}
+    chunk = max(1, args.learn_steps // 5)
+    for model in (sac, s2ac):
         model.learning_starts = 0
-        start = time.perf_counter()
-        model.learn(args.learn_steps, reset_num_timesteps=False)
-        learn_s[name] = time.perf_counter() - start
-    results["learn_seconds_per_1k"] = {k: v * 1000 / args.learn_steps for k, v in learn_s.items()}
+    for _ in range(args.learn_steps // chunk):  # in turns, for the same reason as interleaved_ms
+        for name, model in (("sac", sac), ("s2ac", s2ac)):
+            start = time.perf_counter()
+            model.learn(chunk, reset_num_timesteps=False)
+            learn_s[name] += time.perf_counter() - start
+    learn_steps = chunk * (args.learn_steps // chunk)
+    results["learn_seconds_per_1k"] = {k: v * 1000 / learn_steps for k, v in learn_s.items()}
 
     ratios = {
         "predict_s2ac_over_sac": predict["s2ac"] / predict["sac"],
@@ -239,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         *[f"| train step {k} | {v:.2f} |" for k, v in step.items()],
         *[f"| floor part {k} | {v:.2f} |" for k, v in floor.items()],
         *[f"| train step {k} | {v:.2f} |" for k, v in growth.items()],
-        *[f"| learn 1k steps {k} (s) | {v:.1f} |" for k, v in results["learn_seconds_per_1k"].items()],  # type: ignore[union-attr]
+        *[f"| learn 1k steps {k} (s) | {1000 * v / learn_steps:.1f} |" for k, v in learn_s.items()],
         "",
         "| ratio | value |",
         "| --- | --- |",
