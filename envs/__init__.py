@@ -8,6 +8,11 @@ Registered ids (see :data:`ENV_IDS`):
 * ``MultiGoal-v0``: the S²AC multi-goal point mass (:class:`sb3_stein.envs.multigoal.MultiGoalEnv`),
   asymmetric goals ``(5, 0), (-4, 3), (-4, -3)`` by default, truncated after 30 steps. Pass
   ``goals="symmetric"`` or ``obstacle=True`` (test-time bar of the paper's Fig. 7) to ``gymnasium.make``.
+* ``Nav2DEasy-v0``, ``Nav2DMedium-v0``, ``Nav2DHard-v0``: the Q-STAC point-mass navigation through
+  Gaussian obstacles (:class:`sb3_stein.envs.nav2d.Nav2DEnv`), truncated after 200 steps.
+
+Each has a torch dynamics model registered with :func:`sb3_stein.register_dynamics_model`; so has
+gymnasium's ``Pendulum-v1`` (:class:`sb3_stein.envs.pendulum.PendulumDynamics`).
 """
 
 from __future__ import annotations
@@ -16,13 +21,37 @@ from typing import Any
 
 import gymnasium
 
-__all__ = ["ENV_IDS", "MultiGoalDynamics", "MultiGoalEnv", "register_envs"]
+__all__ = [
+    "ENV_IDS",
+    "MultiGoalDynamics",
+    "MultiGoalEnv",
+    "Nav2DDynamics",
+    "Nav2DEnv",
+    "PendulumDynamics",
+    "register_envs",
+]
+
+_LAZY = {
+    "MultiGoalEnv": "multigoal",
+    "MultiGoalDynamics": "multigoal",
+    "Nav2DEnv": "nav2d",
+    "Nav2DDynamics": "nav2d",
+    "PendulumDynamics": "pendulum",
+}
 
 # id -> keyword arguments of gymnasium.register
 _REGISTRATIONS: dict[str, dict[str, Any]] = {
     "MultiGoal-v0": {
         "entry_point": "sb3_stein.envs.multigoal:MultiGoalEnv",
         "max_episode_steps": 30,  # == multigoal.MAX_EPISODE_STEPS (not imported, to keep this module light)
+    },
+    **{
+        f"Nav2D{level.capitalize()}-v0": {
+            "entry_point": "sb3_stein.envs.nav2d:Nav2DEnv",
+            "max_episode_steps": 200,  # == nav2d.MAX_EPISODE_STEPS
+            "kwargs": {"level": level},
+        }
+        for level in ("easy", "medium", "hard")
     },
 }
 
@@ -42,8 +71,8 @@ register_envs()
 
 def __getattr__(name: str) -> Any:
     # Lazy access to the environment classes without importing torch at package import time.
-    if name in ("MultiGoalEnv", "MultiGoalDynamics"):
-        from . import multigoal
+    if name in _LAZY:
+        import importlib
 
-        return getattr(multigoal, name)
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

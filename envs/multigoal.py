@@ -51,6 +51,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from .raster import blend, draw_segment, pixel_grid
+
 __all__ = [
     "GOAL_LAYOUTS",
     "MAX_EPISODE_STEPS",
@@ -402,45 +404,11 @@ _PATH = (30, 80, 220)
 _AGENT = np.array([10, 30, 120], dtype=np.float64)
 
 
-def _blend(img: FloatArray, alpha: FloatArray, color: FloatArray, rows: slice, cols: slice) -> None:
-    sub = img[rows, cols]
-    sub += alpha[..., None] * (color - sub)
-
-
-def _draw_segment(
-    img: FloatArray,
-    xs: FloatArray,
-    ys: FloatArray,
-    p: FloatArray,
-    q: FloatArray,
-    width: float,
-    color: FloatArray,
-    px: float,
-) -> None:
-    """Anti-aliased thick segment ``p -> q`` (world units) on the float image, within its bounding box."""
-    size = img.shape[0]
-    lo = np.minimum(p, q) - width - 2 * px
-    hi = np.maximum(p, q) + width + 2 * px
-    c0, c1 = np.searchsorted(xs, lo[0]), np.searchsorted(xs, hi[0])
-    r0, r1 = size - np.searchsorted(ys, hi[1]), size - np.searchsorted(ys, lo[1])
-    c0, c1, r0, r1 = max(c0, 0), min(c1, size), max(r0, 0), min(r1, size)
-    if c0 >= c1 or r0 >= r1:
-        return
-    gx = xs[c0:c1][None, :]
-    gy = ys[::-1][r0:r1][:, None]
-    d = q - p
-    dd = float(d @ d)
-    t = np.zeros((1, 1)) if dd == 0.0 else np.clip(((gx - p[0]) * d[0] + (gy - p[1]) * d[1]) / dd, 0.0, 1.0)
-    dist = np.hypot(gx - (p[0] + t * d[0]), gy - (p[1] + t * d[1]))
-    alpha = np.clip((width - dist) / px + 0.5, 0.0, 1.0)
-    _blend(img, alpha, color, slice(r0, r1), slice(c0, c1))
-
-
 def _draw_background(
     size: int, bound: float, goals: FloatArray, goal_threshold: float, obstacles: FloatArray
 ) -> FloatArray:
     """Static part of a frame (float RGB): distance-cost level rings, goals, arena boundary, obstacles."""
-    xs, px = _pixel_grid(size, bound)
+    xs, px = pixel_grid(size, bound)
     gx, gy = np.meshgrid(xs, xs[::-1])
     dist = np.min(np.hypot(gx[..., None] - goals[:, 0], gy[..., None] - goals[:, 1]), axis=-1)
     img = np.empty((size, size, 3), dtype=np.float64)
@@ -448,25 +416,17 @@ def _draw_background(
     full = (slice(0, size), slice(0, size))
     # Level rings of the distance cost (every unit of distance to the closest goal).
     ring = np.clip(1.0 - np.abs(dist - np.round(dist)) / (0.6 * px), 0.0, 1.0) * (dist > 0.75)
-    _blend(img, 0.8 * ring, _RING, *full)
+    blend(img, 0.8 * ring, _RING, *full)
     # Goal reach regions and centres.
-    _blend(img, 0.25 * np.clip((goal_threshold - dist) / px + 0.5, 0.0, 1.0), _GOAL, *full)
-    _blend(img, np.clip((0.15 - dist) / px + 0.5, 0.0, 1.0), _GOAL, *full)
+    blend(img, 0.25 * np.clip((goal_threshold - dist) / px + 0.5, 0.0, 1.0), _GOAL, *full)
+    blend(img, np.clip((0.15 - dist) / px + 0.5, 0.0, 1.0), _GOAL, *full)
     # Arena boundary.
     corners = np.array([[-bound, -bound], [bound, -bound], [bound, bound], [-bound, bound]])
     for i in range(4):
-        _draw_segment(img, xs, xs, corners[i], corners[(i + 1) % 4], 0.5 * px, _FRAME, px)
+        draw_segment(img, xs, xs, corners[i], corners[(i + 1) % 4], 0.5 * px, _FRAME, px)
     for a, b in obstacles:
-        _draw_segment(img, xs, xs, a, b, 0.12, _OBSTACLE, px)
+        draw_segment(img, xs, xs, a, b, 0.12, _OBSTACLE, px)
     return img
-
-
-def _pixel_grid(size: int, bound: float) -> tuple[FloatArray, float]:
-    """Pixel-centre world coordinates along one axis (x for columns; y uses the same grid reversed) and the
-    world size of a pixel."""
-    extent = 1.05 * bound
-    px = 2 * extent / size
-    return (-extent + (np.arange(size) + 0.5) * px).astype(np.float64), px
 
 
 def _draw_overlay(
@@ -478,15 +438,15 @@ def _draw_overlay(
 ) -> npt.NDArray[np.uint8]:
     """Draw trajectories and the agent on a copy of ``background``; return the ``uint8`` frame."""
     img = background.copy()
-    xs, px = _pixel_grid(img.shape[0], bound)
+    xs, px = pixel_grid(img.shape[0], bound)
     for i, traj in enumerate(trajectories):
         color = np.asarray(_PATH if colors is None else colors[i], dtype=np.float64)
         if traj.shape[0] == 1:
-            _draw_segment(img, xs, xs, traj[0], traj[0], 0.05, color, px)
+            draw_segment(img, xs, xs, traj[0], traj[0], 0.05, color, px)
         for j in range(traj.shape[0] - 1):
-            _draw_segment(img, xs, xs, traj[j], traj[j + 1], 0.05, color, px)
+            draw_segment(img, xs, xs, traj[j], traj[j + 1], 0.05, color, px)
     if agent is not None:
-        _draw_segment(img, xs, xs, agent, agent, 0.22, _AGENT, px)
+        draw_segment(img, xs, xs, agent, agent, 0.22, _AGENT, px)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -544,6 +504,13 @@ class MultiGoalDynamics(nn.Module):
         self.goal_threshold = float(goal_threshold)
         self.bound = float(bound)
         self.action_bound = float(action_bound)
+
+    @classmethod
+    def from_env(cls, env: Any = None) -> MultiGoalDynamics:
+        """The model of ``env`` (a :class:`MultiGoalEnv`, any wrapper of one, or ``None`` for the default
+        layout), without its test-time obstacles (see :meth:`MultiGoalEnv.dynamics_model`)."""
+        env = getattr(env, "unwrapped", env)
+        return env.dynamics_model() if isinstance(env, MultiGoalEnv) else cls()
 
     def extra_repr(self) -> str:
         return (

@@ -16,7 +16,20 @@ if _os.path.isfile(_os.path.join(_checkout, "setup.cfg")) and _os.path.isfile(
     __path__.append(_checkout)  # type: ignore[name-defined]
 
 import sb3_stein.envs  # noqa: E402, F401  (registers the environments)
+from sb3_stein.common.dynamics import (  # noqa: E402
+    make_dynamics_model,
+    register_dynamics_model,
+    registered_dynamics_models,
+)
+from sb3_stein.qstac import QSTAC  # noqa: E402
 from sb3_stein.s2ac import S2AC  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["S2AC", "__version__"]
+__all__ = [
+    "QSTAC",
+    "S2AC",
+    "__version__",
+    "make_dynamics_model",
+    "register_dynamics_model",
+    "registered_dynamics_models",
+]

@@ -38,6 +38,7 @@ from typing import Any
 __all__ = [
     "ALGORITHMS",
     "OPTUNA",
+    "convert_qstac_params",
     "convert_s2ac_params",
     "hyperparams_dir",
     "hyperparams_file",
@@ -48,18 +49,21 @@ __all__ = [
     "register_all",
     "register_optuna",
     "resolve_config",
+    "sample_qstac_params",
     "sample_s2ac_params",
 ]
 
 #: zoo name -> "module:Class"
 ALGORITHMS: dict[str, str] = {
     "s2ac": "sb3_stein.s2ac:S2AC",
+    "qstac": "sb3_stein.qstac:QSTAC",
 }
 
 #: zoo name -> ("module:sampler", "module:converter") for rl_zoo3's Optuna search
 #: (``HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``).
 OPTUNA: dict[str, tuple[str, str]] = {
     "s2ac": ("sb3_stein.zoo:sample_s2ac_params", "sb3_stein.zoo:convert_s2ac_params"),
+    "qstac": ("sb3_stein.zoo:sample_qstac_params", "sb3_stein.zoo:convert_qstac_params"),
 }
 
 # Attribute that marks our ExperimentManager.__init__ wrapper (idempotence).
@@ -253,6 +257,32 @@ def _sample_svgd_params(trial: Any) -> dict[str, Any]:
     }
 
 
+def _sample_offpolicy_params(trial: Any, max_batch_pow: int) -> dict[str, Any]:
+    """rl_zoo3's SAC search space (same names, read by ``convert_offpolicy_params``), batches capped."""
+    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
+
+    sampled = {
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, max_batch_pow),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.002, log=True),
+        "train_freq": trial.suggest_int("train_freq", 1, 10),
+        "tau": trial.suggest_float("tau", 0.001, 0.08, log=True),
+        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium", "big"]),
+    }
+    trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
+    trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
+    return convert_offpolicy_params(sampled)
+
+
+def _convert(algo: str, own_keys: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
+
+    own = {key: params[key] for key in own_keys if key in params}
+    hyperparams = convert_offpolicy_params({key: v for key, v in params.items() if key not in own})
+    hyperparams.update(own)
+    return _accepted(algo, hyperparams)
+
+
 def sample_s2ac_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """Optuna sampler for S2AC: rl_zoo3's SAC search space, narrowed where S2AC's cost explodes, plus SVGD.
 
@@ -262,31 +292,35 @@ def sample_s2ac_params(trial: Any, n_actions: int, n_envs: int, additional_args:
     ``batch x n_particles`` rows at each of ``2 * svgd_steps`` SVGD steps, so SAC's 2048-state
     batches would make a trial hours long on a CPU.
     """
-    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
-
-    sampled = {
-        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
-        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 8),
-        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.002, log=True),
-        "train_freq": trial.suggest_int("train_freq", 1, 10),
-        "tau": trial.suggest_float("tau", 0.001, 0.08, log=True),
-        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium", "big"]),
-    }
-    trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
-    trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
-    hyperparams = convert_offpolicy_params(sampled)
+    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=8)
     hyperparams.update(_sample_svgd_params(trial))
     return _accepted("s2ac", hyperparams)
 
 
 def convert_s2ac_params(params: dict[str, Any]) -> dict[str, Any]:
     """Turn a trial's raw ``params`` (as sampled above) into S2AC keyword arguments."""
-    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
+    return _convert("s2ac", S2AC_SEARCH_KEYS, params)
 
-    own = {key: params[key] for key in S2AC_SEARCH_KEYS if key in params}
-    hyperparams = convert_offpolicy_params({key: v for key, v in params.items() if key not in own})
-    hyperparams.update(own)
-    return _accepted("s2ac", hyperparams)
+
+QSTAC_SEARCH_KEYS = (*S2AC_SEARCH_KEYS, "horizon")
+
+
+def sample_qstac_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler for Q-STAC: S2AC's space (SVGD: m, L, eps, bandwidth) plus the horizon ``H``.
+
+    Batches are capped at 128 states (``batch_size_pow`` in [5, 7]): an update rolls
+    ``batch x n_particles x horizon`` rows through the critics at every SVGD step, with a double
+    backward for the actor loss.
+    """
+    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=7)
+    hyperparams.update(_sample_svgd_params(trial))
+    hyperparams["horizon"] = trial.suggest_categorical("horizon", [1, 3, 5, 8])
+    return _accepted("qstac", hyperparams)
+
+
+def convert_qstac_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's raw ``params`` (as sampled above) into QSTAC keyword arguments."""
+    return _convert("qstac", QSTAC_SEARCH_KEYS, params)
 
 
 # ----------------------------------------------------------------------------- on import

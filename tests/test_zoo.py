@@ -170,8 +170,13 @@ def test_shipped_hyperparams():
     assert (multigoal["gamma"], multigoal["learning_rate"], multigoal["batch_size"]) == (0.8, 3e-4, 100)
     assert (multigoal["svgd_steps"], multigoal["n_particles"], multigoal["svgd_step_size"]) == (10, 10, 0.01)
     sac = yaml.safe_load(zoo.hyperparams_file("sac").read_text())
-    assert set(sac) == {"MultiGoal-v0"}  # only the plugin's envs: everything else is rl_zoo3's sac.yml
     assert sac["MultiGoal-v0"]["gamma"] == 0.8
+    nav = {"Nav2DEasy-v0", "Nav2DMedium-v0", "Nav2DHard-v0"}
+    for algo in ("sac", "td3", "ppo", "s2ac", "qstac"):
+        sections = set(yaml.safe_load(zoo.hyperparams_file(algo).read_text()))
+        assert nav <= sections, algo
+        if algo not in zoo.ALGORITHMS:  # only the plugin's envs: everything else is rl_zoo3's own file
+            assert all(zoo.is_plugin_env(env_id) for env_id in sections), algo
 
 
 @pytest.mark.parametrize("algo", list(zoo.ALGORITHMS))
@@ -235,50 +240,53 @@ def test_experiment_manager_user_conf_file_wins(tmp_path):
 # ----------------------------------------------------------------------------- Optuna
 
 
-def test_s2ac_sampler_and_converter_round_trip():
+@pytest.mark.parametrize("algo", ["s2ac", "qstac"])
+def test_stein_sampler_and_converter_round_trip(algo):
     import inspect
 
     import optuna
 
-    import sb3_stein
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
-    accepted = set(inspect.signature(sb3_stein.S2AC.__init__).parameters)
-    seen_bandwidths = set()
+    accepted = set(inspect.signature(zoo._load(zoo.ALGORITHMS[algo]).__init__).parameters)
+    sample = getattr(zoo, f"sample_{algo}_params")
+    convert = getattr(zoo, f"convert_{algo}_params")
+    seen_bandwidths, seen_horizons = set(), set()
     for _ in range(8):
         trial = study.ask()
-        sampled = zoo.sample_s2ac_params(trial, 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+        sampled = sample(trial, 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
         assert set(sampled) <= accepted, set(sampled) - accepted
         assert {"gamma", "learning_rate", "batch_size", "tau", "policy_kwargs"} <= set(sampled)
         assert sampled["n_particles"] in (5, 10, 20)
         assert sampled["svgd_steps"] in (1, 3, 5, 10)
         assert 0.01 <= sampled["svgd_step_size"] <= 0.5
         seen_bandwidths.add(sampled["kernel_bandwidth"])
+        seen_horizons.add(sampled.get("horizon"))
         # --trial-id loading converts the raw trial params into the same keyword arguments
-        assert zoo.convert_s2ac_params(trial.params) == sampled
+        assert convert(trial.params) == sampled
         study.tell(trial, 0.0)
     assert seen_bandwidths <= {"paper", "median"}
+    assert seen_horizons <= ({None} if algo == "s2ac" else {1, 3, 5, 8})
+    assert algo == "s2ac" or len(seen_horizons) > 1
 
 
 def test_sampler_drops_keys_the_algorithm_does_not_take():
     assert zoo._accepted("s2ac", {"learning_rate": 1e-3, "use_sde": True}) == {"learning_rate": 1e-3}
 
 
-def test_s2ac_sampler_keeps_batches_affordable():
+@pytest.mark.parametrize("algo, max_batch", [("s2ac", 256), ("qstac", 128)])
+def test_stein_samplers_keep_batches_affordable(algo, max_batch):
     import inspect
 
     import optuna
 
-    from sb3_stein import S2AC
-
-    accepted = set(inspect.signature(S2AC.__init__).parameters)
+    accepted = set(inspect.signature(zoo._load(zoo.ALGORITHMS[algo]).__init__).parameters)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     no_her = {"using_her_replay_buffer": False, "her_kwargs": {}}
     for _ in range(30):
-        sampled = zoo.sample_s2ac_params(study.ask(), 1, 1, no_her)
+        sampled = getattr(zoo, f"sample_{algo}_params")(study.ask(), 1, 1, no_her)
         assert set(sampled) <= accepted
-        assert 32 <= sampled["batch_size"] <= 256
+        assert 32 <= sampled["batch_size"] <= max_batch
         assert sampled["svgd_steps"] in (1, 3, 5) and sampled["n_particles"] in (5, 10, 20)
 
 
@@ -300,30 +308,31 @@ PENDULUM = ("--env", "Pendulum-v1", "--num-threads", "1", "--seed", "0")
 
 
 @pytest.mark.slow
-def test_rl_zoo3_train_enjoy_optimize_s2ac(tmp_path):
+@pytest.mark.parametrize("algo", ["s2ac", "qstac"])
+def test_rl_zoo3_train_enjoy_optimize(tmp_path, algo):
     # what shared/checks/zoo-cycle runs, with fewer steps (learning_starts is 100: 20-100 updates)
     log = _run(
         tmp_path,
-        *("-m", "rl_zoo3.train", "--algo", "s2ac", *PENDULUM, "-n", "200", "-f", "logs"),
+        *("-m", "rl_zoo3.train", "--algo", algo, *PENDULUM, "-n", "200", "-f", "logs"),
         *("--eval-freq", "100", "--eval-episodes", "1"),
     )
-    assert f"Loading hyperparameters from: {zoo.hyperparams_file('s2ac')}" in log
-    run_dir = tmp_path / "logs" / "s2ac" / "Pendulum-v1_1"
+    assert f"Loading hyperparameters from: {zoo.hyperparams_file(algo)}" in log
+    run_dir = tmp_path / "logs" / algo / "Pendulum-v1_1"
     assert (run_dir / "Pendulum-v1.zip").is_file()
     assert (run_dir / "evaluations.npz").is_file()
 
-    enjoy = ("--algo", "s2ac", "--env", "Pendulum-v1", "-f", "logs", "--exp-id", "1", "--no-render")
+    enjoy = ("--algo", algo, "--env", "Pendulum-v1", "-f", "logs", "--exp-id", "1", "--no-render")
     _run(tmp_path, "-m", "rl_zoo3.enjoy", *enjoy, "-n", "100")
     _run(tmp_path, "-m", "sb3_stein.enjoy", *enjoy, "-n", "50", off=True)  # the fallback entry point
 
     log = _run(
         tmp_path,
-        *("-m", "rl_zoo3.train", "--algo", "s2ac", *PENDULUM, "-n", "120", "-f", "optlogs", "-optimize"),
+        *("-m", "rl_zoo3.train", "--algo", algo, *PENDULUM, "-n", "120", "-f", "optlogs", "-optimize"),
         *("--n-trials", "2", "--n-jobs", "1", "--n-startup-trials", "1", "--n-evaluations", "1"),
         *("--eval-episodes", "1"),
     )
     assert "Number of finished trials:  2" in log
-    assert any(p.suffix == ".csv" for p in (tmp_path / "optlogs" / "s2ac").iterdir())
+    assert any(p.suffix == ".csv" for p in (tmp_path / "optlogs" / algo).iterdir())
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import weakref
 
 import torch as th
 from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
@@ -207,6 +208,28 @@ def _autograd_q_and_grads(
             qs.append(q_k if keep_graph else q_k.detach())
             grads.append(grad.view(batch, m, act_dim))
     return th.stack(qs), th.stack(grads)
+
+
+def q_values_detached(critic: ContinuousCritic, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """All critics' values on rows of (observation, action), differentiable in both, weights constant.
+
+    For actors that move the *states* too (Q-STAC's model rollouts): the gradient reaches the
+    observations through the features extractor, but no weight of the critic or its extractor.
+
+    :param obs: flat observations ``(..., obs_dim)``.
+    :param actions: actions ``(..., act_dim)`` with the same leading dimensions.
+    :return: ``(n_critics, ...)``.
+    """
+    lead = obs.shape[:-1]
+    flat_obs = preprocess_obs(
+        obs.reshape(-1, obs.shape[-1]), critic.observation_space, critic.normalize_images
+    )
+    features = th.func.functional_call(
+        critic.features_extractor, _detached(critic.features_extractor), (flat_obs,)
+    )
+    rows = th.cat([features, actions.reshape(-1, actions.shape[-1])], dim=-1)
+    values = [th.func.functional_call(q_net, _detached(q_net), (rows,)) for q_net in critic.q_networks]
+    return th.stack(values).view(len(values), *lead)
 
 
 def min_q_and_grad(

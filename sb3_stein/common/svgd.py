@@ -125,13 +125,24 @@ def stein_trace(
     sq_dists: th.Tensor,
     tau: float | th.Tensor = 1.0,
     self_hessian_trace: th.Tensor | None = None,
+    per_coordinate: bool = False,
 ) -> th.Tensor:
     """``Tr(grad_{x_i} h(x_i))`` of Theorem 3.3, shape ``(batch, m)``.
 
     :param self_hessian_trace: optional ``(batch, m)`` ``Tr(grad^2 log p(x_i))`` (in the units of
         ``score``), the ``j = i`` term the paper drops; ``None`` follows the paper.
+    :param per_coordinate: return the diagonal entries ``d h_d(x_i) / d x_{i,d}`` instead,
+        ``(batch, m, dim)``, whose sum over ``dim`` is the trace (Q-STAC sums them per horizon step).
     """
     m, dim = x.shape[-2], x.shape[-1]
+    if per_coordinate:
+        if self_hessian_trace is not None:
+            raise ValueError("self_hessian_trace is a whole trace; it cannot be split per coordinate")
+        row_sum = kernel.sum(-1, keepdim=True)  # (batch, m, 1)
+        kx = kernel @ x
+        cross_d = x * (kernel @ score) - kernel @ (x * score)
+        spread_d = x.pow(2) * row_sum - 2.0 * x * kx + kernel @ x.pow(2)  # sum_j k_ij (x_id - x_jd)^2
+        return (-cross_d + tau * (row_sum - 1.0) - tau * spread_d / sigma2) / (m * sigma2)
     k_score = kernel @ score  # sum_j k_ij s_j
     # sum_j k_ij (x_i - x_j)^T s_j = x_i^T (K s)_i - sum_j k_ij (x_j^T s_j)
     cross = (x * k_score).sum(-1) - (kernel @ (x * score).sum(-1, keepdim=True)).squeeze(-1)
@@ -191,7 +202,10 @@ def svgd(
     :param step_size: ``eps > 0``.
     :param bandwidth: ``"paper"``, ``"median"`` or fixed ``sigma^2``.
     :param tau: weight of the repulsive term (``alpha`` for S²AC, 1 for plain SVGD).
-    :param log_q0: ``log q^0(x0)`` ``(batch, m)``; when given, ``log q^L`` is returned.
+    :param log_q0: ``log q^0(x0)`` ``(batch, m)``; when given, ``log q^L`` is returned. A
+        ``(batch, m, blocks)`` tensor tracks the log-likelihood per block of ``dim / blocks``
+        consecutive coordinates (the prior's per-block terms plus each block's share of the trace;
+        the blocks sum to the joint ``log q^L``). Q-STAC uses one block per horizon step.
     :param owner: name used in error messages (the algorithm).
     :param step_size_name: the user-facing parameter name of ``step_size`` for error messages.
     :param max_expansion: keeps the closed-form log-likelihood inside its domain of validity.
@@ -225,7 +239,10 @@ def svgd(
         sigma2 = bandwidth_of(sq_dists)
         kernel = rbf_kernel(sq_dists, sigma2)
         direction = stein_direction(x, score, kernel, sigma2, tau)
-        if log_q is not None:
+        if log_q is not None and log_q.dim() == 3:
+            per_coordinate = stein_trace(x, score, kernel, sigma2, sq_dists, tau, per_coordinate=True)
+            log_q = log_q - step_size * per_coordinate.view(*log_q.shape, -1).sum(-1)
+        elif log_q is not None:
             log_q = log_q - step_size * stein_trace(x, score, kernel, sigma2, sq_dists, tau)
         x = x + step_size * direction
         if track_steps:

@@ -73,3 +73,15 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_range(name: str, value: Any, low: float, high: float | None, open_low: bool = False) -> float:
+    """``value`` must be a finite number in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and (high is None or value <= high)
+    if not ok:
+        upper = "inf)" if high is None else f"{high}]"
+        raise ValueError(
+            f"{name} must be a number in {'(' if open_low else '['}{low}, {upper}, got {value!r}"
+        )
+    return float(value)

@@ -95,6 +95,8 @@ class InitialDistribution(_StateNetwork):
     :param init_std: standard deviation of the fixed Gaussian (``learn_init=False``), and the
         initial standard deviation of the learned one (its log-std bias starts at ``log(init_std)``).
     :param normalize_images: SB3 image normalisation flag.
+    :param output_dim: dimension of the Gaussian (default: the action dimension; Q-STAC's prior
+        covers ``horizon x action`` dimensions).
     """
 
     fixed_log_std: th.Tensor
@@ -110,6 +112,7 @@ class InitialDistribution(_StateNetwork):
         learn_init: bool = True,
         init_std: float = 0.5,
         normalize_images: bool = True,
+        output_dim: int | None = None,
     ):
         super().__init__(
             observation_space,
@@ -122,7 +125,8 @@ class InitialDistribution(_StateNetwork):
         )
         self.learn_init = learn_init
         self.init_std = init_std
-        action_dim = self.action_dim
+        self.output_dim = self.action_dim if output_dim is None else output_dim
+        action_dim = self.output_dim
         if learn_init:
             self.latent_pi = nn.Sequential(*create_mlp(features_dim, -1, net_arch, activation_fn))
             last = net_arch[-1] if net_arch else features_dim
@@ -135,7 +139,7 @@ class InitialDistribution(_StateNetwork):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(dict(learn_init=self.learn_init, init_std=self.init_std))
+        data.update(dict(learn_init=self.learn_init, init_std=self.init_std, output_dim=self.output_dim))
         return data
 
     def forward(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:  # type: ignore[override]
@@ -304,11 +308,15 @@ class S2ACPolicy(BasePolicy):
         self.collecting_rollouts = False
         # Standardised initial noise used by predict(deterministic=True), drawn once and saved, so
         # that a deterministic action is a function of the state alone (SVGD from mu + sigma * z).
-        action_dim = get_action_dim(action_space)
         self.register_buffer(
-            "eval_noise", truncated_standard_normal((n_particles, action_dim), bound_std, th.zeros(()))
+            "eval_noise", truncated_standard_normal((n_particles, self.particle_dim), bound_std, th.zeros(()))
         )
         self._build(lr_schedule)
+
+    @property
+    def particle_dim(self) -> int:
+        """Dimension of one particle (the action dimension; Q-STAC: ``horizon x`` that)."""
+        return get_action_dim(self.action_space)
 
     def _make_features_extractor_and_dim(self) -> tuple[BaseFeaturesExtractor, int]:
         extractor = self.make_features_extractor()
@@ -326,6 +334,7 @@ class S2ACPolicy(BasePolicy):
             learn_init=self.learn_init,
             init_std=self.init_std,
             normalize_images=self.normalize_images,
+            output_dim=self.particle_dim,
         ).to(self.device)
         actor_params = list(self.actor.parameters())
         # S²AC(phi) has nothing to learn in its fixed Gaussian (features extractors without

@@ -153,7 +153,7 @@ class S2AC(SAC):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        check_box_action_space(env, "S2AC")
+        check_box_action_space(env, type(self).__name__)
         sampler_args: dict[str, Any] = dict(
             n_particles=n_particles,
             svgd_steps=svgd_steps,

@@ -1,0 +1,79 @@
+"""Known dynamics of gymnasium's ``Pendulum-v1`` in ``torch`` (Q-STAC paper, §V-A: "the first version of
+the pendulum task implemented in the Gym framework").
+
+gymnasium 1.x ``PendulumEnv.step`` with state ``(theta, theta_dot)`` and observation
+``(cos theta, sin theta, theta_dot)``::
+
+    u = clip(u, -max_torque, max_torque)
+    theta_dot' = clip(theta_dot + (3 g / (2 l) sin(theta) + 3 / (m l^2) u) dt, -max_speed, max_speed)
+    theta' = theta + theta_dot' dt
+    reward = -(angle_normalize(theta)^2 + 0.1 theta_dot^2 + 0.001 u^2)
+
+The model recovers ``theta`` from the observation with ``atan2(sin, cos)``: the environment's own ``theta``
+is not wrapped, but only its sine and cosine are observed, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class PendulumDynamics(nn.Module):
+    """``forward(obs, action)``: ``(..., 3)`` observations and ``(..., 1)`` torques -> next observations.
+
+    :param g: gravity (``gymnasium.make("Pendulum-v1", g=...)``, default 10).
+    :param m: mass (1).
+    :param l: length (1).
+    :param dt: time step (0.05).
+    :param max_speed: speed clip (8).
+    :param max_torque: torque clip (2).
+    """
+
+    obs_dim: int = 3
+    act_dim: int = 1
+
+    def __init__(
+        self,
+        g: float = 10.0,
+        m: float = 1.0,
+        l: float = 1.0,  # noqa: E741 - gymnasium's name
+        dt: float = 0.05,
+        max_speed: float = 8.0,
+        max_torque: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.g, self.m, self.l, self.dt = float(g), float(m), float(l), float(dt)
+        self.max_speed, self.max_torque = float(max_speed), float(max_torque)
+
+    @classmethod
+    def from_env(cls, env: Any = None) -> PendulumDynamics:
+        """The model with ``env``'s physical parameters (gymnasium's defaults without an env)."""
+        if env is None:
+            return cls()
+        env = getattr(env, "unwrapped", env)
+        names = ("g", "m", "l", "dt", "max_speed", "max_torque")
+        return cls(**{name: getattr(env, name) for name in names if hasattr(env, name)})
+
+    def extra_repr(self) -> str:
+        return f"g={self.g}, m={self.m}, l={self.l}, dt={self.dt}"
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        theta = torch.atan2(obs[..., 1], obs[..., 0])
+        u = action[..., 0].clamp(-self.max_torque, self.max_torque)
+        theta_dot = (
+            obs[..., 2]
+            + (3.0 * self.g / (2.0 * self.l) * torch.sin(theta) + 3.0 / (self.m * self.l**2) * u) * self.dt
+        )
+        theta_dot = theta_dot.clamp(-self.max_speed, self.max_speed)
+        theta = theta + theta_dot * self.dt
+        return torch.stack([torch.cos(theta), torch.sin(theta), theta_dot], dim=-1)
+
+    def reward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """gymnasium's reward of the transition (it depends on the state before the step)."""
+        del next_obs
+        theta = torch.atan2(obs[..., 1], obs[..., 0])  # already in [-pi, pi]: angle_normalize is the identity
+        u = action[..., 0].clamp(-self.max_torque, self.max_torque)
+        return -(theta**2 + 0.1 * obs[..., 2] ** 2 + 0.001 * u**2)

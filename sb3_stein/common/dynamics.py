@@ -1,0 +1,247 @@
+"""Known dynamics models: the protocol, the registry, and the checks every model-based algorithm runs.
+
+Protocol (shared/DESIGN.md): a dynamics model is a ``torch.nn.Module`` whose ``forward(obs, action)``
+maps batched observations ``(..., obs_dim)`` and actions ``(..., act_dim)`` in *environment units*
+(not SB3's ``[-1, 1]``) to the next observation ``(..., obs_dim)``: differentiable, no Python loop
+over the batch, same dtype and device as its inputs. A model may also offer
+``reward(obs, action, next_obs)`` for algorithms that need a reward model.
+
+Algorithms take ``dynamics_model="auto" | nn.Module | "package.module:attribute"``:
+
+* ``"auto"`` looks the environment's id up in the registry (:func:`register_dynamics_model`);
+* an ``nn.Module`` is used as given;
+* a string ``"pkg.mod:attr"`` (or ``"pkg.mod.attr"``) is imported; a class or factory is called with
+  the environment (or ``None``; a model class through its ``from_env`` classmethod if it has one,
+  else without arguments), anything else must be a module.
+
+:func:`check_dynamics_model` probes the model once at construction, so a wrong shape, dtype,
+device or a non-finite output fails with a clear message instead of broadcasting silently later.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
+from torch import nn
+
+#: A factory gets the (unwrapped) environment when one is at hand, else ``None``, and returns the model.
+DynamicsFactory = Callable[[gym.Env | None], nn.Module]
+
+# env id -> factory, or "module:attribute" of a factory (imported on first use, so registering
+# the package's own models costs nothing at import time).
+_REGISTRY: dict[str, DynamicsFactory | str] = {
+    "Pendulum-v1": "sb3_stein.envs.pendulum:PendulumDynamics.from_env",
+    "MultiGoal-v0": "sb3_stein.envs.multigoal:MultiGoalDynamics.from_env",
+    "Nav2DEasy-v0": "sb3_stein.envs.nav2d:Nav2DDynamics.from_env",
+    "Nav2DMedium-v0": "sb3_stein.envs.nav2d:Nav2DDynamics.from_env",
+    "Nav2DHard-v0": "sb3_stein.envs.nav2d:Nav2DDynamics.from_env",
+}
+
+
+def register_dynamics_model(env_id: str, factory: DynamicsFactory | str, overwrite: bool = False) -> None:
+    """Make ``dynamics_model="auto"`` find a model for ``env_id``.
+
+    :param env_id: the gymnasium id (``env.spec.id``), e.g. ``"MyRobot-v0"``.
+    :param factory: called with the unwrapped environment (or ``None`` when the algorithm has none
+        at hand, e.g. behind a ``SubprocVecEnv``) and returning the model; or its import path
+        ``"package.module:attribute"``.
+    :param overwrite: replace an existing registration (otherwise that is an error).
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"env_id must be a non-empty string, got {env_id!r}")
+    if not (callable(factory) or isinstance(factory, str)):
+        raise TypeError(f"factory must be callable or an import path string, got {factory!r}")
+    if env_id in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"a dynamics model is already registered for {env_id!r}; pass overwrite=True to replace it"
+        )
+    _REGISTRY[env_id] = factory
+
+
+def registered_dynamics_models() -> list[str]:
+    """The environment ids with a registered dynamics model."""
+    return sorted(_REGISTRY)
+
+
+def _import(path: str) -> Any:
+    module_name, sep, attribute = path.partition(":")
+    if not sep:
+        module_name, _, attribute = path.rpartition(".")
+    if not module_name or not attribute:
+        raise ValueError(
+            f"dynamics_model={path!r} is not an import path of the form 'package.module:attribute'"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"dynamics_model={path!r}: cannot import module {module_name!r}: {error}") from error
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as error:
+            raise ValueError(
+                f"dynamics_model={path!r}: {module_name!r} has no attribute {attribute!r}"
+            ) from error
+    return obj
+
+
+def _build(obj: Any, env: gym.Env | None, what: str) -> nn.Module:
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, nn.Module):
+        # A model class: its ``from_env`` if it has one (the shipped models do), else no arguments.
+        from_env = getattr(obj, "from_env", None)
+        model = from_env(env) if callable(from_env) else obj()
+    elif callable(obj):
+        accepts_env = True
+        try:
+            accepts_env = len(inspect.signature(obj).parameters) > 0
+        except (TypeError, ValueError):
+            pass
+        model = obj(env) if accepts_env else obj()
+    else:
+        raise TypeError(f"{what} is {type(obj).__name__}, neither a torch.nn.Module nor a factory of one")
+    if isinstance(model, nn.Module):
+        return model
+    raise TypeError(f"{what} returned {type(model).__name__}, not a torch.nn.Module")
+
+
+def env_id_of(env: Any) -> str | None:
+    """The gymnasium id behind an id string, a ``gym.Env`` or an SB3 ``VecEnv`` (``None`` if unknown)."""
+    if isinstance(env, str):
+        return env
+    if isinstance(env, VecEnv):
+        try:
+            spec = env.get_attr("spec", indices=0)[0]
+        except Exception:
+            return None
+        return getattr(spec, "id", None)
+    spec = getattr(env, "spec", None)
+    return getattr(spec, "id", None)
+
+
+def unwrapped_env(env: Any) -> gym.Env | None:
+    """The first underlying ``gym.Env`` of a ``gym.Env`` or an in-process ``VecEnv`` (else ``None``)."""
+    if isinstance(env, VecEnv):
+        envs = getattr(env.unwrapped, "envs", None)  # DummyVecEnv; SubprocVecEnv keeps them remote
+        return envs[0].unwrapped if envs else None
+    if isinstance(env, gym.Env):
+        return env.unwrapped
+    return None
+
+
+def make_dynamics_model(env_or_id: Any) -> nn.Module:
+    """The registered dynamics model for an environment (instance, ``VecEnv`` or id).
+
+    :raises ValueError: when no model is registered for its id, listing those that are.
+    """
+    env_id = env_id_of(env_or_id)
+    if env_id is None or env_id not in _REGISTRY:
+        raise ValueError(
+            f"no dynamics model is registered for environment {env_id!r}. Registered ids: "
+            f"{registered_dynamics_models()}. Pass dynamics_model=<torch.nn.Module mapping (obs, action) in "
+            "environment units to the next obs>, or an import path 'package.module:Factory', or call "
+            "sb3_stein.register_dynamics_model(env_id, factory) first."
+        )
+    entry = _REGISTRY[env_id]
+    obj = _import(entry) if isinstance(entry, str) else entry
+    return _build(obj, unwrapped_env(env_or_id), f"the dynamics model factory registered for {env_id!r}")
+
+
+def resolve_dynamics_model(spec: Any, env: Any, owner: str) -> nn.Module:
+    """``dynamics_model`` as an algorithm receives it -> the model (not yet checked).
+
+    :param spec: ``"auto"``, an ``nn.Module``, or an import path string.
+    :param env: the algorithm's environment (id, ``gym.Env`` or ``VecEnv``).
+    :param owner: the algorithm's name, for messages.
+    """
+    if isinstance(spec, nn.Module):
+        return spec
+    if spec == "auto":
+        if env is None:
+            raise ValueError(
+                f"{owner}: dynamics_model='auto' needs an environment to look its model up; "
+                "pass env or a model"
+            )
+        return make_dynamics_model(env)
+    if isinstance(spec, str):
+        return _build(_import(spec), unwrapped_env(env), f"dynamics_model={spec!r}")
+    raise TypeError(
+        f"{owner}: dynamics_model must be 'auto', a torch.nn.Module or an import path string, got {spec!r}"
+    )
+
+
+def refuse_normalized_observations(env: Any, owner: str) -> None:
+    """Models see raw observations: refuse a ``VecNormalize`` that normalises them.
+
+    :raises ValueError: if ``env`` is wrapped in ``VecNormalize(norm_obs=True)``.
+    """
+    if isinstance(env, VecEnv):
+        normalize = unwrap_vec_wrapper(env, VecNormalize)
+        if isinstance(normalize, VecNormalize) and normalize.norm_obs:
+            raise ValueError(
+                f"{owner} rolls observations through a known dynamics model in raw environment units, "
+                "but the environment is wrapped in VecNormalize(norm_obs=True). Use norm_obs=False "
+                "(rl_zoo3: normalize: \"{'norm_obs': False, 'norm_reward': True}\") or no VecNormalize."
+            )
+
+
+def check_dynamics_model(
+    model: nn.Module,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    owner: str,
+    device: th.device | str = "cpu",
+) -> None:
+    """Probe ``model`` once on a batch of samples from the spaces.
+
+    :raises ValueError: naming the mismatch (output shape, dtype, device, non-finite values) or the
+        exception the model raised.
+    """
+    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(
+            f"{owner} needs a flat Box observation space for its dynamics model, got {observation_space!r}"
+        )
+    assert isinstance(action_space, spaces.Box)
+    obs_dim, act_dim = observation_space.shape[0], action_space.shape[0]
+    rng = np.random.default_rng(0)
+    low = np.nan_to_num(observation_space.low, neginf=-1.0).clip(-1.0, None)
+    high = np.nan_to_num(observation_space.high, posinf=1.0).clip(None, 1.0)
+    obs = th.as_tensor(rng.uniform(low, high, size=(3, 2, obs_dim)), dtype=th.float32, device=device)
+    act = th.as_tensor(
+        rng.uniform(action_space.low, action_space.high, size=(3, 2, act_dim)),
+        dtype=th.float32,
+        device=device,
+    )
+    name = type(model).__name__
+    try:
+        with th.no_grad():
+            out = model(obs, act)
+    except Exception as error:
+        raise ValueError(
+            f"{owner}: dynamics model {name} failed on a probe batch obs {tuple(obs.shape)}, action "
+            f"{tuple(act.shape)} (environment units, float32, {device}): {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(out, th.Tensor):
+        raise ValueError(f"{owner}: dynamics model {name} returned {type(out).__name__}, not a torch.Tensor")
+    if tuple(out.shape) != tuple(obs.shape):
+        raise ValueError(
+            f"{owner}: dynamics model {name} maps obs {tuple(obs.shape)} and action {tuple(act.shape)} to "
+            f"{tuple(out.shape)}; expected the observation's shape {tuple(obs.shape)} (obs_dim={obs_dim} "
+            "of the environment's observation space, any leading batch dimensions)"
+        )
+    if out.dtype != obs.dtype or out.device != obs.device:
+        raise ValueError(
+            f"{owner}: dynamics model {name} returned {out.dtype} on {out.device} for float32 inputs on "
+            f"{obs.device}; it must keep its inputs' dtype and device"
+        )
+    if not bool(th.isfinite(out).all()):
+        raise ValueError(f"{owner}: dynamics model {name} returned NaN/inf on a probe batch of valid inputs")

@@ -1,0 +1,221 @@
+"""Q-STAC policy: Stein-variational MPC over H-step control sequences, guided by the soft Q.
+
+Shapes: ``B`` states, ``m`` particles, ``H`` horizon steps, ``A`` action dimensions. A particle is a
+control sequence ``U`` of shape ``(H, A)`` in pre-tanh units; the controls are ``a_h = tanh(u_h)`` in
+SB3's ``[-1, 1]`` units, the units the critic sees and the replay buffer stores. The SVGD core runs on
+the flattened ``(B, m, H * A)`` particles (shared with S²AC, which is the case ``H = 1``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_stein.common.constraints import BoxAugmentedLagrangian
+from sb3_stein.common.critics import ParticleCritic, q_values_detached
+from sb3_stein.common.distributions import diag_normal_log_prob, tanh_log_det, truncated_standard_normal
+from sb3_stein.common.svgd import svgd
+from sb3_stein.s2ac.policies import ParticleSample, S2ACPolicy
+
+
+class QSTACPolicy(S2ACPolicy):
+    """Policy of :class:`sb3_stein.QSTAC`: per-step Gaussian prior, twin critics, Stein MPC.
+
+    Parameters of :class:`~sb3_stein.s2ac.policies.S2ACPolicy` (except ``amortized``), plus:
+
+    :param horizon: ``H >= 1``, control steps per particle.
+    :param dynamics_model: the known dynamics (see :mod:`sb3_stein.common.dynamics`).
+    :param constraint: keep particles inside ``mu +- bound_std * sigma`` with the augmented
+        Lagrangian (Eq. 12-15).
+    :param constraint_penalty: ``c > 0`` of Eq. 14, in Q units (the score's scale).
+    :param multiplier_step: ``eta > 0`` of the multiplier update (default: ``c``).
+    :param prior_weight: weight ``w`` of ``log q0(U)`` in the log-posterior (Eq. 11: 1).
+    :param horizon_discount: weight ``gamma_h^h`` of ``Q(x_h, u_h)`` in the sum of Eq. 11 (paper: 1).
+    """
+
+    action_low: th.Tensor
+    action_high: th.Tensor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        *args: Any,
+        horizon: int = 5,
+        dynamics_model: nn.Module | None = None,
+        constraint: bool = True,
+        constraint_penalty: float = 1.0,
+        multiplier_step: float | None = None,
+        prior_weight: float = 1.0,
+        horizon_discount: float = 1.0,
+        **kwargs: Any,
+    ):
+        if dynamics_model is None:
+            raise ValueError("QSTACPolicy needs a dynamics_model (QSTAC resolves it from its env)")
+        self.horizon = horizon
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+        self.dynamics = dynamics_model
+        self.constraint = constraint
+        self.constraint_penalty = constraint_penalty
+        self.multiplier_step = constraint_penalty if multiplier_step is None else multiplier_step
+        self.prior_weight = prior_weight
+        self.horizon_discount = horizon_discount
+        self.register_buffer("action_low", th.as_tensor(action_space.low, dtype=th.float32), persistent=False)
+        self.register_buffer(
+            "action_high", th.as_tensor(action_space.high, dtype=th.float32), persistent=False
+        )
+        # Diagnostics of the sampler, accumulated between reads (see QSTAC.train).
+        self.stats: dict[str, list[float]] = {
+            "rollout_ms": [],
+            "multiplier_abs": [],
+            "outside": [],
+            "sequence_entropy": [],
+        }
+
+    @property
+    def particle_dim(self) -> int:
+        return self.horizon * super().particle_dim
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                horizon=self.horizon,
+                dynamics_model=self.dynamics,
+                constraint=self.constraint,
+                constraint_penalty=self.constraint_penalty,
+                multiplier_step=self.multiplier_step,
+                prior_weight=self.prior_weight,
+                horizon_discount=self.horizon_discount,
+            )
+        )
+        return data
+
+    def to_env_units(self, actions: th.Tensor) -> th.Tensor:
+        """SB3's ``[-1, 1]`` actions -> the environment's Box, as ``unscale_action``: the one place
+        where a model rollout converts units."""
+        return self.action_low + 0.5 * (actions + 1.0) * (self.action_high - self.action_low)
+
+    def rollout(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """States ``x_0 .. x_{H-1}`` ``(B, m, H, obs_dim)`` visited by controls ``(B, m, H, A)``."""
+        state = obs.unsqueeze(1).expand(-1, actions.shape[1], -1)  # x_0: (B, m, obs_dim)
+        states = [state]
+        env_actions = self.to_env_units(actions)
+        for h in range(self.horizon - 1):  # sequential by nature: x_{h+1} = f(x_h, u_h)
+            state = self.dynamics(state, env_actions[:, :, h])
+            states.append(state)
+        return th.stack(states, dim=2)
+
+    def sequence_score(
+        self, obs: th.Tensor, u: th.Tensor, mean: th.Tensor, log_std: th.Tensor, alpha: th.Tensor
+    ) -> th.Tensor:
+        """Score of the log-posterior (Eq. 11) in pre-tanh units, scaled by ``alpha`` like S²AC's.
+
+        ``alpha * grad_U [sum_h gamma_h^h Q(x_h, tanh u_h) / alpha + w log q0(U)
+        + (1 - w) log|det J_tanh(U)|]`` for particles ``u`` ``(B, m, H * A)``. The posterior is over
+        action sequences, with the prior the tanh image of the Gaussian: in pre-tanh units its log-
+        determinant cancels the Jacobian of the change of variables, which remains only for the part
+        ``1 - w`` without prior (``w = 0``, ``H = 1`` is S²AC's target exactly). The gradient of the
+        Q sum flows through the model rollout (autograd; a graph is kept when ``u`` carries one, for
+        the actor loss).
+        """
+        batch, m, _ = u.shape
+        act_dim = self.particle_dim // self.horizon
+        start = time.perf_counter()
+        with th.enable_grad():
+            leaf = u if u.requires_grad else u.detach().requires_grad_(True)
+            actions = th.tanh(leaf).view(batch, m, self.horizon, act_dim)
+            states = self.rollout(obs, actions)  # (B, m, H, obs_dim)
+            q = q_values_detached(self.critic, states, actions).min(0).values  # (B, m, H)
+            weights = self.horizon_discount ** th.arange(self.horizon, dtype=q.dtype, device=q.device)
+            (grad_q,) = th.autograd.grad((q * weights).sum(), leaf, create_graph=u.requires_grad)
+        self.stats["rollout_ms"].append(1e3 * (time.perf_counter() - start))
+        std = log_std.exp().unsqueeze(1)
+        prior = -(u - mean.unsqueeze(1)) / std.pow(2)  # grad log N(u; mu, sigma^2)
+        jacobian = -2.0 * th.tanh(u)  # grad log|det J_tanh(u)|
+        return grad_q + alpha * (self.prior_weight * prior + (1.0 - self.prior_weight) * jacobian)
+
+    def sample(
+        self,
+        obs: PyTorchObs,
+        with_log_prob: bool = True,
+        n_particles: int | None = None,
+        fixed_noise: bool = False,
+        critic: ParticleCritic | None = None,
+    ) -> ParticleSample:
+        """``m`` control sequences per state from the prior, ``L`` constrained SVGD steps (Algorithm 1).
+
+        :return: a :class:`ParticleSample` whose ``actions`` are the *first* controls ``(B, m, A)`` and
+            ``log_prob`` their log-density ``(B, m)``: the first horizon step's block of the flow's
+            log-likelihood (prior term plus that block's share of the Theorem 3.3 trace) with the tanh
+            correction. ``pre_tanh``, ``init_mean`` and ``init_std`` cover whole sequences ``(.., H * A)``.
+        """
+        del critic  # Q-STAC evaluates the critic at rolled-out states, not at obs alone
+        assert isinstance(obs, th.Tensor)
+        m = self.n_particles if n_particles is None else n_particles
+        act_dim = self.particle_dim // self.horizon
+        mean, log_std = self.actor(obs)  # (B, H * A) each
+        batch = mean.shape[0]
+        if fixed_noise and m == self.n_particles:
+            noise = self.eval_noise.unsqueeze(0).expand(batch, -1, -1)
+        else:
+            noise = truncated_standard_normal((batch, m, self.particle_dim), self.bound_std, mean)
+        std = log_std.exp()
+        u0 = mean.unsqueeze(1) + std.unsqueeze(1) * noise  # (B, m, H * A)
+        log_q0 = None
+        if with_log_prob:  # per horizon step: (B, m, H)
+            log_q0 = diag_normal_log_prob(
+                noise.view(batch, m, self.horizon, act_dim),
+                log_std.view(batch, 1, self.horizon, act_dim),
+                self.bound_std,
+            )
+        bounds = None
+        if self.constraint and self.bound_std is not None:
+            width = self.bound_std * std.detach().unsqueeze(1)
+            center = mean.detach().unsqueeze(1)
+            bounds = BoxAugmentedLagrangian(
+                center - width, center + width, self.constraint_penalty, self.multiplier_step
+            )
+        alpha = self.alpha
+
+        def score_fn(u: th.Tensor) -> th.Tensor:
+            score = self.sequence_score(obs, u, mean, log_std, alpha)
+            return score if bounds is None else score + bounds.force(u)
+
+        result = svgd(
+            u0,
+            score_fn,
+            steps=self.svgd_steps,
+            step_size=self.svgd_step_size,
+            bandwidth=self.kernel_bandwidth,
+            tau=alpha,
+            log_q0=log_q0,
+            owner="QSTAC",
+        )
+        u = result.particles
+        first = u[..., :act_dim]
+        if bounds is not None:
+            self.stats["outside"].append(bounds.outside_share(u))
+            if bounds.multiplier is not None:
+                self.stats["multiplier_abs"].append(float(bounds.multiplier.abs().mean()))
+        log_prob = None
+        if result.log_prob is not None:
+            log_prob = result.log_prob[..., 0] - tanh_log_det(first)
+            with th.no_grad():
+                sequence_log_prob = result.log_prob.sum(-1) - tanh_log_det(u)
+                self.stats["sequence_entropy"].append(-float(sequence_log_prob.mean()))
+        return ParticleSample(th.tanh(first), u, log_prob, result.bandwidth, std, mean, result.floored)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        # The score needs autograd through the model rollout: no inference_mode here.
+        sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic)
+        return self.select(self.critic_at(observation, cache_weights=True), sample.actions, deterministic)
+
+
+MlpPolicy = QSTACPolicy

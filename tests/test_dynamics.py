@@ -1,0 +1,207 @@
+"""Dynamics models (vs the real env.step), the registry, and the probe of user models."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium.utils.env_checker import check_env
+from sb3_stein.envs.nav2d import LEVELS, Nav2DEnv
+from sb3_stein.envs.pendulum import PendulumDynamics
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+from torch import nn
+
+import sb3_stein
+from sb3_stein.common import dynamics as dyn
+
+# float32 model vs float64/float32 env arithmetic: 1e-5 relative, 1e-4 absolute.
+TOL = dict(rtol=1e-5, atol=1e-4)
+
+
+def _compare_on_random_transitions(env_id: str, set_state, n: int = 200, seed: int = 0, **make_kwargs):
+    env = gym.make(env_id, **make_kwargs)
+    model = sb3_stein.make_dynamics_model(env)
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    for _ in range(n):
+        obs = set_state(env.unwrapped, rng)
+        # Actions beyond the Box too, to exercise the clipping.
+        action = rng.uniform(1.5 * env.action_space.low, 1.5 * env.action_space.high).astype(np.float32)
+        next_obs, reward, *_ = env.unwrapped.step(action)
+        pred = model(th.as_tensor(obs)[None], th.as_tensor(action)[None])[0].numpy()
+        np.testing.assert_allclose(pred, next_obs, **TOL)
+        if hasattr(model, "reward"):
+            r = model.reward(
+                th.as_tensor(obs)[None], th.as_tensor(action)[None], th.as_tensor(next_obs)[None]
+            )
+            np.testing.assert_allclose(float(r[0]), reward, rtol=1e-4, atol=1e-3)
+
+
+def _pendulum_state(env, rng):
+    # Speeds near the clip and angles beyond [-pi, pi] (the env does not wrap theta).
+    env.state = np.array([rng.uniform(-3 * np.pi, 3 * np.pi), rng.uniform(-8.0, 8.0)])
+    return env._get_obs()
+
+
+def _nav_state(env, rng):
+    env._state = np.concatenate([rng.uniform(-10, 10, 2), rng.uniform(-5, 5, 2)])
+    return env._state.astype(np.float32)
+
+
+def _multigoal_state(env, rng):
+    env.set_state(rng.uniform(-7, 7, 2))
+    return env.state.copy()
+
+
+def test_pendulum_model_matches_env_step():
+    _compare_on_random_transitions("Pendulum-v1", _pendulum_state)
+
+
+def test_pendulum_model_takes_the_env_parameters():
+    _compare_on_random_transitions("Pendulum-v1", _pendulum_state, n=50, g=3.7)
+    model = sb3_stein.make_dynamics_model(gym.make("Pendulum-v1", g=3.7))
+    assert isinstance(model, PendulumDynamics) and model.g == pytest.approx(3.7)
+
+
+@pytest.mark.parametrize("env_id", ["Nav2DEasy-v0", "Nav2DMedium-v0", "Nav2DHard-v0"])
+def test_nav2d_model_matches_env_step(env_id):
+    _compare_on_random_transitions(env_id, _nav_state)
+
+
+def test_nav2d_model_takes_custom_mass_friction_obstacles():
+    rows = [(1.0, 2.0, 0.7, 5.0), (-3.0, 0.0, 2.0, 1.0)]
+    _compare_on_random_transitions("Nav2DEasy-v0", _nav_state, n=50, mass=2.5, friction=0.7, obstacles=rows)
+
+
+def test_multigoal_model_matches_env_step():
+    _compare_on_random_transitions("MultiGoal-v0", _multigoal_state)
+
+
+def test_models_are_batched_and_differentiable():
+    for env_id in ("Pendulum-v1", "Nav2DHard-v0", "MultiGoal-v0"):
+        env = gym.make(env_id)
+        model = sb3_stein.make_dynamics_model(env)
+        obs = th.as_tensor(np.stack([env.observation_space.sample() for _ in range(12)])).view(3, 4, -1)
+        act = th.zeros(3, 4, env.action_space.shape[0], requires_grad=True)
+        out = model(obs, act)
+        assert out.shape == obs.shape and out.dtype == obs.dtype
+        out.sum().backward()
+        assert act.grad is not None and th.isfinite(act.grad).all()
+
+
+def test_registry_lists_and_errors():
+    assert {"Pendulum-v1", "MultiGoal-v0", "Nav2DEasy-v0", "Nav2DMedium-v0", "Nav2DHard-v0"} <= set(
+        sb3_stein.registered_dynamics_models()
+    )
+    with pytest.raises(ValueError, match=r"no dynamics model is registered for environment 'CartPole-v1'.*"):
+        sb3_stein.make_dynamics_model("CartPole-v1")
+    with pytest.raises(ValueError, match="already registered"):
+        sb3_stein.register_dynamics_model("Pendulum-v1", PendulumDynamics)
+
+
+def test_register_and_resolve_user_models(monkeypatch):
+    monkeypatch.setattr(dyn, "_REGISTRY", dict(dyn._REGISTRY))
+    sb3_stein.register_dynamics_model("MountainCarContinuous-v0", lambda env: _Shift(2))
+    env = gym.make("MountainCarContinuous-v0")
+    assert isinstance(dyn.resolve_dynamics_model("auto", env, "QSTAC"), _Shift)
+    instance = _Shift(2)
+    assert dyn.resolve_dynamics_model(instance, env, "QSTAC") is instance
+    by_path = dyn.resolve_dynamics_model("sb3_stein.envs.pendulum:PendulumDynamics", None, "QSTAC")
+    assert isinstance(by_path, PendulumDynamics)
+    with pytest.raises(ValueError, match="cannot import module"):
+        dyn.resolve_dynamics_model("no_such_pkg.mod:Thing", env, "QSTAC")
+    with pytest.raises(TypeError, match="dynamics_model must be"):
+        dyn.resolve_dynamics_model(3, env, "QSTAC")
+
+
+class _Shift(nn.Module):
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        self.obs_dim = obs_dim
+
+    def forward(self, obs, action):
+        return obs + action.sum(-1, keepdim=True)
+
+
+class _WrongShape(nn.Module):
+    def forward(self, obs, action):
+        return obs[..., :1]
+
+
+class _WrongDtype(nn.Module):
+    def forward(self, obs, action):
+        return obs.double()
+
+
+class _Broken(nn.Module):
+    def forward(self, obs, action):
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        (_WrongShape(), r"to \(3, 2, 1\); expected the observation's shape \(3, 2, 3\)"),
+        (_WrongDtype(), "must keep its inputs' dtype and device"),
+        (_Broken(), "failed on a probe batch.*boom"),
+    ],
+)
+def test_check_dynamics_model_rejects_mismatches(model, match):
+    env = gym.make("Pendulum-v1")
+    with pytest.raises(ValueError, match=match):
+        dyn.check_dynamics_model(model, env.observation_space, env.action_space, "QSTAC")
+
+
+def test_vec_normalize_observations_are_refused():
+    venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1))
+    with pytest.raises(ValueError, match="VecNormalize"):
+        dyn.refuse_normalized_observations(venv, "QSTAC")
+    dyn.refuse_normalized_observations(VecNormalize(make_vec_env("Pendulum-v1"), norm_obs=False), "QSTAC")
+
+
+# ------------------------------------------------------------------ Nav2D environments
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_nav2d_checkers_and_render(level):
+    env = Nav2DEnv(level=level, render_mode="rgb_array")
+    check_env(env, skip_render_check=False)
+    sb3_check_env(Nav2DEnv(level=level))
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    frame = env.render()
+    assert frame.shape == (400, 400, 3) and frame.dtype == np.uint8
+
+
+def test_nav2d_reward_success_and_truncation():
+    env = gym.make("Nav2DEasy-v0")
+    _obs, _ = env.reset(seed=0)
+    assert env.spec.max_episode_steps == 200
+    inner = env.unwrapped
+    inner._state = np.array([7.8, 7.8, 0.0, 0.0])
+    _, reward, terminated, _, info = env.step(np.array([10.0, 10.0], dtype=np.float32))
+    assert terminated and info["is_success"] and reward > 100.0
+    # Progress telescopes: two steps' progress equals the change of distance.
+    inner._state = np.array([-8.0, -8.0, 0.0, 0.0])
+    rewards, costs = [], []
+    start = np.linalg.norm(inner._state[:2] - inner.target)
+    for _ in range(2):
+        _, r, *_, info = env.step(np.array([10.0, 10.0], dtype=np.float32))
+        rewards.append(r)
+        costs.append(info["obstacle_cost"])
+    end = info["distance"]
+    assert sum(rewards) + sum(costs) == pytest.approx(10.0 * (start - end), rel=1e-6)
+
+
+def test_hard_level_blocks_the_straight_line_but_not_the_detour():
+    env = Nav2DEnv(level="hard")
+    line = np.linspace([-8, -8], [8, 8], 200)
+    detour = np.concatenate([np.linspace([-8, -8], [-8, 7], 100), np.linspace([-8, 7], [8, 8], 100)])
+    assert env.obstacle_cost(line).max() > 10.0
+    assert env.obstacle_cost(detour).max() < 1.0
+
+
+def test_nav2d_bad_arguments():
+    with pytest.raises(ValueError, match="level must be one of"):
+        Nav2DEnv(level="extreme")
+    with pytest.raises(ValueError, match=r"obstacles must be a \(K, 4\)"):
+        Nav2DEnv(obstacles=[[0.0, 0.0, -1.0, 1.0]])
