@@ -72,19 +72,25 @@ def fill_buffer(model, n: int = 2000) -> None:
         obs = new_obs
 
 
-def critic_floor_fns(model: S2AC, batch: int, m: int) -> dict[str, Callable[[], None]]:
-    """Bare autograd critic passes of one S²AC update, at the same sizes (see :func:`floor_ms`)."""
+def critic_floor_fns(model: S2AC, batch: int, m: int, horizon: int = 1) -> dict[str, Callable[[], None]]:
+    """Bare autograd critic passes of one S²AC update, at the same sizes (see :func:`floor_ms`).
+
+    With ``horizon > 1`` (Q-STAC) each SVGD step's pass (``fwd_grad``) runs on ``batch x m x horizon``
+    rows, the states and controls of every particle's rollout.
+    """
     critic = model.critic
     obs_dim = get_flattened_obs_dim(model.observation_space)
     obs = th.randn(batch * m, obs_dim)
     obs_b = th.randn(batch, obs_dim)
     act = th.rand(batch * m, 1) * 2 - 1
+    obs_h = th.randn(batch * m * horizon, obs_dim)
+    act_h = th.rand(batch * m * horizon, 1) * 2 - 1
     act_b = th.rand(batch, 1) * 2 - 1
     target = th.randn(batch, 1)
 
     def fwd_grad(create_graph: bool = False, backward: bool = False) -> None:
-        a = act.clone().requires_grad_(True)
-        q1, q2 = critic(obs, a)
+        a = act_h.clone().requires_grad_(True)
+        q1, q2 = critic(obs_h, a)
         (g,) = th.autograd.grad(th.min(q1, q2).sum(), a, create_graph=create_graph)
         if backward:
             (g.sum() + q1.sum()).backward()

@@ -89,6 +89,55 @@ def supports_fast_path(critic: ContinuousCritic) -> bool:
     return _stacked_layers(list(critic.q_networks)) is not None
 
 
+def relu_mlp_values_and_input_grads(
+    layers: StackedLayers, rows: th.Tensor, need_grad: bool = True, first_grad_column: int = 0
+) -> tuple[th.Tensor, th.Tensor | None]:
+    """Values of stacked ReLU MLPs and their gradients with respect to (some) input columns.
+
+    :param layers: :func:`stacked_critic_layers` of a critic ensemble.
+    :param rows: inputs ``(N, in_dim)`` (e.g. ``[features, action]`` rows).
+    :param need_grad: also return the input gradient.
+    :param first_grad_column: return ``dQ/d rows[:, first_grad_column:]`` only (the action part).
+    :return: ``(n_critics, N)`` values and ``(n_critics, N, in_dim - first_grad_column)`` gradients.
+        The gradient uses the ReLU masks as constants: exact, since a ReLU MLP is piecewise linear
+        (its Hessian vanishes almost everywhere), and differentiable in nothing but the weights.
+    """
+    n_critics = layers[0][0].shape[0]
+    n_rows = rows.shape[0]
+    _, w1_t, b1 = layers[0]
+    hidden = th.baddbmm(b1, rows.unsqueeze(0).expand(n_critics, -1, -1), w1_t)  # (n, N, h1)
+    activations = []
+    for _, weight_t, bias in layers[1:]:
+        hidden = th.relu(hidden)
+        activations.append(hidden)
+        hidden = th.baddbmm(bias, hidden, weight_t)
+    q = hidden.view(n_critics, n_rows)
+    if not need_grad:
+        return q, None
+    w1_input = layers[0][0][:, :, first_grad_column:]  # (n, h1, in_dim - first_grad_column)
+    if not activations:  # a single linear layer: Q is linear in its input
+        return q, w1_input.transpose(1, 2).expand(n_critics, n_rows, -1)
+    # Backward through the ReLU MLP by hand: grad = W1^T (m1 * W2^T (m2 * ... w_last)).
+    # threshold_backward is ReLU's own fused backward: grad where the activation is > 0, else 0.
+    # The masks are constants of the inputs (zero Hessian), hence the detach.
+    grad = th.ops.aten.threshold_backward(
+        layers[-1][0].expand(n_critics, n_rows, -1), activations[-1].detach(), 0.0
+    )
+    for (weight, _, _), act in zip(reversed(layers[1:-1]), reversed(activations[:-1])):
+        grad = th.ops.aten.threshold_backward(th.bmm(grad, weight), act.detach(), 0.0)
+    return q, th.bmm(grad, w1_input)
+
+
+def min_over_critics(q: th.Tensor, grad: th.Tensor | None) -> tuple[th.Tensor, th.Tensor | None]:
+    """``min_k Q_k`` of ``(n_critics, ...)`` values and the gradient ``(n_critics, ..., d)`` of the
+    minimising critic."""
+    q_min, idx = q.min(0)
+    if grad is None:
+        return q_min, None
+    index = idx.unsqueeze(0).unsqueeze(-1).expand(1, *grad.shape[1:])
+    return q_min, th.gather(grad, 0, index).squeeze(0)
+
+
 class ParticleCritic:
     """A critic ensemble bound to a batch of states, evaluated on particles of actions.
 
@@ -123,34 +172,14 @@ class ParticleCritic:
             return _autograd_q_and_grads(self.critic, features, actions, need_grad)
         batch, m, act_dim = actions.shape
         n_features = features.shape[-1]
-        _, w1_t, b1 = layers[0]
-        n_critics = w1_t.shape[0]
         # First layer as one fused product on [features, action] rows: a state's features repeat
         # over its m particles (cheap: few columns), and no separate full-size broadcast add is needed.
-        rows = th.cat([features.unsqueeze(1).expand(batch, m, n_features), actions], dim=-1).view(
-            1, batch * m, n_features + act_dim
-        )
-        hidden = th.baddbmm(b1, rows.expand(n_critics, -1, -1), w1_t)  # (n, batch * m, h1)
-        activations = []
-        for _, weight_t, bias in layers[1:]:
-            hidden = th.relu(hidden)
-            activations.append(hidden)
-            hidden = th.baddbmm(bias, hidden, weight_t)
-        q = hidden.view(n_critics, batch, m)
-        if not need_grad:
-            return q, None
-        w1_action = layers[0][0][:, :, n_features:]  # (n, h1, act_dim)
-        if not activations:  # a single linear layer: Q is linear in the action
-            return q, w1_action.view(n_critics, 1, 1, act_dim).expand(n_critics, batch, m, act_dim)
-        # Backward through the ReLU MLP by hand: grad = W1a^T (m1 * W2^T (m2 * ... w_last)).
-        # threshold_backward is ReLU's own fused backward: grad where the activation is > 0, else 0.
-        # The masks are constants of the actions (zero Hessian), hence the detach.
-        grad = th.ops.aten.threshold_backward(
-            layers[-1][0].expand(n_critics, batch * m, -1), activations[-1].detach(), 0.0
-        )
-        for (weight, _, _), act in zip(reversed(layers[1:-1]), reversed(activations[:-1])):
-            grad = th.ops.aten.threshold_backward(th.bmm(grad, weight), act.detach(), 0.0)
-        return q, th.bmm(grad, w1_action).view(n_critics, batch, m, act_dim)
+        rows = th.cat([features.unsqueeze(1).expand(batch, m, n_features), actions], dim=-1)
+        q, grad = relu_mlp_values_and_input_grads(layers, rows.view(batch * m, -1), need_grad, n_features)
+        n_critics = q.shape[0]
+        if grad is None:
+            return q.view(n_critics, batch, m), None
+        return q.view(n_critics, batch, m), grad.view(n_critics, batch, m, act_dim)
 
     def min_q_and_grad(
         self, actions: th.Tensor, need_grad: bool = True
@@ -159,12 +188,7 @@ class ParticleCritic:
 
         :return: ``(batch, m)`` and ``(batch, m, act_dim)`` (or ``None``).
         """
-        q, dq_da = self.values_and_grads(actions, need_grad)
-        q_min, idx = q.min(0)
-        if dq_da is None:
-            return q_min, None
-        grad = th.gather(dq_da, 0, idx.unsqueeze(0).unsqueeze(-1).expand(1, *dq_da.shape[1:])).squeeze(0)
-        return q_min, grad
+        return min_over_critics(*self.values_and_grads(actions, need_grad))
 
 
 def q_values_and_action_grads(

@@ -13,11 +13,19 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_stein.common.constraints import BoxAugmentedLagrangian
-from sb3_stein.common.critics import ParticleCritic, q_values_detached
+from sb3_stein.common.critics import (
+    ParticleCritic,
+    StackedLayers,
+    min_over_critics,
+    q_values_detached,
+    relu_mlp_values_and_input_grads,
+    stacked_critic_layers,
+)
 from sb3_stein.common.distributions import diag_normal_log_prob, tanh_log_det, truncated_standard_normal
 from sb3_stein.common.svgd import svgd
 from sb3_stein.s2ac.policies import ParticleSample, S2ACPolicy
@@ -113,7 +121,13 @@ class QSTACPolicy(S2ACPolicy):
         return th.stack(states, dim=2)
 
     def sequence_score(
-        self, obs: th.Tensor, u: th.Tensor, mean: th.Tensor, log_std: th.Tensor, alpha: th.Tensor
+        self,
+        obs: th.Tensor,
+        u: th.Tensor,
+        mean: th.Tensor,
+        log_std: th.Tensor,
+        alpha: th.Tensor,
+        layers: StackedLayers | None = None,
     ) -> th.Tensor:
         """Score of the log-posterior (Eq. 11) in pre-tanh units, scaled by ``alpha`` like S²AC's.
 
@@ -121,9 +135,13 @@ class QSTACPolicy(S2ACPolicy):
         + (1 - w) log|det J_tanh(U)|]`` for particles ``u`` ``(B, m, H * A)``. The posterior is over
         action sequences, with the prior the tanh image of the Gaussian: in pre-tanh units its log-
         determinant cancels the Jacobian of the change of variables, which remains only for the part
-        ``1 - w`` without prior (``w = 0``, ``H = 1`` is S²AC's target exactly). The gradient of the
-        Q sum flows through the model rollout (autograd; a graph is kept when ``u`` carries one, for
-        the actor loss).
+        ``1 - w`` without prior (``w = 0``, ``H = 1`` is S²AC's target exactly).
+
+        The gradient of the Q sum flows through the model rollout, with a graph when ``u`` carries
+        one (the actor loss). With ``layers`` (ReLU critics on flat observations) the critics'
+        input gradients come in closed form (:func:`relu_mlp_values_and_input_grads`, exact: their
+        Hessian vanishes) and autograd only runs the vector-Jacobian product through tanh and the
+        dynamics model; otherwise autograd differentiates the critics too (``create_graph``).
         """
         batch, m, _ = u.shape
         act_dim = self.particle_dim // self.horizon
@@ -132,14 +150,34 @@ class QSTACPolicy(S2ACPolicy):
             leaf = u if u.requires_grad else u.detach().requires_grad_(True)
             actions = th.tanh(leaf).view(batch, m, self.horizon, act_dim)
             states = self.rollout(obs, actions)  # (B, m, H, obs_dim)
-            q = q_values_detached(self.critic, states, actions).min(0).values  # (B, m, H)
-            weights = self.horizon_discount ** th.arange(self.horizon, dtype=q.dtype, device=q.device)
-            (grad_q,) = th.autograd.grad((q * weights).sum(), leaf, create_graph=u.requires_grad)
+            weights = self.horizon_discount ** th.arange(self.horizon, dtype=u.dtype, device=u.device)
+            if layers is not None:
+                with th.no_grad():
+                    rows = th.cat([states, actions], dim=-1).view(batch * m * self.horizon, -1)
+                    _, grad = min_over_critics(*relu_mlp_values_and_input_grads(layers, rows))
+                    assert grad is not None
+                    grad = grad.view(batch, m, self.horizon, -1) * weights.unsqueeze(-1)
+                obs_dim = states.shape[-1]
+                outputs, grad_outputs = [actions], [grad[..., obs_dim:]]
+                if states.requires_grad:  # H > 1: later states depend on earlier controls
+                    outputs.append(states)
+                    grad_outputs.append(grad[..., :obs_dim])
+                (grad_q,) = th.autograd.grad(outputs, leaf, grad_outputs, create_graph=u.requires_grad)
+            else:
+                q = q_values_detached(self.critic, states, actions).min(0).values  # (B, m, H)
+                (grad_q,) = th.autograd.grad((q * weights).sum(), leaf, create_graph=u.requires_grad)
         self.stats["rollout_ms"].append(1e3 * (time.perf_counter() - start))
         std = log_std.exp().unsqueeze(1)
         prior = -(u - mean.unsqueeze(1)) / std.pow(2)  # grad log N(u; mu, sigma^2)
         jacobian = -2.0 * th.tanh(u)  # grad log|det J_tanh(u)|
         return grad_q + alpha * (self.prior_weight * prior + (1.0 - self.prior_weight) * jacobian)
+
+    def closed_form_layers(self) -> StackedLayers | None:
+        """The critics' stacked weights when their input gradients have a closed form (ReLU MLPs on
+        flat observations), else ``None``."""
+        if not isinstance(self.critic.features_extractor, FlattenExtractor):
+            return None
+        return stacked_critic_layers(self.critic)
 
     def sample(
         self,
@@ -151,12 +189,13 @@ class QSTACPolicy(S2ACPolicy):
     ) -> ParticleSample:
         """``m`` control sequences per state from the prior, ``L`` constrained SVGD steps (Algorithm 1).
 
+        :param critic: ``self.critic`` bound to ``obs``; only its stacked weights are used (the critic
+            is evaluated at the rolled-out states).
         :return: a :class:`ParticleSample` whose ``actions`` are the *first* controls ``(B, m, A)`` and
             ``log_prob`` their log-density ``(B, m)``: the first horizon step's block of the flow's
             log-likelihood (prior term plus that block's share of the Theorem 3.3 trace) with the tanh
             correction. ``pre_tanh``, ``init_mean`` and ``init_std`` cover whole sequences ``(.., H * A)``.
         """
-        del critic  # Q-STAC evaluates the critic at rolled-out states, not at obs alone
         assert isinstance(obs, th.Tensor)
         m = self.n_particles if n_particles is None else n_particles
         act_dim = self.particle_dim // self.horizon
@@ -184,8 +223,13 @@ class QSTACPolicy(S2ACPolicy):
             )
         alpha = self.alpha
 
+        # One copy of the weights for all L steps (a bound critic brings its own, cached when acting).
+        layers = self.closed_form_layers()
+        if layers is not None and critic is not None and critic.layers is not None:
+            layers = critic.layers
+
         def score_fn(u: th.Tensor) -> th.Tensor:
-            score = self.sequence_score(obs, u, mean, log_std, alpha)
+            score = self.sequence_score(obs, u, mean, log_std, alpha, layers)
             return score if bounds is None else score + bounds.force(u)
 
         result = svgd(
@@ -214,8 +258,9 @@ class QSTACPolicy(S2ACPolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         # The score needs autograd through the model rollout: no inference_mode here.
-        sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic)
-        return self.select(self.critic_at(observation, cache_weights=True), sample.actions, deterministic)
+        critic = self.critic_at(observation, cache_weights=True)
+        sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic, critic=critic)
+        return self.select(critic, sample.actions, deterministic)
 
 
 MlpPolicy = QSTACPolicy
