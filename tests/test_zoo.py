@@ -59,7 +59,23 @@ def test_pth_is_installed_at_site_packages_root():
     assert pth.is_file()
     assert str(pth.parent) in {*site.getsitepackages(), site.getusersitepackages()}
     line = pth.read_text().strip()
-    assert line.startswith("import _sb3_stein_zoo") and "\n" not in line
+    assert line.startswith("import ") and "_sb3_stein_zoo" in line and "\n" not in line
+
+
+def test_stale_pth_line_is_silent(monkeypatch):
+    """A .pth left behind by a moved or removed install must not print a traceback at every start-up."""
+    import builtins
+
+    line = (Path(__file__).resolve().parent.parent / "sb3_stein_zoo.pth").read_text().strip()
+    real_import = builtins.__import__
+
+    def no_hook(name, *args, **kwargs):
+        if name == "_sb3_stein_zoo":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_hook)
+    exec(line, {})  # what site.py does with an "import ..." line
 
 
 def test_startup_installs_only_the_light_hook(tmp_path):
