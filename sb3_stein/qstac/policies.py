@@ -9,6 +9,7 @@ the flattened ``(B, m, H * A)`` particles (shared with S²AC, which is the case 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import torch as th
@@ -79,11 +80,10 @@ class QSTACPolicy(S2ACPolicy):
             "action_high", th.as_tensor(action_space.high, dtype=th.float32), persistent=False
         )
         # Diagnostics of the sampler, accumulated between reads (see QSTAC.train).
-        self.stats: dict[str, list[float]] = {
-            "rollout_ms": [],
-            "multiplier_abs": [],
-            "outside": [],
-            "sequence_entropy": [],
+        # Bounded: acting alone (e.g. a long rl_zoo3.enjoy) must not grow them without end.
+        self.stats: dict[str, deque[float]] = {
+            name: deque(maxlen=10_000)
+            for name in ("rollout_ms", "multiplier_abs", "outside", "sequence_entropy")
         }
 
     @property
