@@ -9,8 +9,8 @@ gymnasium 1.x ``PendulumEnv.step`` with state ``(theta, theta_dot)`` and observa
     theta' = theta + theta_dot' dt
     reward = -(angle_normalize(theta)^2 + 0.1 theta_dot^2 + 0.001 u^2)
 
-The model recovers ``theta`` from the observation with ``atan2(sin, cos)``: the environment's own ``theta``
-is not wrapped, but only its sine and cosine are observed, so nothing is lost.
+Only ``cos theta`` and ``sin theta`` are observed (the environment's own ``theta`` is not wrapped); the
+model advances them with the angle-addition formulas, which needs no ``atan2``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class PendulumDynamics(nn.Module):
         super().__init__()
         self.g, self.m, self.l, self.dt = float(g), float(m), float(l), float(dt)
         self.max_speed, self.max_torque = float(max_speed), float(max_torque)
+        self._gravity_step = 3.0 * self.g / (2.0 * self.l) * self.dt
+        self._torque_step = 3.0 / (self.m * self.l**2) * self.dt
 
     @classmethod
     def from_env(cls, env: Any = None) -> PendulumDynamics:
@@ -61,15 +63,19 @@ class PendulumDynamics(nn.Module):
         return f"g={self.g}, m={self.m}, l={self.l}, dt={self.dt}"
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        theta = torch.atan2(obs[..., 1], obs[..., 0])
-        u = action[..., 0].clamp(-self.max_torque, self.max_torque)
-        theta_dot = (
-            obs[..., 2]
-            + (3.0 * self.g / (2.0 * self.l) * torch.sin(theta) + 3.0 / (self.m * self.l**2) * u) * self.dt
+        # theta enters only through sin(theta) (observed) and theta' = theta + delta, whose cosine and
+        # sine follow from the angle-addition formulas: no atan2, few operations (a planner calls
+        # this H times per SVGD step and differentiates through it).
+        cos, sin, speed = obs.unbind(-1)
+        u = action.squeeze(-1).clamp(-self.max_torque, self.max_torque)
+        # add(..., alpha=k): the scalar factor rides along with the addition (fewer operations).
+        speed = speed.add(sin, alpha=self._gravity_step).add(u, alpha=self._torque_step)
+        speed = speed.clamp(-self.max_speed, self.max_speed)
+        delta = speed * self.dt
+        cos_delta, sin_delta = torch.cos(delta), torch.sin(delta)
+        return torch.stack(
+            [cos * cos_delta - sin * sin_delta, sin * cos_delta + cos * sin_delta, speed], dim=-1
         )
-        theta_dot = theta_dot.clamp(-self.max_speed, self.max_speed)
-        theta = theta + theta_dot * self.dt
-        return torch.stack([torch.cos(theta), torch.sin(theta), theta_dot], dim=-1)
 
     def reward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """gymnasium's reward of the transition (it depends on the state before the step)."""

@@ -114,9 +114,9 @@ class QSTACPolicy(S2ACPolicy):
         """States ``x_0 .. x_{H-1}`` ``(B, m, H, obs_dim)`` visited by controls ``(B, m, H, A)``."""
         state = obs.unsqueeze(1).expand(-1, actions.shape[1], -1)  # x_0: (B, m, obs_dim)
         states = [state]
-        env_actions = self.to_env_units(actions)
+        env_actions = self.to_env_units(actions).unbind(2)
         for h in range(self.horizon - 1):  # sequential by nature: x_{h+1} = f(x_h, u_h)
-            state = self.dynamics(state, env_actions[:, :, h])
+            state = self.dynamics(state, env_actions[h])
             states.append(state)
         return th.stack(states, dim=2)
 
