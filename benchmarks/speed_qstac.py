@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch as th
 import yaml
-from speed_s2ac import critic_floor_fns, fill_buffer, floor_ms, interleaved_ms
+from speed_s2ac import critic_floor_fns, fill_buffer, floor_ms, interleaved_ms, write_report
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
@@ -139,28 +138,20 @@ def main(argv: list[str] | None = None) -> None:
     }
     results["ratios"] = ratios
     print("ratios", ratios, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(results, indent=2))
-    lines = [
-        "# Q-STAC speed (Pendulum-v1, 1 torch thread, CPU)",
-        "",
-        f"Command: `{results['command']}`  ",
-        f"torch {results['torch']}, {results['machine']}, {results['date']}  ",
-        f"Shipped Pendulum-v1 settings: `{settings}`",
-        "",
-        "| measurement | ms |",
-        "| --- | --- |",
-        *[f"| predict {k} | {v:.3f} |" for k, v in predict.items()],
-        *[f"| train step {k} | {v:.2f} |" for k, v in step.items()],
-        *[f"| floor part {k} | {v:.2f} |" for k, v in floor.items()],
-        *[f"| train step {k} (shipped batch) | {v:.2f} |" for k, v in growth.items()],
-        *[f"| learn 1k steps {k} (s) | {v:.1f} |" for k, v in per_1k.items()],
-        "",
-        "| ratio | value |",
-        "| --- | --- |",
-        *[f"| {k} | {v:.2f} |" for k, v in ratios.items()],
-    ]
-    (args.out / "speed.md").write_text("\n".join(lines) + "\n")
+    write_report(
+        args.out,
+        "Q-STAC",
+        results,
+        [
+            *[(f"predict {k}", v, 3) for k, v in predict.items()],
+            *[(f"train step {k}", v, 2) for k, v in step.items()],
+            *[(f"floor part {k}", v, 2) for k, v in floor.items()],
+            *[(f"train step {k} (shipped batch)", v, 2) for k, v in growth.items()],
+            *[(f"learn 1k steps {k} (s)", v, 1) for k, v in per_1k.items()],
+        ],
+        ratios,
+        extra=[f"Shipped Pendulum-v1 settings: `{settings}`"],
+    )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,35 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from sb3_stein import S2AC
 
 
+def write_report(
+    out: Path,
+    name: str,
+    results: dict[str, object],
+    rows: list[tuple[str, float, int]],
+    ratios: dict[str, float],
+    extra: list[str] | None = None,
+) -> None:
+    """``speed.json`` (all of ``results``) and ``speed.md`` (measurement rows, then the ratios) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(results, indent=2))
+    lines = [
+        f"# {name} speed (Pendulum-v1, 1 torch thread, CPU)",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"torch {results['torch']}, {results['machine']}, {results['date']}  ",
+        *(extra or []),
+        "",
+        "| measurement | ms |",
+        "| --- | --- |",
+        *[f"| {label} | {value:.{digits}f} |" for label, value, digits in rows],
+        "",
+        "| ratio | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v:.2f} |" for k, v in ratios.items()],
+    ]
+    (out / "speed.md").write_text("\n".join(lines) + "\n")
+
+
 def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int, per_round: int = 1) -> dict[str, float]:
     """Median ms per call of each function, timed round-robin.
 
@@ -259,27 +288,19 @@ def main(argv: list[str] | None = None) -> None:
     }
     results["ratios"] = ratios
     print("ratios", ratios, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(results, indent=2))
-    lines = [
-        "# S²AC speed (Pendulum-v1, 1 torch thread, CPU)",
-        "",
-        f"Command: `{results['command']}`  ",
-        f"torch {results['torch']}, {results['machine']}, {results['date']}",
-        "",
-        "| measurement | ms |",
-        "| --- | --- |",
-        *[f"| predict {k} | {v:.3f} |" for k, v in predict.items()],
-        *[f"| train step {k} | {v:.2f} |" for k, v in step.items()],
-        *[f"| floor part {k} | {v:.2f} |" for k, v in floor.items()],
-        *[f"| train step {k} | {v:.2f} |" for k, v in growth.items()],
-        *[f"| learn 1k steps {k} (s) | {1000 * v / learn_steps:.1f} |" for k, v in learn_s.items()],
-        "",
-        "| ratio | value |",
-        "| --- | --- |",
-        *[f"| {k} | {v:.2f} |" for k, v in ratios.items()],
-    ]
-    (args.out / "speed.md").write_text("\n".join(lines) + "\n")
+    write_report(
+        args.out,
+        "S²AC",
+        results,
+        [
+            *[(f"predict {k}", v, 3) for k, v in predict.items()],
+            *[(f"train step {k}", v, 2) for k, v in step.items()],
+            *[(f"floor part {k}", v, 2) for k, v in floor.items()],
+            *[(f"train step {k}", v, 2) for k, v in growth.items()],
+            *[(f"learn 1k steps {k} (s)", 1000 * v / learn_steps, 1) for k, v in learn_s.items()],
+        ],
+        ratios,
+    )
 
 
 if __name__ == "__main__":
