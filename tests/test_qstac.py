@@ -132,6 +132,19 @@ def test_constraint_keeps_sampler_particles_within_the_band():
     assert outside(constrained) < 0.05
 
 
+def test_a_collapsed_prior_cannot_make_the_flow_diverge():
+    """A prior network that shrinks sigma (as training did on Pendulum-v1) meets the stiffness floor."""
+    model = make(svgd_steps=5, svgd_step_size=0.5)
+    with th.no_grad():
+        model.actor.log_std.weight.zero_()
+        model.actor.log_std.bias.fill_(-15.0)
+        model.policy.alpha.fill_(0.2)
+    sample = model.policy.sample(th.randn(16, 3))
+    assert th.isfinite(sample.log_prob).all() and th.isfinite(sample.pre_tanh).all()
+    floor = 0.5 * np.log(0.5 * 0.2 * 1.0 / 0.25)
+    assert th.allclose(sample.init_std.log(), th.full_like(sample.init_std, floor), atol=1e-5)
+
+
 # ------------------------------------------------------------------ model rollout
 class _Shift(nn.Module):
     def forward(self, obs, action):
