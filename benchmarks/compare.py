@@ -177,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--table-every", type=int, default=None, help="column spacing (env steps) of the return table"
     )
     p.add_argument("--max-columns", type=int, default=10, help="max step columns in the auto-spaced table")
+    p.add_argument(
+        "--best-fraction",
+        type=float,
+        default=0.8,
+        help="report the share of the budget each run needs to reach this fraction of the best return "
+        "seen on the env (measured from the median first evaluation)",
+    )
     return p
 
 
@@ -202,6 +209,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--jobs must be >= 1")
     if args.eval_freq <= 0:
         parser.error("--eval-freq must be positive (evaluations are what this script summarises)")
+    if not 0.0 < args.best_fraction <= 1.0:
+        parser.error(f"--best-fraction must be in (0, 1], got {args.best_fraction}")
     known = set(args.algos or []) | {"all"}
     for name, mapping in (("--hyperparams", args.hyperparams_map), ("--extra-args", args.extra_args_map)):
         unknown = sorted(set(mapping) - known)
@@ -544,19 +553,25 @@ def run_all(
 
 
 def load_evaluations(path: Path) -> dict[str, np.ndarray]:
-    """Timesteps, per-eval mean/std return and raw episode returns from an ``evaluations.npz``."""
+    """Timesteps, per-eval mean/std return, raw episode returns and (when recorded) the success rate
+    of each evaluation from an ``evaluations.npz``."""
     with np.load(path) as data:
         timesteps = np.asarray(data["timesteps"], dtype=np.int64).reshape(-1)
         results = np.asarray(data["results"], dtype=np.float64)
+        # EvalCallback stores per-episode success flags when the env reports info["is_success"]
+        successes = np.asarray(data["successes"], dtype=np.float64) if "successes" in data else None
     if results.ndim == 1:
         results = results[:, None]
     results = results.reshape(len(timesteps), -1)
-    return {
+    ev = {
         "timesteps": timesteps,
         "mean": results.mean(axis=1) if results.size else np.zeros(0),
         "std": results.std(axis=1) if results.size else np.zeros(0),
         "results": results,
     }
+    if successes is not None and successes.size:
+        ev["success_rate"] = successes.reshape(len(timesteps), -1).mean(axis=1)
+    return ev
 
 
 def read_monitor_timing(run_dir: Path) -> dict[str, Any] | None:
@@ -604,6 +619,15 @@ def steps_to_threshold(timesteps: np.ndarray, means: np.ndarray, threshold: floa
     """First eval timestep whose mean eval return is >= threshold (None: not reached)."""
     hits = np.flatnonzero(np.asarray(means) >= threshold)
     return int(np.asarray(timesteps)[hits[0]]) if hits.size else None
+
+
+def fraction_of_best_threshold(first_returns: Sequence[float], best_return: float, fraction: float) -> float:
+    """Return level ``R0 + fraction * (R* - R0)``: ``R*`` is the best evaluation any run reached on the
+    env, ``R0`` the median first evaluation (an untrained policy). With ``R0 = 0`` this is the paper's
+    "80 % of the optimal return" (Q-STAC Fig. 4a); measuring from ``R0`` keeps it meaningful for
+    negative returns, where ``0.8 * R*`` would lie above ``R*``."""
+    start = float(np.median(first_returns))
+    return start + fraction * (best_return - start)
 
 
 def value_at(timesteps: np.ndarray, values: np.ndarray, step: float) -> float:
@@ -655,7 +679,7 @@ def median_or_none(values: Sequence[float | None]) -> float | None:
     return float(np.median(vals)) if vals else None
 
 
-def threshold_median(per_seed: Sequence[int | None]) -> float | None:
+def threshold_median(per_seed: Sequence[float | None]) -> float | None:
     """Median steps-to-threshold over seeds, "not reached" counted as +inf (None if median is inf)."""
     if not per_seed:
         return None
@@ -746,6 +770,8 @@ def collect_run(spec: RunSpec, out: Path) -> dict[str, Any]:
         rec["eval_mean"] = [float(x) for x in ev["mean"]]
         rec["eval_std"] = [float(x) for x in ev["std"]]
         rec["eval_results"] = [[float(x) for x in row] for row in ev["results"]]
+        if "success_rate" in ev:
+            rec["eval_success_rate"] = [float(x) for x in ev["success_rate"]]
         timing = read_monitor_timing(run_dir)
         if timing:
             rec.update(timing)
@@ -772,6 +798,7 @@ def summarize(
     baseline: str = "sac",
     max_columns: int = 10,
     table_every: int | None = None,
+    best_fraction: float = 0.8,
 ) -> dict[str, Any]:
     algos = _ordered_unique([s.algo for s in specs])
     envs = _ordered_unique([s.env for s in specs])
@@ -824,7 +851,38 @@ def summarize(
                     "per_seed": per_seed,
                     "n_reached": sum(v is not None for v in per_seed),
                 }
+            rates = [r["eval_success_rate"][-1] for r in good if r.get("eval_success_rate")]
+            if rates:
+                agg["final_success_rate"] = {
+                    "median": median_or_none(rates),
+                    "min": min(rates),
+                    "max": max(rates),
+                    "per_seed": rates,
+                }
             env_data["algos"][algo] = {"aggregate": agg, "runs": runs}
+        all_good = [r for a in env_data["algos"].values() for r in a["runs"] if is_usable(r)]
+        if all_good:
+            firsts = [r["eval_mean"][0] for r in all_good]
+            best = max(max(r["eval_mean"]) for r in all_good)
+            level = fraction_of_best_threshold(firsts, best, best_fraction)
+            env_data["fraction_of_best"] = {"fraction": best_fraction, "return": level}
+            for algo_data in env_data["algos"].values():
+                good = [r for r in algo_data["runs"] if is_usable(r)]
+                per_seed = [
+                    steps_to_threshold(np.array(r["eval_timesteps"]), np.array(r["eval_mean"]), level)
+                    for r in good
+                ]
+                shares = [
+                    None if steps is None else steps / (r.get("timesteps") or r["eval_timesteps"][-1])
+                    for steps, r in zip(per_seed, good)
+                ]
+                algo_data["aggregate"]["steps_to_fraction_of_best"] = {
+                    "return": level,
+                    "per_seed": per_seed,
+                    "share_per_seed": shares,
+                    "median_share": threshold_median(shares),
+                    "n_reached": sum(v is not None for v in per_seed),
+                }
         # ratios to the baseline for the same env
         base = env_data["algos"].get(baseline, {}).get("aggregate")
         for algo_data in env_data["algos"].values():
@@ -969,11 +1027,20 @@ def render_markdown(summary: dict[str, Any], header: dict[str, Any]) -> str:
         lines.append("")
         lines += ["### Summary", ""]
         thr_head = f" steps to ≥ {thr:g} (median; per seed) |" if thr is not None else ""
+        fob = env_data.get("fraction_of_best")
+        fob_head = (
+            f" share of steps to {fob['fraction']:.0%} of best (≥ {fob['return']:.1f}; median; per seed) |"
+            if fob
+            else ""
+        )
+        has_success = any("final_success_rate" in a["aggregate"] for a in env_data["algos"].values())
+        success_head = " final success rate |" if has_success else ""
         lines.append(
-            f"| algo | seeds ok | final return | best eval return |{thr_head} "
+            f"| algo | seeds ok | final return |{success_head} best eval return |{thr_head}{fob_head} "
             "wall s/1k steps | train s/1k steps |"
         )
-        lines.append("|---|---:|---:|---:|" + ("---:|" if thr is not None else "") + "---:|---:|")
+        n_extra = (thr is not None) + bool(fob) + has_success
+        lines.append("|---|---:|---:|---:|" + "---:|" * n_extra + "---:|---:|")
         for algo in summary["algos"]:
             data = env_data["algos"][algo]
             agg = data["aggregate"]
@@ -988,7 +1055,11 @@ def render_markdown(summary: dict[str, Any], header: dict[str, Any]) -> str:
                 len(bests),
                 len(bests),
             )
-            row = f"| {algo} | {agg['n_ok']}/{agg['n_runs']} | {final} | {best} |"
+            row = f"| {algo} | {agg['n_ok']}/{agg['n_runs']} | {final} |"
+            if has_success:
+                sr = agg.get("final_success_rate")
+                row += " – |" if sr is None else f" {sr['median']:.0%} [{sr['min']:.0%}, {sr['max']:.0%}] |"
+            row += f" {best} |"
             if thr is not None:
                 st = agg["steps_to_threshold"]
                 per = ", ".join("n/r" if v is None else fmt_steps(v) for v in st["per_seed"])
@@ -996,6 +1067,13 @@ def render_markdown(summary: dict[str, Any], header: dict[str, Any]) -> str:
                 if not st["per_seed"]:
                     med = "–"
                 row += f" {med} ({per}; {st['n_reached']}/{len(st['per_seed'])} reached) |"
+            if fob:
+                sf = agg["steps_to_fraction_of_best"]
+                per = ", ".join("n/r" if v is None else f"{v:.0%}" for v in sf["share_per_seed"])
+                med = "not reached" if sf["median_share"] is None else f"{sf['median_share']:.0%}"
+                if not sf["share_per_seed"]:
+                    med = "–"
+                row += f" {med} ({per}) |"
             is_base = algo == baseline
             row += (
                 " "
@@ -1013,6 +1091,20 @@ def render_markdown(summary: dict[str, Any], header: dict[str, Any]) -> str:
             )
             lines.append(row)
         lines.append("")
+        if fob:
+            lines.append(
+                f"Share of steps to {fob['fraction']:.0%} of best: the first evaluation reaching "
+                f"R0 + {fob['fraction']:g}·(R* − R0), as a share of the run's budget; "
+                "R* = the best evaluation of any run on this env, "
+                "R0 = the median first evaluation (Q-STAC paper, Fig. 4a)."
+            )
+            lines.append("")
+        if has_success:
+            lines.append(
+                "Final success rate: share of the last evaluation's episodes with `info['is_success']`, "
+                "median [min, max] over seeds."
+            )
+            lines.append("")
         if thr is not None:
             lines.append(
                 f"Steps to ≥ {thr:g}: first evaluation whose mean return reaches the threshold; "
@@ -1117,7 +1209,9 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
 def write_report(
     out: Path, specs: list[RunSpec], args: argparse.Namespace, compare_cmd: str
 ) -> dict[str, Any]:
-    summary = summarize(out, specs, args.thresholds, args.baseline, args.max_columns, args.table_every)
+    summary = summarize(
+        out, specs, args.thresholds, args.baseline, args.max_columns, args.table_every, args.best_fraction
+    )
     markers = [load_marker(s.marker_path(out)) for s in specs]
     markers_ok = [mk for mk in markers if mk]
     training_commands = _ordered_unique(

@@ -551,3 +551,43 @@ def test_script_help_runs():
     # the script is importable and has a working CLI
     text = textwrap.dedent(compare.build_parser().format_help())
     assert "--report-only" in text and "--jobs" in text
+
+
+def test_success_rate_and_share_to_fraction_of_best(tmp_path):
+    out = tmp_path
+    env = "Nav-v0"
+    ts = [1000, 2000, 3000, 4000]
+    # best return over all runs: 100; median first evaluation: 0 -> 80 % level = 80
+    run = make_run(out, "qstac", env, 0, ts, [0.0, 85.0, 90.0, 100.0], episodes=2)
+    with np.load(run / "evaluations.npz") as data:
+        arrays = dict(data)
+    arrays["successes"] = np.array([[0, 0], [1, 0], [1, 1], [1, 1]], dtype=bool)
+    np.savez(run / "evaluations.npz", **arrays)
+    make_run(out, "sac", env, 0, ts, [0.0, 10.0, 20.0, 79.0])
+    make_run(out, "sac", env, 1, ts, [-5.0, 10.0, 81.0, 60.0])
+    summary = compare.summarize(out, specs(["qstac", "sac"], [env], [0, 1]), {})
+    env_data = summary["envs_data"][env]
+    assert env_data["fraction_of_best"]["return"] == pytest.approx(80.0)
+    q = env_data["algos"]["qstac"]["aggregate"]
+    assert q["final_success_rate"]["per_seed"] == [1.0]
+    assert q["steps_to_fraction_of_best"]["per_seed"] == [2000]
+    assert q["steps_to_fraction_of_best"]["median_share"] == pytest.approx(0.5)
+    sac = env_data["algos"]["sac"]["aggregate"]
+    assert "final_success_rate" not in sac
+    assert sac["steps_to_fraction_of_best"]["share_per_seed"] == [None, 0.75]
+    assert sac["steps_to_fraction_of_best"]["median_share"] is None  # one of two seeds never reached it
+    md = compare.render_markdown(summary, {"command": "c", "date": "d", "machine": {}})
+    assert "share of steps to 80% of best (≥ 80.0" in md and "final success rate" in md
+    assert "| qstac | 1/2 | 100.0 | 100% [100%, 100%] |" in md  # seed 1 of qstac is missing
+    assert "not reached (n/r, 75%)" in md
+
+
+def test_fraction_of_best_threshold_negative_returns():
+    # Pendulum-like: untrained -1500, best -150 -> 80 % of the way: -420
+    level = compare.fraction_of_best_threshold([-1500.0, -1400.0, -1600.0], -150.0, 0.8)
+    assert level == pytest.approx(-420.0)
+
+
+def test_best_fraction_is_checked():
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--out", "x", "--report-only", "--best-fraction", "0"])
