@@ -112,7 +112,7 @@ def test_augmented_lagrangian_pushes_particles_back_inside():
 
 
 def test_constraint_keeps_sampler_particles_within_the_band():
-    model = make(svgd_step_size=1.0, svgd_steps=10, constraint_penalty=5.0)
+    model = make(svgd_step_size=1.0, svgd_steps=10, constraint_penalty=2.0)
     obs = th.randn(8, 3)
     with th.no_grad():
         model.policy.alpha.fill_(0.01)
@@ -143,6 +143,32 @@ def test_a_collapsed_prior_cannot_make_the_flow_diverge():
     assert th.isfinite(sample.log_prob).all() and th.isfinite(sample.pre_tanh).all()
     floor = 0.5 * np.log(0.5 * 0.2 * 1.0 / 0.25)
     assert th.allclose(sample.init_std.log(), th.full_like(sample.init_std, floor), atol=1e-5)
+
+
+def test_the_prior_std_head_learns_while_the_floor_is_above_it():
+    """At alpha = 1 the floor (0.63) lies above init_std (0.5): the std head must still get a gradient."""
+    model = make(svgd_step_size=0.1, init_std=0.5)
+    assert float(model.policy.alpha) == 1.0
+    sample = model.policy.sample(th.randn(8, 3))
+    assert (sample.init_std > np.sqrt(0.1 * 1.0 / 0.25)).all()  # above the floor: it is added, not clamped
+    sample.log_prob.mean().backward()
+    assert model.actor.log_std.weight.grad.abs().sum() > 0
+    assert model.actor.log_std.bias.grad.abs().sum() > 0
+
+
+def test_dynamics_model_parameters_are_frozen():
+    class Learned(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gain = nn.Parameter(th.ones(1))
+
+        def forward(self, obs, action):
+            return obs * self.gain
+
+    learned = Learned()
+    model = make(dynamics_model=learned)
+    model.policy.sample(th.randn(4, 3)).log_prob.mean().backward()
+    assert learned.gain.grad is None and not learned.gain.requires_grad
 
 
 # ------------------------------------------------------------------ model rollout
@@ -198,6 +224,7 @@ def test_learns_a_few_hundred_steps_and_logs(env_id):
         "train/kernel_bandwidth",
         "train/particle_spread",
         "train/model_rollout_ms",
+        "train/sequence_score_ms",
         "train/constraint_violation",
         "train/multiplier_abs_mean",
         "train/actor_loss",
@@ -244,6 +271,7 @@ def test_two_envs():
         (dict(constraint_penalty=0.0), "constraint_penalty must be"),
         (dict(horizon_discount=0.0), r"horizon_discount must be a number in \(0.0, 1.0\]"),
         (dict(prior_weight=-1.0), "prior_weight must be"),
+        (dict(svgd_step_size=0.5, constraint_penalty=5.0), r"svgd_step_size \* constraint_penalty must be"),
         (dict(policy_kwargs=dict(amortized=True)), "no amortized sampler"),
     ],
 )

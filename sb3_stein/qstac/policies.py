@@ -39,7 +39,8 @@ class QSTACPolicy(S2ACPolicy):
     Parameters of :class:`~sb3_stein.s2ac.policies.S2ACPolicy` (except ``amortized``), plus:
 
     :param horizon: ``H >= 1``, control steps per particle.
-    :param dynamics_model: the known dynamics (see :mod:`sb3_stein.common.dynamics`).
+    :param dynamics_model: the known dynamics (see :mod:`sb3_stein.common.dynamics`); its parameters,
+        if any, are frozen (``requires_grad_(False)``).
     :param constraint: keep particles inside ``mu +- bound_std * sigma`` with the augmented
         Lagrangian (Eq. 12-15).
     :param constraint_penalty: ``c > 0`` of Eq. 14, in Q units (the score's scale).
@@ -70,7 +71,8 @@ class QSTACPolicy(S2ACPolicy):
             raise ValueError("QSTACPolicy needs a dynamics_model (QSTAC resolves it from its env)")
         self.horizon = horizon
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
-        self.dynamics = dynamics_model
+        # The model is known, not learned here: no gradients accumulate in its parameters.
+        self.dynamics = dynamics_model.requires_grad_(False)
         self.constraint = constraint
         self.constraint_penalty = constraint_penalty
         self.multiplier_step = constraint_penalty if multiplier_step is None else multiplier_step
@@ -84,7 +86,7 @@ class QSTACPolicy(S2ACPolicy):
         # Bounded: acting alone (e.g. a long rl_zoo3.enjoy) must not grow them without end.
         self.stats: dict[str, deque[float]] = {
             name: deque(maxlen=10_000)
-            for name in ("rollout_ms", "multiplier_abs", "outside", "sequence_entropy")
+            for name in ("rollout_ms", "score_ms", "multiplier_abs", "outside", "sequence_entropy")
         }
 
     @property
@@ -151,6 +153,7 @@ class QSTACPolicy(S2ACPolicy):
             leaf = u if u.requires_grad else u.detach().requires_grad_(True)
             actions = th.tanh(leaf).view(batch, m, self.horizon, act_dim)
             states = self.rollout(obs, actions)  # (B, m, H, obs_dim)
+            rolled_out = time.perf_counter()
             weights = self.horizon_discount ** th.arange(self.horizon, dtype=u.dtype, device=u.device)
             if layers is not None:
                 with th.no_grad():
@@ -167,27 +170,32 @@ class QSTACPolicy(S2ACPolicy):
             else:
                 q = q_values_detached(self.critic, states, actions).min(0).values  # (B, m, H)
                 (grad_q,) = th.autograd.grad((q * weights).sum(), leaf, create_graph=u.requires_grad)
-        self.stats["rollout_ms"].append(1e3 * (time.perf_counter() - start))
+        # Host wall time (on CUDA without a synchronize: mostly kernel launches).
+        self.stats["rollout_ms"].append(1e3 * (rolled_out - start))
+        self.stats["score_ms"].append(1e3 * (time.perf_counter() - start))
         std = log_std.exp().unsqueeze(1)
         prior = -(u - mean.unsqueeze(1)) / std.pow(2)  # grad log N(u; mu, sigma^2)
         jacobian = -2.0 * th.tanh(u)  # grad log|det J_tanh(u)|
         return grad_q + alpha * (self.prior_weight * prior + (1.0 - self.prior_weight) * jacobian)
 
     def stable_log_std(self, log_std: th.Tensor) -> th.Tensor:
-        """The prior's log-std, floored so that its score keeps the SVGD step stable.
+        """The prior's log-std with a variance floor that keeps the SVGD step stable.
 
         The prior term ``-alpha w (u - mu) / sigma^2`` of the score contracts each coordinate by
-        ``eps alpha w / sigma^2`` per step: beyond 2 the explicit step overshoots and oscillates, and
-        long before that the closed-form log-likelihood leaves Theorem 3.1's domain
-        (``eps ||grad h|| << 1``). Without a floor the prior network can shrink ``sigma`` until the
-        flow diverges (seen on Pendulum-v1: NaN log-likelihood after 3-6k steps on every seed). As with
-        S²AC's bandwidth floor, ``eps alpha w / sigma^2`` is held at most ``0.25``; the floor applies to
-        the Gaussian itself (sampling, ``log q0`` and score alike), with no gradient below it.
+        ``kappa = eps alpha w / sigma^2`` per step: beyond 1 the explicit step overshoots the mean,
+        beyond 2 it diverges, and long before that the closed-form log-likelihood leaves Theorem 3.1's
+        domain (``eps ||grad h|| << 1``). Without a floor the prior network can shrink ``sigma`` until
+        the flow diverges (seen on Pendulum-v1: NaN log-likelihood after 3-6k steps on every seed).
+        The floor holds ``kappa <= 0.25`` as S²AC's bandwidth floor does, and is *added* to the
+        variance, ``sigma^2 = exp(2 log_std) + eps alpha w / 0.25``, rather than clamped: a clamp gives
+        the prior's std head no gradient while the floor lies above it, which at the start of training
+        (``alpha = 1``, floor ``0.63`` against ``init_std = 0.5``) is every state. The floored
+        Gaussian is the prior everywhere: sampling, ``log q0``, the score and the bounds.
         """
         if self.prior_weight == 0.0:
             return log_std
         min_var = self.svgd_step_size * float(self.alpha) * self.prior_weight / 0.25
-        return th.clamp_min(log_std, 0.5 * math.log(max(min_var, 1e-12)))
+        return 0.5 * th.logaddexp(2.0 * log_std, th.full_like(log_std, math.log(max(min_var, 1e-12))))
 
     def closed_form_layers(self) -> StackedLayers | None:
         """The critics' stacked weights when their input gradients have a closed form (ReLU MLPs on

@@ -61,11 +61,18 @@ class QSTAC(S2AC):
       current critic, as S²AC does.
     * Highest-Q particle: the one whose first control has the highest ``Q(s, a_1)`` (what executing
       it is worth), not the highest Eq. 11 sum.
-    * Multipliers: one per particle coordinate, zero at the start of every SVGD run, updated after
-      each step by the method of multipliers ``lambda <- lambda + eta g`` (the sign that pushes
-      particles back; see :mod:`sb3_stein.common.constraints`); constants for the actor gradient.
-      The bounds are detached from the prior network: the constraint shapes the flow, it is not a
-      training signal for ``mu`` and ``sigma``.
+    * Multipliers: one per particle coordinate, zero at the start of every SVGD run, updated at
+      each evaluation of the constraint force (before the particles move) by the method of
+      multipliers ``lambda <- lambda + eta g`` (the sign that pushes particles back; see
+      :mod:`sb3_stein.common.constraints`); constants for the actor gradient. The bounds are
+      detached from the prior network: the constraint shapes the flow, it is not a training signal
+      for ``mu`` and ``sigma``. The penalty's step ``svgd_step_size * constraint_penalty`` must be
+      at most 2: particles that leave the bounds together are moved back by up to that multiple of
+      their violation per step (the kernel average weighs a lone particle's own force by ``1 / m``),
+      which overshoots beyond 1 and diverges beyond 2.
+    * Prior std floor: ``sigma^2`` of the prior gets ``svgd_step_size * alpha * prior_weight / 0.25``
+      added, so that the prior's score cannot make the explicit SVGD step unstable
+      (:meth:`QSTACPolicy.stable_log_std`).
     * Critic weights are constants in the sampler (as in S²AC); the gradient through the model
       rollout uses autograd, with ``create_graph`` for the actor loss.
 
@@ -81,6 +88,12 @@ class QSTAC(S2AC):
     :param multiplier_step: ``eta > 0`` of the multiplier update (``None``: ``c``).
     :param prior_weight: weight ``>= 0`` of ``log q0(U)`` in the log-posterior (Eq. 11: 1).
     :param horizon_discount: in ``(0, 1]``: weight of ``Q(x_h, u_h)`` is ``horizon_discount^h``.
+
+    Logged beyond S²AC's keys: ``train/constraint_violation`` (share of particle coordinates
+    outside the bounds after the flow), ``train/multiplier_abs_mean``, ``train/sequence_entropy``
+    (the whole sequence's closed-form entropy), ``train/model_rollout_ms`` (one forward rollout
+    through the model) and ``train/sequence_score_ms`` (one score: rollout, critic gradients and the
+    backward pass through the model).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
@@ -152,6 +165,16 @@ class QSTAC(S2AC):
                 "horizon_discount", given["horizon_discount"], 0.0, 1.0, open_low=True
             ),
         )
+        penalty = float(planner_kwargs["constraint_penalty"])  # type: ignore[arg-type]
+        # A step size that is not a number is refused by S2AC, with its own message.
+        penalty_step = svgd_step_size * penalty if isinstance(svgd_step_size, int | float) else 0.0
+        if planner_kwargs["constraint"] and penalty_step > 2.0:
+            raise ValueError(
+                "svgd_step_size * constraint_penalty must be <= 2: particles that leave the bounds together "
+                "are moved back by up to that multiple of their violation per SVGD step, and beyond 2 the "
+                f"flow diverges; got {svgd_step_size} * {penalty}; lower one "
+                "of them"
+            )
         if planner_kwargs["constraint"] and given["bound_std"] is None:
             raise ValueError(
                 "constraint=True keeps particles within mu +- bound_std * sigma: bound_std must be a number "
@@ -213,6 +236,7 @@ class QSTAC(S2AC):
         super().train(gradient_steps, batch_size)
         if stats["rollout_ms"]:
             self.logger.record("train/model_rollout_ms", np.mean(stats["rollout_ms"]))
+            self.logger.record("train/sequence_score_ms", np.mean(stats["score_ms"]))
         if stats["outside"]:
             self.logger.record("train/constraint_violation", np.mean(stats["outside"]))
         if stats["sequence_entropy"]:
