@@ -172,8 +172,7 @@ class QSTAC(S2AC):
             raise ValueError(
                 "svgd_step_size * constraint_penalty must be <= 2: particles that leave the bounds together "
                 "are moved back by up to that multiple of their violation per SVGD step, and beyond 2 the "
-                f"flow diverges; got {svgd_step_size} * {penalty}; lower one "
-                "of them"
+                f"flow diverges; got {svgd_step_size} * {penalty}; lower one of them"
             )
         if planner_kwargs["constraint"] and given["bound_std"] is None:
             raise ValueError(
