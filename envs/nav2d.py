@@ -26,9 +26,12 @@ Levels (start ``(-8, -8)`` plus uniform noise of ``start_noise``, target ``(8, 8
 
 * ``"easy"``: one bump on the straight line; going around it either way is a local decision;
 * ``"medium"``: five bumps around and on the diagonal; the agent must slalom between them;
-* ``"hard"``: a wall of overlapping bumps across the diagonal (along ``y = -x``) that is open only in
-  the top-left corner, plus bumps before the opening. Local avoidance leads into the wall; the agent must
-  choose the long way round (global path choice).
+* ``"hard"``: a wall of overlapping bumps across the diagonal (along ``y = -x``, ridge height about 60)
+  that is open only in the top-left corner, plus bumps before the opening. Local avoidance leads into
+  the wall; the agent must choose the long way round (global path choice). The wall is tall enough that
+  pushing through it at full speed costs about as much as the whole progress and success bonus (a
+  scripted straight run returns about 4, a scripted detour about 305); with the first version's
+  amplitude of 20 the straight run still returned 208 and a trained Q-STAC agent simply crossed.
 
 ``obstacles=`` takes any ``(K, 4)`` array of ``(cx, cy, s, A)`` rows instead; ``mass``, ``friction``,
 ``target`` and the reward coefficients are constructor arguments too. :class:`Nav2DDynamics` is the matching
@@ -71,7 +74,7 @@ LEVELS: dict[str, list[tuple[float, float, float, float]]] = {
         (2.5, -2.5, 1.2, 20.0),
     ],
     "hard": [
-        *_wall([-3.0, -1.5, 0.0, 1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 10.5], 0.9, 20.0),
+        *_wall([-3.0, -1.5, 0.0, 1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 10.5], 0.9, 60.0),
         (-1.0, -5.0, 1.2, 20.0),
         (-5.0, -1.0, 1.2, 20.0),
     ],

@@ -200,6 +200,31 @@ def test_hard_level_blocks_the_straight_line_but_not_the_detour():
     assert env.obstacle_cost(detour).max() < 1.0
 
 
+def _drive_through(env, waypoints):
+    """Return and success of a full-speed waypoint follower (a proportional velocity controller)."""
+    obs, _ = env.reset(seed=0)
+    ret, k = 0.0, 0
+    for _ in range(200):
+        if k < len(waypoints) - 1 and np.linalg.norm(obs[:2] - waypoints[k]) < 1.0:
+            k += 1
+        heading = np.asarray(waypoints[k]) - obs[:2]
+        desired = 5.0 * heading / max(np.linalg.norm(heading), 1e-6)
+        obs, reward, terminated, _, info = env.step(np.clip(10.0 * (desired - obs[2:]), -10, 10))
+        ret += reward
+        if terminated:
+            break
+    return ret, info["is_success"]
+
+
+def test_hard_level_makes_pushing_through_the_wall_at_full_speed_cost_the_whole_reward():
+    # Peak cost on a slow path is not enough: at full speed a thin wall is crossed in a few steps.
+    env = Nav2DEnv(level="hard", start_noise=0.0)
+    straight, straight_ok = _drive_through(env, [(8.0, 8.0)])
+    detour, detour_ok = _drive_through(env, [(-7.0, 4.0), (-6.0, 7.0), (8.0, 8.0)])
+    assert straight_ok and detour_ok
+    assert straight < 0.1 * detour and detour > 250.0
+
+
 def test_nav2d_bad_arguments():
     with pytest.raises(ValueError, match="level must be one of"):
         Nav2DEnv(level="extreme")
