@@ -7,7 +7,8 @@ Usage::
 Measures (medians, candidates timed round-robin; see benchmarks/README.md):
 
 * ``predict`` latency for one Pendulum-v1 observation at H = 5, m = 10, L = 3 (the issue's acting
-  target: <= 5 ms), deterministic and stochastic, next to SB3 SAC's;
+  target: <= 5 ms), deterministic and stochastic, next to SB3 SAC's, and of the cheaper acting
+  variant ``act_svgd_steps`` = 2, 1, 0 (training keeps L = 3);
 * one gradient step at the shipped Pendulum-v1 settings (hyperparams/qstac.yml) against its floor:
   the bare critic passes it needs at the same sizes (2 L forward + action-gradient passes on
   ``batch x m x H`` rows, a target forward and the actor's final Q on ``batch x m`` rows, the critic
@@ -60,12 +61,24 @@ def main(argv: list[str] | None = None) -> None:
 
     sac = SAC("MlpPolicy", env_id, learning_rate=1e-3, seed=0)  # rl_zoo3's Pendulum settings
     acting = QSTAC("MlpPolicy", env_id, horizon=5, n_particles=10, svgd_steps=3, seed=0)
+    cheaper = {
+        steps: QSTAC(
+            "MlpPolicy", env_id, horizon=5, n_particles=10, svgd_steps=3, act_svgd_steps=steps, seed=0
+        )
+        for steps in (2, 1, 0)
+    }
     obs = np.array([0.3, -0.9, 0.5], dtype=np.float32)
     predict = interleaved_ms(
         {
             "sac": lambda: sac.predict(obs, deterministic=False),
             "qstac_H5_m10_L3": lambda: acting.predict(obs, deterministic=False),
             "qstac_H5_m10_L3_deterministic": lambda: acting.predict(obs, deterministic=True),
+            **{
+                f"qstac_H5_m10_L3_act_svgd_steps={steps}": functools.partial(
+                    variant.predict, obs, deterministic=False
+                )
+                for steps, variant in cheaper.items()
+            },
         },
         rounds=args.predict_repeats // 10,
         per_round=10,

@@ -249,6 +249,28 @@ def test_save_load_same_deterministic_actions_and_training_continues(tmp_path):
     assert loaded._n_updates > n_updates
 
 
+def test_act_svgd_steps_plans_with_fewer_steps_only_when_acting(tmp_path):
+    obs = np.random.default_rng(1).uniform(-1, 1, size=(4, 3)).astype(np.float32)
+    full = make(svgd_steps=3)
+    cheap = make(svgd_steps=3, act_svgd_steps=1)
+    one_step = make(svgd_steps=1)  # same seed, same weights: acts as cheap must
+    act = {
+        name: m.predict(obs, deterministic=True)[0]
+        for name, m in [("full", full), ("cheap", cheap), ("one", one_step)]
+    }
+    np.testing.assert_allclose(act["cheap"], act["one"], atol=1e-6)
+    assert not np.allclose(act["cheap"], act["full"], atol=1e-4)
+    # Gradient steps keep svgd_steps: the sampler used by train() runs L = 3.
+    obs_t = th.as_tensor(obs)
+    np.testing.assert_allclose(
+        cheap.policy.sample(obs_t, with_log_prob=False, fixed_noise=True).pre_tanh.detach().numpy(),
+        full.policy.sample(obs_t, with_log_prob=False, fixed_noise=True).pre_tanh.detach().numpy(),
+        atol=1e-6,
+    )
+    cheap.save(tmp_path / "cheap")
+    assert QSTAC.load(tmp_path / "cheap").policy.act_svgd_steps == 1
+
+
 def test_same_seed_same_run():
     a, b = make().learn(80), make().learn(80)
     for p, q in zip(a.policy.parameters(), b.policy.parameters()):
@@ -273,6 +295,8 @@ def test_two_envs():
         (dict(prior_weight=-1.0), "prior_weight must be"),
         (dict(svgd_step_size=0.5, constraint_penalty=5.0), r"svgd_step_size \* constraint_penalty must be"),
         (dict(policy_kwargs=dict(amortized=True)), "no amortized sampler"),
+        (dict(act_svgd_steps=-1), "act_svgd_steps must be an integer >= 0"),
+        (dict(act_svgd_steps=1.5), "act_svgd_steps must be an integer >= 0"),
     ],
 )
 def test_bad_hyperparameters_raise(kwargs, match):

@@ -47,6 +47,7 @@ class QSTACPolicy(S2ACPolicy):
     :param multiplier_step: ``eta > 0`` of the multiplier update (default: ``c``).
     :param prior_weight: weight ``w`` of ``log q0(U)`` in the log-posterior (Eq. 11: 1).
     :param horizon_discount: weight ``gamma_h^h`` of ``Q(x_h, u_h)`` in the sum of Eq. 11 (paper: 1).
+    :param act_svgd_steps: SVGD steps when acting (``predict``); ``None``: ``svgd_steps`` (the paper).
     """
 
     action_low: th.Tensor
@@ -65,6 +66,7 @@ class QSTACPolicy(S2ACPolicy):
         multiplier_step: float | None = None,
         prior_weight: float = 1.0,
         horizon_discount: float = 1.0,
+        act_svgd_steps: int | None = None,
         **kwargs: Any,
     ):
         if dynamics_model is None:
@@ -78,6 +80,7 @@ class QSTACPolicy(S2ACPolicy):
         self.multiplier_step = constraint_penalty if multiplier_step is None else multiplier_step
         self.prior_weight = prior_weight
         self.horizon_discount = horizon_discount
+        self.act_svgd_steps = act_svgd_steps
         self.register_buffer("action_low", th.as_tensor(action_space.low, dtype=th.float32), persistent=False)
         self.register_buffer(
             "action_high", th.as_tensor(action_space.high, dtype=th.float32), persistent=False
@@ -104,6 +107,7 @@ class QSTACPolicy(S2ACPolicy):
                 multiplier_step=self.multiplier_step,
                 prior_weight=self.prior_weight,
                 horizon_discount=self.horizon_discount,
+                act_svgd_steps=self.act_svgd_steps,
             )
         )
         return data
@@ -211,9 +215,11 @@ class QSTACPolicy(S2ACPolicy):
         n_particles: int | None = None,
         fixed_noise: bool = False,
         critic: ParticleCritic | None = None,
+        steps: int | None = None,
     ) -> ParticleSample:
         """``m`` control sequences per state from the prior, ``L`` constrained SVGD steps (Algorithm 1).
 
+        :param steps: ``L`` for this call (``None``: ``svgd_steps``).
         :param critic: ``self.critic`` bound to ``obs``; only its stacked weights are used (the critic
             is evaluated at the rolled-out states).
         :return: a :class:`ParticleSample` whose ``actions`` are the *first* controls ``(B, m, A)`` and
@@ -261,7 +267,7 @@ class QSTACPolicy(S2ACPolicy):
         result = svgd(
             u0,
             score_fn,
-            steps=self.svgd_steps,
+            steps=self.svgd_steps if steps is None else steps,
             step_size=self.svgd_step_size,
             bandwidth=self.kernel_bandwidth,
             tau=alpha,
@@ -285,7 +291,13 @@ class QSTACPolicy(S2ACPolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         # The score needs autograd through the model rollout: no inference_mode here.
         critic = self.critic_at(observation, cache_weights=True)
-        sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic, critic=critic)
+        sample = self.sample(
+            observation,
+            with_log_prob=False,
+            fixed_noise=deterministic,
+            critic=critic,
+            steps=self.act_svgd_steps,
+        )
         return self.select(critic, sample.actions, deterministic)
 
 

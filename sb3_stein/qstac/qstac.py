@@ -88,6 +88,13 @@ class QSTAC(S2AC):
     :param multiplier_step: ``eta > 0`` of the multiplier update (``None``: ``c``).
     :param prior_weight: weight ``>= 0`` of ``log q0(U)`` in the log-posterior (Eq. 11: 1).
     :param horizon_discount: in ``(0, 1]``: weight of ``Q(x_h, u_h)`` is ``horizon_discount^h``.
+    :param act_svgd_steps: ``L`` when acting (``predict``, which also collects the training data),
+        ``>= 0``; ``None`` (default, the paper): ``svgd_steps``. Not in the paper: a cheaper acting
+        variant. Acting cost grows linearly in ``L`` (each step rolls the particles out through the
+        model and back-propagates through it), so ``act_svgd_steps=1`` plans at about a third of the
+        cost of ``L = 3``; ``0`` executes the prior's samples (highest-Q one when deterministic)
+        with no planning. Gradient steps always use ``svgd_steps``. benchmarks/results/speed_qstac
+        and benchmarks/results/qstac_acting report its cost and returns.
 
     Logged beyond S²AC's keys: ``train/constraint_violation`` (share of particle coordinates
     outside the bounds after the flow), ``train/multiplier_abs_mean``, ``train/sequence_entropy``
@@ -133,6 +140,7 @@ class QSTAC(S2AC):
         multiplier_step: float | None = None,
         prior_weight: float = 1.0,
         horizon_discount: float = 1.0,
+        act_svgd_steps: int | None = None,
         eval_action_selection: str = "max_q",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -149,6 +157,7 @@ class QSTAC(S2AC):
             multiplier_step=multiplier_step,
             prior_weight=prior_weight,
             horizon_discount=horizon_discount,
+            act_svgd_steps=act_svgd_steps,
             bound_std=bound_std,
             amortized=False,
         )
@@ -164,6 +173,9 @@ class QSTAC(S2AC):
             horizon_discount=check_range(
                 "horizon_discount", given["horizon_discount"], 0.0, 1.0, open_low=True
             ),
+            act_svgd_steps=None
+            if given["act_svgd_steps"] is None
+            else check_int("act_svgd_steps", given["act_svgd_steps"], 0),
         )
         penalty = float(planner_kwargs["constraint_penalty"])  # type: ignore[arg-type]
         # A step size that is not a number is refused by S2AC, with its own message.
