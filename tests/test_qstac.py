@@ -111,6 +111,16 @@ def test_augmented_lagrangian_pushes_particles_back_inside():
     assert with_multipliers[..., 2] == 0  # an inside coordinate feels nothing
 
 
+def test_a_multiplier_built_on_one_side_never_pushes_outwards_on_the_other():
+    bounds = BoxAugmentedLagrangian(th.full((1, 1, 1), -1.0), th.full((1, 1, 1), 1.0), 1.0, 1.0)
+    for _ in range(3):
+        bounds.force(th.tensor([[[2.0]]]))  # above upper: the multiplier builds up downwards
+    assert bounds.multiplier.item() < 0
+    force = bounds.force(th.tensor([[[-1.5]]]))  # now below lower: only an upward push
+    assert force.item() == pytest.approx(0.5)  # c * g, the multiplier restarts from zero
+    assert bounds.multiplier.item() == pytest.approx(0.5)
+
+
 def test_constraint_keeps_sampler_particles_within_the_band():
     model = make(svgd_step_size=1.0, svgd_steps=10, constraint_penalty=2.0)
     obs = th.randn(8, 3)

@@ -16,6 +16,13 @@ method of multipliers, which the tests check pushes particles back inside.)
 
 Multipliers are dual variables: constants for the actor's gradient (updated without a graph).
 They start at zero for every new SVGD run (a new state gives a new problem).
+
+One signed multiplier per coordinate stands for the two one-sided ones (upper and lower bound,
+each ``>= 0`` in the method of multipliers): a negative value is the upper bound's, a positive one
+the lower bound's. A coordinate that jumps from above ``upper`` to below ``lower`` (or back) between
+two steps would otherwise be pushed *outwards* by the multiplier built up on the other side; its
+multiplier restarts from zero instead, which is what the projection of the one-sided multipliers
+onto ``>= 0`` gives (only the violated side's multiplier acts, and it has not been built up yet).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class BoxAugmentedLagrangian:
         g = self.violation(x)
         outside = (g != 0).to(x.dtype)
         multiplier = th.zeros_like(g).detach() if self.multiplier is None else self.multiplier
+        multiplier = th.where(multiplier * g < 0, 0.0, multiplier)  # the other side's: restart
         force = multiplier * outside + self.penalty * g
         self.multiplier = (multiplier + self.multiplier_step * g).detach()
         return force
