@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from rl_zoo3 import hyperparams_opt
 
-import sb3_stein.zoo  # noqa: F401  (adds the plugin's samplers and converters)
+import sb3_stein.zoo  # adds the plugin's samplers and converters; hyperparams_file below
 
 
 def _python_literal(value: Any) -> str:
