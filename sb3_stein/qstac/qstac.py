@@ -90,9 +90,9 @@ class QSTAC(S2AC):
     :param horizon_discount: in ``(0, 1]``: weight of ``Q(x_h, u_h)`` is ``horizon_discount^h``.
     :param act_svgd_steps: ``L`` when acting (``predict``, which also collects the training data),
         ``>= 0``; ``None`` (default, the paper): ``svgd_steps``. Not in the paper: a cheaper acting
-        variant. Acting cost grows linearly in ``L`` (each step rolls the particles out through the
-        model and back-propagates through it), so ``act_svgd_steps=1`` plans at about a third of the
-        cost of ``L = 3``; ``0`` executes the prior's samples (highest-Q one when deterministic)
+        variant. Each step rolls the particles out through the model and back-propagates through it,
+        so acting cost grows linearly in ``L`` (measured at H = 5, m = 10: 5.95, 4.39, 2.71, 0.88 ms for
+        L = 3, 2, 1, 0); ``0`` executes the prior's samples (highest-Q one when deterministic)
         with no planning. Gradient steps always use ``svgd_steps``. benchmarks/results/speed_qstac
         and benchmarks/results/qstac_acting report its cost and returns.
 
