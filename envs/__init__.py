@@ -37,6 +37,15 @@ _LAZY = {
     "Nav2DEnv": "nav2d",
     "Nav2DDynamics": "nav2d",
     "PendulumDynamics": "pendulum",
+    "CartPoleSwingUpEnv": "cartpole_swingup",
+    "CartPoleSwingUpDynamics": "cartpole_swingup",
+    "CartPoleSwingUpOCP": "cartpole_swingup",
+    "WindMazeEnv": "windmaze",
+    "WindMazeDynamics": "windmaze",
+    "WindMazeOCP": "windmaze",
+    "ChainEnv": "chain",
+    "ChainDynamics": "chain",
+    "ChainOCP": "chain",
 }
 
 # id -> keyword arguments of gymnasium.register
@@ -52,6 +61,19 @@ _REGISTRATIONS: dict[str, dict[str, Any]] = {
             "kwargs": {"level": level},
         }
         for level in ("easy", "medium", "hard")
+    },
+    # The leap-c lecture's environments (SAC-ZOP/FOP); each also has an OCP (sb3_stein.common.ocp).
+    "CartPoleSwingUp-v0": {
+        "entry_point": "sb3_stein.envs.cartpole_swingup:CartPoleSwingUpEnv",
+        "max_episode_steps": 200,  # 10 s at dt = 0.05
+    },
+    "PointMassWindMaze-v0": {
+        "entry_point": "sb3_stein.envs.windmaze:WindMazeEnv",
+        "max_episode_steps": 100,  # 10 s at dt = 0.1
+    },
+    "Chain-v0": {
+        "entry_point": "sb3_stein.envs.chain:ChainEnv",
+        "max_episode_steps": 200,  # 10 s at dt = 0.05
     },
 }
 

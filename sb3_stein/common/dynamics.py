@@ -43,6 +43,9 @@ _REGISTRY: dict[str, DynamicsFactory | str] = {
     "Nav2DEasy-v0": "sb3_stein.envs.nav2d:Nav2DDynamics.from_env",
     "Nav2DMedium-v0": "sb3_stein.envs.nav2d:Nav2DDynamics.from_env",
     "Nav2DHard-v0": "sb3_stein.envs.nav2d:Nav2DDynamics.from_env",
+    "CartPoleSwingUp-v0": "sb3_stein.envs.cartpole_swingup:CartPoleSwingUpDynamics.from_env",
+    "PointMassWindMaze-v0": "sb3_stein.envs.windmaze:WindMazeDynamics.from_env",
+    "Chain-v0": "sb3_stein.envs.chain:ChainDynamics.from_env",
 }
 
 
