@@ -1,0 +1,417 @@
+"""A batched, differentiable MPC layer: ``u0*(s, phi)`` and its exact sensitivities.
+
+The layer solves the parameterized OCP of :mod:`sb3_stein.common.ocp` for a batch of initial states
+``s`` and parameters ``phi`` and returns the first control ``u0*(s, phi)`` of each solution and a
+per-sample success flag. Its backward pass is the vector-Jacobian product of the control solution
+map by implicit differentiation of the KKT conditions at the solution (the lecture's "Control
+Solution Map", shared/papers/001_fba01a676f0f8ac9.txt), so SAC-FOP's actor gradient flows
+through the MPC into the parameter network.
+
+How (measured in shared/notes/differentiable-mpc.md):
+
+* casadi builds one NLP with multiple shooting, variables ordered stage by stage
+  ``z = (x_0, u_0, x_1, u_1, ..., u_{N-1}, x_N)``, the NLP parameter ``P = (s, phi)`` and the
+  initial state as the equality ``x_0 = s`` (so ``d u0 / d s`` is part of ``d u0 / d P``). The
+  default solver is fatrop (a structure-exploiting interior point method, found with
+  ``structure_detection='auto'``); IPOPT is the fallback option.
+* Samples are solved one by one (a Python loop over casadi calls measured as fast as
+  ``Function.map``, and only a per-call solve gives each sample's return status and iteration count).
+* The backward pass calls ``solver.reverse(1)`` (mapped over the batch) fed with the forward
+  primal-dual solution, without re-solving. Interior point methods leave multipliers of about
+  ``1e-12`` on inactive bounds, which casadi's sensitivity code treats as active bounds and which
+  silently zero the gradient (casadi issue 2660): multipliers with ``|lam_x| < active_tol`` are
+  zeroed first. The test suite checks the gradients against central finite differences.
+* A failed solve is never returned as valid: its ``success`` flag is ``False``, its ``u0`` is the
+  (clipped) last iterate, and its gradient is zero. Callers decide what to do (SAC-FOP masks such
+  samples out of its losses; acting falls back to a safe action, see
+  :meth:`MPCLayer.fallback_controls`).
+* Warm starts: :meth:`MPCLayer.solve` takes an initial guess (for instance the previous solution
+  shifted by one stage, :meth:`MPCLayer.shift`).
+
+Shapes: ``states (batch, nx)``, ``params (batch, n_phi)``, ``u0 (batch, nu)``, ``z (batch, nz)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+
+from sb3_stein.common.ocp import OptimalControlProblem
+from sb3_stein.common.validation import check_choice, check_int, check_positive
+
+__all__ = ["PARAM_INTERFACES", "SOLVERS", "MPCLayer", "MPCSolution"]
+
+#: The lecture's parameter interfaces ("Controller Comparison").
+PARAM_INTERFACES = ("global", "stage")
+SOLVERS = ("fatrop", "ipopt")
+
+
+@dataclass
+class MPCSolution:
+    """The result of :meth:`MPCLayer.solve` for a batch (numpy, float64).
+
+    :ivar u0: ``(batch, nu)`` first controls, clipped into the control bounds.
+    :ivar z: ``(batch, nz)`` primal solutions (a warm start for the next call).
+    :ivar success: ``(batch,)`` whether the solver reported convergence (and the result is finite).
+    :ivar iterations: ``(batch,)`` solver iterations.
+    :ivar status: per-sample solver return status strings.
+    :ivar nlp_outputs: per-sample casadi outputs (``x, f, g, lam_x, lam_g, lam_p``), for the backward pass.
+    :ivar nlp_p: ``(batch, nx + n_phi)`` NLP parameters the problems were solved for.
+    """
+
+    u0: np.ndarray
+    z: np.ndarray
+    success: np.ndarray
+    iterations: np.ndarray
+    status: list[str]
+    nlp_outputs: dict[str, np.ndarray]
+    nlp_p: np.ndarray
+
+
+class MPCLayer:
+    """Solve an :class:`~sb3_stein.common.ocp.OptimalControlProblem` for batches, with exact gradients.
+
+    :param ocp: the problem (validated here).
+    :param param_interface: ``"global"``: the policy's parameter vector ``phi`` (``n_p`` numbers) is
+        used at every stage; ``"stage"``: ``phi`` holds one ``p_k`` per stage ``k = 0..N``
+        (``(N + 1) * n_p`` numbers, stage-major). The lecture's "Controller Comparison".
+    :param solver: ``"fatrop"`` (default; fastest in shared/notes/differentiable-mpc.md) or ``"ipopt"``.
+    :param tol: the solver's convergence tolerance. Tight by default: the sensitivities are exact
+        only at an exact solution.
+    :param max_iter: iteration limit of one solve; hitting it counts as a failure.
+    :param active_tol: bound multipliers below this magnitude are treated as inactive in the
+        backward pass (the silent-zero-gradient fix, see the module docstring).
+    """
+
+    def __init__(
+        self,
+        ocp: OptimalControlProblem,
+        param_interface: str = "global",
+        solver: str = "fatrop",
+        tol: float = 1e-8,
+        max_iter: int = 100,
+        active_tol: float = 1e-6,
+    ) -> None:
+        if not isinstance(ocp, OptimalControlProblem):
+            raise TypeError(f"ocp must be an OptimalControlProblem, got {type(ocp).__name__}")
+        ocp.validate()
+        self.ocp = ocp
+        self.param_interface = check_choice("param_interface", param_interface, PARAM_INTERFACES)
+        self.solver_name = check_choice("solver", solver, SOLVERS)
+        self.tol = float(check_positive("tol", tol) or 0.0)
+        self.max_iter = check_int("max_iter", max_iter, 1)
+        self.active_tol = float(check_positive("active_tol", active_tol) or 0.0)
+        self.nx, self.nu, self.horizon = int(ocp.state_dim), int(ocp.control_dim), int(ocp.horizon)
+        self.n_p = ocp.n_params
+        self.n_phi = self.n_p if self.param_interface == "global" else (self.horizon + 1) * self.n_p
+        self.nz = (self.horizon + 1) * self.nx + self.horizon * self.nu
+        # Stage k's state starts at k * (nx + nu), its control right after it.
+        self._stage = self.nx + self.nu
+        self._build()
+
+    # ------------------------------------------------------------------ construction
+
+    def _build(self) -> None:
+        import casadi as ca
+
+        ocp, nx, nu, N = self.ocp, self.nx, self.nu, self.horizon
+        s = ca.SX.sym("s", nx)
+        phi = ca.SX.sym("phi", self.n_phi)
+
+        def stage_params(k: int) -> Any:
+            if self.param_interface == "global":
+                return phi
+            return phi[k * self.n_p : (k + 1) * self.n_p]
+
+        inf = np.inf
+        x_low = np.full(nx, -inf) if ocp.x_low is None else np.asarray(ocp.x_low, dtype=np.float64)
+        x_high = np.full(nx, inf) if ocp.x_high is None else np.asarray(ocp.x_high, dtype=np.float64)
+        u_low = np.asarray(ocp.u_low, dtype=np.float64)
+        u_high = np.asarray(ocp.u_high, dtype=np.float64)
+        variables, constraints, equality = [], [], []
+        lbz: list[np.ndarray] = []
+        ubz: list[np.ndarray] = []
+        cost = 0
+        x = ca.SX.sym("x_0", nx)
+        variables.append(x)
+        lbz.append(np.full(nx, -inf))  # x_0 is fixed by the equality below, not by bounds
+        ubz.append(np.full(nx, inf))
+        constraints.append(x - s)
+        equality += [True] * nx
+        for k in range(N):
+            u = ca.SX.sym(f"u_{k}", nu)
+            variables.append(u)
+            lbz.append(u_low)
+            ubz.append(u_high)
+            cost = cost + ocp.stage_cost(x, u, stage_params(k))
+            x_next = ca.SX.sym(f"x_{k + 1}", nx)
+            variables.append(x_next)
+            lbz.append(x_low)
+            ubz.append(x_high)
+            constraints.append(x_next - ocp.dynamics(x, u))
+            equality += [True] * nx
+            x = x_next
+        cost = cost + ocp.terminal_cost(x, stage_params(N))
+        z = ca.vertcat(*variables)
+        g = ca.vertcat(*constraints)
+        if z.shape[0] != self.nz or cost.shape != (1, 1):
+            raise ValueError(
+                f"{type(ocp).__name__}: the dynamics must return (nx, 1) = ({nx}, 1) and the costs scalars; "
+                f"got {z.shape[0]} decision variables (expected {self.nz}) and cost shape {cost.shape}"
+            )
+        nlp = {"x": z, "p": ca.vertcat(s, phi), "f": cost, "g": g}
+        options: dict[str, Any] = {"print_time": False}
+        if self.solver_name == "fatrop":
+            options.update(
+                structure_detection="auto",
+                equality=equality,
+                fatrop={"print_level": 0, "tol": self.tol, "max_iter": self.max_iter},
+            )
+        else:
+            options.update(
+                ipopt={"print_level": 0, "tol": self.tol, "max_iter": self.max_iter, "sb": "yes"}
+            )
+        try:
+            self._solver = ca.nlpsol("mpc", self.solver_name, nlp, options)
+        except Exception as error:  # casadi raises RuntimeError with its own text
+            raise ValueError(
+                f"could not build the {self.solver_name} MPC for {type(ocp).__name__}: {error}"
+            ) from error
+        self._lbz = np.concatenate(lbz)
+        self._ubz = np.concatenate(ubz)
+        self._g_zero = np.zeros(g.shape[0])
+        self._reverse = self._solver.reverse(1)
+        self._reverse_maps: dict[int, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # casadi functions are rebuilt from the (picklable) OCP on unpickling.
+        state = self.__dict__.copy()
+        for key in ("_solver", "_reverse", "_reverse_maps"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._build()
+
+    # ------------------------------------------------------------------ spaces and guesses
+
+    @property
+    def parameter_space(self) -> spaces.Box:
+        """The Box of ``phi`` for the chosen interface (float32)."""
+        repeat = 1 if self.param_interface == "global" else self.horizon + 1
+        low = np.tile(np.asarray(self.ocp.param_low, dtype=np.float32), repeat)
+        high = np.tile(np.asarray(self.ocp.param_high, dtype=np.float32), repeat)
+        return spaces.Box(low, high, dtype=np.float32)
+
+    def default_params(self) -> np.ndarray:
+        """``(n_phi,)``: the OCP's hand-tuned parameters in this interface."""
+        repeat = 1 if self.param_interface == "global" else self.horizon + 1
+        return np.tile(np.asarray(self.ocp.param_default, dtype=np.float64), repeat)
+
+    def cold_start(self, states: np.ndarray) -> np.ndarray:
+        """``(batch, nz)`` initial guess without history: every state ``x_k = s`` (clipped into the
+        state bounds) and every control at the middle of its bounds."""
+        states = np.asarray(states, dtype=np.float64).reshape(-1, self.nx)
+        x = states
+        if self.ocp.x_low is not None and self.ocp.x_high is not None:
+            x = np.clip(states, self.ocp.x_low, self.ocp.x_high)
+        u = np.broadcast_to(0.5 * (np.asarray(self.ocp.u_low) + np.asarray(self.ocp.u_high)), (len(x), self.nu))
+        stage = np.concatenate([x, u], axis=1)
+        guess = np.concatenate([np.tile(stage, (1, self.horizon)), x], axis=1)
+        guess[:, : self.nx] = states
+        return guess
+
+    def shift(self, z: np.ndarray) -> np.ndarray:
+        """``(batch, nz)``: a solution moved one stage ahead (the last stage repeated): the warm
+        start for the next time step of the same trajectory."""
+        z = np.asarray(z, dtype=np.float64).reshape(-1, self.nz)
+        return np.concatenate([z[:, self._stage :], z[:, -self._stage :]], axis=1)
+
+    def fallback_controls(self, z: np.ndarray | None, batch: int) -> np.ndarray:
+        """The safe action when a solve fails while acting: ``u_1`` of the previous *successful*
+        plan of the same trajectory (its next control, which kept the previous plan feasible) when
+        ``z`` is given, else the middle of the control bounds (zero force for symmetric bounds).
+
+        :param z: ``(batch, nz)`` the previous successful plans, or ``None``.
+        :return: ``(batch, nu)``.
+        """
+        if z is not None:
+            z = np.asarray(z, dtype=np.float64).reshape(batch, self.nz)
+            start = self._stage + self.nx if self.horizon > 1 else self.nx
+            return z[:, start : start + self.nu].copy()
+        middle = 0.5 * (np.asarray(self.ocp.u_low, np.float64) + np.asarray(self.ocp.u_high, np.float64))
+        return np.tile(middle, (batch, 1))
+
+    # ------------------------------------------------------------------ solve
+
+    def _check_inputs(self, states: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        states = np.asarray(states, dtype=np.float64)
+        params = np.asarray(params, dtype=np.float64)
+        if states.ndim != 2 or states.shape[1] != self.nx:
+            raise ValueError(f"states must have shape (batch, {self.nx}), got {states.shape}")
+        if params.ndim != 2 or params.shape != (len(states), self.n_phi):
+            raise ValueError(
+                f"params must have shape (batch, {self.n_phi}) = ({len(states)}, {self.n_phi}) for the "
+                f"{self.param_interface!r} interface of {type(self.ocp).__name__}, got {params.shape}"
+            )
+        if not (np.isfinite(states).all() and np.isfinite(params).all()):
+            raise ValueError("states and params must be finite (got NaN or inf)")
+        return states, params
+
+    def solve(
+        self, states: np.ndarray, params: np.ndarray, initial_guess: np.ndarray | None = None
+    ) -> MPCSolution:
+        """Solve the OCP for every row.
+
+        :param states: ``(batch, nx)`` initial states in the OCP's units.
+        :param params: ``(batch, n_phi)`` parameters in the OCP's units (inside :attr:`parameter_space`).
+        :param initial_guess: ``(batch, nz)`` primal warm start; ``None``: :meth:`cold_start`.
+        """
+        states, params = self._check_inputs(states, params)
+        batch = len(states)
+        guess = self.cold_start(states) if initial_guess is None else np.asarray(initial_guess, np.float64)
+        if guess.shape != (batch, self.nz):
+            raise ValueError(f"initial_guess must have shape ({batch}, {self.nz}), got {guess.shape}")
+        nlp_p = np.concatenate([states, params], axis=1)
+        names = ("x", "f", "g", "lam_x", "lam_g", "lam_p")
+        outputs: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        success = np.zeros(batch, dtype=bool)
+        iterations = np.zeros(batch, dtype=np.int64)
+        status: list[str] = []
+        for b in range(batch):
+            try:
+                result = self._solver(
+                    x0=guess[b], p=nlp_p[b], lbx=self._lbz, ubx=self._ubz, lbg=self._g_zero, ubg=self._g_zero
+                )
+                stats = self._solver.stats()
+                ok = bool(stats.get("success", False))
+                iterations[b] = int(stats.get("iter_count", -1))
+                status.append(str(stats.get("return_status", "")))
+            except RuntimeError as error:  # a solver crash on one sample is a failed sample
+                result = {name: np.full(self._size(name), np.nan) for name in names}
+                ok = False
+                status.append(f"error: {error}")
+            for name in names:
+                outputs[name].append(np.asarray(result[name], dtype=np.float64).ravel())
+            success[b] = ok and bool(np.isfinite(outputs["x"][-1]).all())
+        stacked = {name: np.stack(values) for name, values in outputs.items()}
+        z = stacked["x"]
+        u0 = z[:, self.nx : self.nx + self.nu]
+        u0 = np.clip(np.nan_to_num(u0), self.ocp.u_low, self.ocp.u_high)  # interior-point round-off
+        return MPCSolution(u0, z, success, iterations, status, stacked, nlp_p)
+
+    def _size(self, name: str) -> int:
+        return {"x": self.nz, "f": 1, "g": len(self._g_zero), "lam_x": self.nz, "lam_g": len(self._g_zero)}.get(
+            name, self.nx + self.n_phi
+        )
+
+    # ------------------------------------------------------------------ sensitivities
+
+    def vjp(self, solution: MPCSolution, grad_u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vector-Jacobian product of the control solution map at ``solution``.
+
+        :param grad_u0: ``(batch, nu)`` the loss's gradient with respect to ``u0``.
+        :return: ``(grad_states (batch, nx), grad_params (batch, n_phi))``; zero for failed samples.
+        """
+        grad_u0 = np.asarray(grad_u0, dtype=np.float64)
+        batch = len(solution.u0)
+        if grad_u0.shape != (batch, self.nu):
+            raise ValueError(f"grad_u0 must have shape ({batch}, {self.nu}), got {grad_u0.shape}")
+        grad_p = np.zeros((batch, self.nx + self.n_phi))
+        rows = np.flatnonzero(solution.success & np.any(grad_u0 != 0.0, axis=1))
+        if len(rows) > 0:
+            out = {name: value[rows] for name, value in solution.nlp_outputs.items()}
+            lam_x = out["lam_x"].copy()
+            lam_x[np.abs(lam_x) < self.active_tol] = 0.0  # the silent-zero-gradient fix
+            seed = np.zeros((len(rows), self.nz))
+            seed[:, self.nx : self.nx + self.nu] = grad_u0[rows]
+            reverse = self._reverse_map(len(rows))
+            n = len(rows)
+            result = reverse(
+                x0=out["x"].T,
+                p=solution.nlp_p[rows].T,
+                lbx=np.tile(self._lbz[:, None], n),
+                ubx=np.tile(self._ubz[:, None], n),
+                lbg=np.zeros((len(self._g_zero), n)),
+                ubg=np.zeros((len(self._g_zero), n)),
+                lam_x0=lam_x.T,
+                lam_g0=out["lam_g"].T,
+                out_x=out["x"].T,
+                out_f=out["f"].T,
+                out_g=out["g"].T,
+                out_lam_x=lam_x.T,
+                out_lam_g=out["lam_g"].T,
+                out_lam_p=out["lam_p"].T,
+                adj_x=seed.T,
+                adj_f=np.zeros((1, n)),
+                adj_g=np.zeros((len(self._g_zero), n)),
+                adj_lam_x=np.zeros((self.nz, n)),
+                adj_lam_g=np.zeros((len(self._g_zero), n)),
+                adj_lam_p=np.zeros((self.nx + self.n_phi, n)),
+            )
+            grad_p[rows] = np.asarray(result["adj_p"], dtype=np.float64).T
+        return grad_p[:, : self.nx], grad_p[:, self.nx :]
+
+    def _reverse_map(self, batch: int) -> Any:
+        if batch not in self._reverse_maps:
+            self._reverse_maps[batch] = self._reverse if batch == 1 else self._reverse.map(batch)
+        return self._reverse_maps[batch]
+
+    # ------------------------------------------------------------------ torch
+
+    def __call__(
+        self, states: th.Tensor, params: th.Tensor, initial_guess: np.ndarray | None = None
+    ) -> tuple[th.Tensor, th.Tensor, MPCSolution]:
+        """Differentiable ``u0*(s, phi)`` for torch tensors.
+
+        :param states: ``(batch, nx)``; gradients flow to it.
+        :param params: ``(batch, n_phi)``; gradients flow to it.
+        :param initial_guess: see :meth:`solve`.
+        :return: ``u0 (batch, nu)`` in the inputs' dtype/device, ``success (batch,)`` bool tensor, and
+            the numpy :class:`MPCSolution` (iterations, status, a warm start for the next call).
+        """
+        holder: list[MPCSolution] = []
+        u0, success = _MPCFunction.apply(states, params, self, initial_guess, holder)
+        return u0, success, holder[0]
+
+
+class _MPCFunction(th.autograd.Function):
+    """torch glue: forward = :meth:`MPCLayer.solve`, backward = :meth:`MPCLayer.vjp`."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        states: th.Tensor,
+        params: th.Tensor,
+        layer: MPCLayer,
+        initial_guess: np.ndarray | None,
+        holder: list[MPCSolution],
+    ) -> tuple[th.Tensor, th.Tensor]:
+        solution = layer.solve(
+            states.detach().cpu().double().numpy(), params.detach().cpu().double().numpy(), initial_guess
+        )
+        holder.append(solution)
+        ctx.layer, ctx.solution = layer, solution
+        ctx.state_meta = (states.dtype, states.device)
+        ctx.param_meta = (params.dtype, params.device)
+        u0 = th.as_tensor(solution.u0, dtype=params.dtype, device=params.device)
+        success = th.as_tensor(solution.success, device=params.device)
+        ctx.mark_non_differentiable(success)
+        return u0, success
+
+    @staticmethod
+    def backward(ctx: Any, grad_u0: th.Tensor, _grad_success: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        grad_states, grad_params = ctx.layer.vjp(ctx.solution, grad_u0.detach().cpu().double().numpy())
+        (s_dtype, s_device), (p_dtype, p_device) = ctx.state_meta, ctx.param_meta
+        return (
+            th.as_tensor(grad_states, dtype=s_dtype, device=s_device) if ctx.needs_input_grad[0] else None,
+            th.as_tensor(grad_params, dtype=p_dtype, device=p_device) if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+            None,
+        )

@@ -1,0 +1,220 @@
+"""The differentiable MPC layer: exact solutions, exact sensitivities, batching, warm starts, bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch as th
+
+from sb3_stein.common.backends import CASADI, rk4_step
+from sb3_stein.common.mpc import MPCLayer
+from sb3_stein.common.ocp import OptimalControlProblem
+
+
+def _pendulum_on_cart(x, u, be):
+    """A small nonlinear ODE (cart with a pendulum, unit masses and length, g = 9.81)."""
+    _, theta, v, omega = be.split(x)
+    force = be.split(u)[0]
+    s, c = be.sin(theta), be.cos(theta)
+    denom = 2.0 - c * c
+    acc = (force + s * (omega * omega - 9.81 * c)) / denom
+    alpha = (-force * c - omega * omega * c * s + 2.0 * 9.81 * s) / denom
+    return be.stack([v, omega, acc, alpha])
+
+
+class TinyCartPoleOCP(OptimalControlProblem):
+    """T = 20 stages, |u| <= 10, |x| <= 2, learnable (theta_ref, position_ref)."""
+
+    state_dim, control_dim, horizon, dt = 4, 1, 20, 0.05
+    u_low, u_high = np.array([-10.0]), np.array([10.0])
+    x_low = np.array([-2.0, -np.inf, -np.inf, -np.inf])
+    x_high = np.array([2.0, np.inf, np.inf, np.inf])
+    param_names = ("theta_ref", "position_ref")
+    param_low, param_high = np.array([-2 * np.pi, -1.0]), np.array([2 * np.pi, 1.0])
+    param_default = np.array([0.0, 0.0])
+
+    def dynamics(self, x, u):
+        return rk4_step(_pendulum_on_cart, x, u, self.dt, CASADI)
+
+    def _residual_cost(self, x, p):
+        import casadi as ca
+
+        r = x - ca.vertcat(p[1], p[0], 0, 0)
+        return 10 * r[0] ** 2 + 10 * r[1] ** 2 + 0.1 * r[2] ** 2 + 0.1 * r[3] ** 2
+
+    def stage_cost(self, x, u, p):
+        return self._residual_cost(x, p) + 0.05 * u[0] ** 2
+
+    def terminal_cost(self, x, p):
+        return self._residual_cost(x, p)
+
+
+def _batch(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    states = rng.uniform([-1.0, -np.pi, -1.0, -1.0], [1.0, np.pi, 1.0, 1.0], size=(n, 4))
+    params = rng.uniform([-1.0, -0.5], [1.0, 0.5], size=(n, 2))
+    return states, params
+
+
+@pytest.fixture(scope="module")
+def layer() -> MPCLayer:
+    return MPCLayer(TinyCartPoleOCP())
+
+
+def _central_differences(layer: MPCLayer, states, params, weights, h: float = 1e-5):
+    """d (weights . u0) / d (states, params), row by row, from tightly converged solves."""
+    grad_s, grad_p = np.zeros_like(states), np.zeros_like(params)
+    for b in range(len(states)):
+        for target, grad in ((states, grad_s), (params, grad_p)):
+            for i in range(target.shape[1]):
+                plus, minus = target[b : b + 1].copy(), target[b : b + 1].copy()
+                plus[0, i] += h
+                minus[0, i] -= h
+                args = {"states": states[b : b + 1], "params": params[b : b + 1]}
+                key = "states" if target is states else "params"
+                u_plus = layer.solve(**{**args, key: plus}).u0[0]
+                u_minus = layer.solve(**{**args, key: minus}).u0[0]
+                grad[b, i] = weights[b] @ (u_plus - u_minus) / (2 * h)
+    return grad_s, grad_p
+
+
+def test_u0_matches_a_tightly_converged_ipopt_solve(layer):
+    states, params = _batch(12)
+    fast = layer.solve(states, params)
+    reference = MPCLayer(TinyCartPoleOCP(), solver="ipopt", tol=1e-12, max_iter=500).solve(states, params)
+    assert fast.success.all() and reference.success.all()
+    np.testing.assert_allclose(fast.u0, reference.u0, atol=1e-6)
+
+
+def test_sensitivities_match_central_differences_including_saturated_controls(layer):
+    states, params = _batch(10, seed=1)
+    solution = layer.solve(states, params)
+    saturated = np.isclose(np.abs(solution.u0[:, 0]), 10.0)
+    assert solution.success.all()
+    assert saturated.any() and (~saturated).any(), "the batch must mix saturated and free first controls"
+    weights = np.random.default_rng(2).normal(size=(len(states), 1))
+    grad_s, grad_p = layer.vjp(solution, weights)
+    fd_s, fd_p = _central_differences(layer, states, params, weights)
+    np.testing.assert_allclose(grad_s, fd_s, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grad_p, fd_p, rtol=1e-4, atol=1e-5)
+    # The free samples have real sensitivities (the silent-zero trap would make these zero).
+    assert np.abs(grad_p[~saturated]).max() > 1e-2
+    np.testing.assert_allclose(grad_p[saturated], 0.0, atol=1e-8)
+
+
+def test_without_zeroing_small_multipliers_the_gradient_silently_vanishes():
+    """The trap the layer's ``active_tol`` avoids (casadi issue 2660): this test documents it."""
+    states, params = _batch(6, seed=1)
+    trapped = MPCLayer(TinyCartPoleOCP(), active_tol=1e-300)
+    # Row by row: with every bound taken as active, casadi's mapped reverse may even fail to evaluate.
+    for b in range(6):
+        solution = trapped.solve(states[b : b + 1], params[b : b + 1])
+        _, grad_p = trapped.vjp(solution, np.ones((1, 1)))
+        assert np.abs(grad_p).max() < 1e-8
+
+
+def test_torch_backward_equals_vjp_and_flows_to_states_and_params(layer):
+    states, params = _batch(5, seed=3)
+    s = th.tensor(states, dtype=th.float32, requires_grad=True)
+    p = th.tensor(params, dtype=th.float32, requires_grad=True)
+    u0, success, solution = layer(s, p)
+    assert u0.shape == (5, 1) and u0.dtype == th.float32 and success.dtype == th.bool
+    weights = th.randn(5, 1)
+    (u0 * weights).sum().backward()
+    grad_s, grad_p = layer.vjp(solution, weights.double().numpy())
+    np.testing.assert_allclose(s.grad.numpy(), grad_s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p.grad.numpy(), grad_p, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_and_one_by_one_solves_agree(layer):
+    states, params = _batch(6, seed=4)
+    batched = layer.solve(states, params)
+    single = np.concatenate([layer.solve(states[b : b + 1], params[b : b + 1]).u0 for b in range(6)])
+    np.testing.assert_allclose(batched.u0, single, atol=1e-9)
+    weights = np.ones((6, 1))
+    grad_batched = layer.vjp(batched, weights)[1]
+    grad_single = np.concatenate(
+        [layer.vjp(layer.solve(states[b : b + 1], params[b : b + 1]), weights[b : b + 1])[1] for b in range(6)]
+    )
+    np.testing.assert_allclose(grad_batched, grad_single, atol=1e-8)
+
+
+def test_warm_start_reduces_iterations(layer):
+    states, params = _batch(8, seed=5)
+    first = layer.solve(states, params)
+    moved = states + 0.01
+    cold = layer.solve(moved, params)
+    warm = layer.solve(moved, params, initial_guess=first.z)
+    assert warm.success.all()
+    np.testing.assert_allclose(warm.u0, cold.u0, atol=1e-6)
+    assert warm.iterations.sum() < 0.8 * cold.iterations.sum()
+    assert layer.shift(first.z).shape == first.z.shape
+
+
+def test_stage_interface_with_equal_stages_equals_global(layer):
+    stage = MPCLayer(TinyCartPoleOCP(), param_interface="stage")
+    assert stage.n_phi == 21 * 2 and stage.parameter_space.shape == (42,)
+    states, params = _batch(3, seed=6)
+    tiled = np.tile(params, (1, 21))
+    solution = stage.solve(states, tiled)
+    np.testing.assert_allclose(solution.u0, layer.solve(states, params).u0, atol=1e-7)
+    # Per-stage sensitivities sum to the global one (chain rule through the tiling).
+    weights = np.ones((3, 1))
+    per_stage = stage.vjp(solution, weights)[1].reshape(3, 21, 2).sum(axis=1)
+    np.testing.assert_allclose(per_stage, layer.vjp(layer.solve(states, params), weights)[1], atol=1e-6)
+
+
+def test_failed_solves_are_flagged_and_have_zero_gradient():
+    layer = MPCLayer(TinyCartPoleOCP(), max_iter=2)
+    states, params = _batch(4, seed=7)
+    solution = layer.solve(states, params)
+    assert not solution.success.any()
+    assert (solution.iterations <= 3).all()  # fatrop counts the initial iterate too
+    assert np.all(np.abs(solution.u0) <= 10.0)
+    grad_s, grad_p = layer.vjp(solution, np.ones((4, 1)))
+    assert not grad_s.any() and not grad_p.any()
+    fallback = layer.fallback_controls(None, 4)
+    np.testing.assert_array_equal(fallback, np.zeros((4, 1)))
+
+
+def test_layer_pickles_without_casadi_objects(layer):
+    clone = pickle.loads(pickle.dumps(layer))
+    states, params = _batch(2, seed=8)
+    np.testing.assert_allclose(clone.solve(states, params).u0, layer.solve(states, params).u0, atol=1e-10)
+
+
+class _Broken(TinyCartPoleOCP):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "match"),
+    [
+        ("u_low", np.array([10.0]), "u_low < u_high"),
+        ("x_low", np.array([3.0, 0, 0, 0]), "x_low < x_high"),
+        ("param_low", np.array([0.0]), r"param_low must have shape \(2,\)"),
+        ("param_default", np.array([9.0, 0.0]), "outside"),
+        ("horizon", 0, "horizon must be an integer >= 1"),
+    ],
+)
+def test_bad_ocps_are_refused_naming_the_attribute(attribute, value, match):
+    ocp = _Broken()
+    setattr(ocp, attribute, value)
+    with pytest.raises(ValueError, match=match):
+        MPCLayer(ocp)
+
+
+def test_bad_calls_are_refused(layer):
+    states, params = _batch(2)
+    with pytest.raises(ValueError, match="params must have shape"):
+        layer.solve(states, params[:, :1])
+    with pytest.raises(ValueError, match="states must have shape"):
+        layer.solve(states[:, :3], params)
+    with pytest.raises(ValueError, match="finite"):
+        layer.solve(np.full_like(states, np.nan), params)
+    with pytest.raises(ValueError, match="param_interface"):
+        MPCLayer(TinyCartPoleOCP(), param_interface="per-stage")
+    with pytest.raises(ValueError, match="solver"):
+        MPCLayer(TinyCartPoleOCP(), solver="acados")
