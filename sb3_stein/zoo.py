@@ -40,6 +40,9 @@ __all__ = [
     "OPTUNA",
     "convert_qstac_params",
     "convert_s2ac_params",
+    "convert_sac_foa_params",
+    "convert_sac_fop_params",
+    "convert_sac_zop_params",
     "hyperparams_dir",
     "hyperparams_file",
     "is_plugin_env",
@@ -51,12 +54,18 @@ __all__ = [
     "resolve_config",
     "sample_qstac_params",
     "sample_s2ac_params",
+    "sample_sac_foa_params",
+    "sample_sac_fop_params",
+    "sample_sac_zop_params",
 ]
 
 #: zoo name -> "module:Class"
 ALGORITHMS: dict[str, str] = {
     "s2ac": "sb3_stein.s2ac:S2AC",
     "qstac": "sb3_stein.qstac:QSTAC",
+    "sac_zop": "sb3_stein.sac_mpc:SACZOP",
+    "sac_fop": "sb3_stein.sac_mpc:SACFOP",
+    "sac_foa": "sb3_stein.sac_mpc:SACFOA",
 }
 
 #: zoo name -> ("module:sampler", "module:converter") for rl_zoo3's Optuna search
@@ -64,6 +73,9 @@ ALGORITHMS: dict[str, str] = {
 OPTUNA: dict[str, tuple[str, str]] = {
     "s2ac": ("sb3_stein.zoo:sample_s2ac_params", "sb3_stein.zoo:convert_s2ac_params"),
     "qstac": ("sb3_stein.zoo:sample_qstac_params", "sb3_stein.zoo:convert_qstac_params"),
+    "sac_zop": ("sb3_stein.zoo:sample_sac_zop_params", "sb3_stein.zoo:convert_sac_zop_params"),
+    "sac_fop": ("sb3_stein.zoo:sample_sac_fop_params", "sb3_stein.zoo:convert_sac_fop_params"),
+    "sac_foa": ("sb3_stein.zoo:sample_sac_foa_params", "sb3_stein.zoo:convert_sac_foa_params"),
 }
 
 # Attribute that marks our ExperimentManager.__init__ wrapper (idempotence).
@@ -321,6 +333,49 @@ def sample_qstac_params(trial: Any, n_actions: int, n_envs: int, additional_args
 def convert_qstac_params(params: dict[str, Any]) -> dict[str, Any]:
     """Turn a trial's raw ``params`` (as sampled above) into QSTAC keyword arguments."""
     return _convert("qstac", QSTAC_SEARCH_KEYS, params)
+
+
+#: The MPC-prior SAC variants' own search keys, on top of rl_zoo3's SAC space.
+SAC_MPC_SEARCH_KEYS = ("param_interface",)
+
+
+def _sample_sac_mpc_params(algo: str, trial: Any, max_batch_pow: int) -> dict[str, Any]:
+    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=max_batch_pow)
+    hyperparams["param_interface"] = trial.suggest_categorical("param_interface", ["global", "stage"])
+    return _accepted(algo, hyperparams)
+
+
+def sample_sac_zop_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler for SAC-ZOP: rl_zoo3's SAC space (batches up to 256 states) plus the lecture's
+    parameter interface (``"global"`` or ``"stage"``). ZOP never calls the MPC in an update, so its
+    update costs what SAC's does."""
+    return _sample_sac_mpc_params("sac_zop", trial, max_batch_pow=8)
+
+
+def sample_sac_fop_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler for SAC-FOP: as SAC-ZOP's, batches capped at 128 states (every sample costs two
+    MPC solves and one sensitivity per update)."""
+    return _sample_sac_mpc_params("sac_fop", trial, max_batch_pow=7)
+
+
+def sample_sac_foa_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler for SAC-FOA: SAC-FOP's space."""
+    return _sample_sac_mpc_params("sac_foa", trial, max_batch_pow=7)
+
+
+def convert_sac_zop_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's raw ``params`` into SACZOP keyword arguments."""
+    return _convert("sac_zop", SAC_MPC_SEARCH_KEYS, params)
+
+
+def convert_sac_fop_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's raw ``params`` into SACFOP keyword arguments."""
+    return _convert("sac_fop", SAC_MPC_SEARCH_KEYS, params)
+
+
+def convert_sac_foa_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's raw ``params`` into SACFOA keyword arguments."""
+    return _convert("sac_foa", SAC_MPC_SEARCH_KEYS, params)
 
 
 # ----------------------------------------------------------------------------- on import

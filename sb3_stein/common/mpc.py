@@ -43,7 +43,7 @@ from gymnasium import spaces
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.validation import check_choice, check_int, check_positive
 
-__all__ = ["PARAM_INTERFACES", "SOLVERS", "MPCLayer", "MPCSolution"]
+__all__ = ["PARAM_INTERFACES", "SOLVERS", "MPCLayer", "MPCSolution", "parameter_box"]
 
 #: The lecture's parameter interfaces ("Controller Comparison").
 PARAM_INTERFACES = ("global", "stage")
@@ -70,6 +70,16 @@ class MPCSolution:
     status: list[str]
     nlp_outputs: dict[str, np.ndarray]
     nlp_p: np.ndarray
+
+
+def parameter_box(ocp: OptimalControlProblem, param_interface: str) -> spaces.Box:
+    """The policy's parameter Box for ``ocp`` under ``param_interface`` (``"global"``: ``n_p``
+    numbers; ``"stage"``: ``(N + 1) * n_p``, stage-major), float32."""
+    check_choice("param_interface", param_interface, PARAM_INTERFACES)
+    repeat = 1 if param_interface == "global" else int(ocp.horizon) + 1
+    low = np.tile(np.asarray(ocp.param_low, dtype=np.float32), repeat)
+    high = np.tile(np.asarray(ocp.param_high, dtype=np.float32), repeat)
+    return spaces.Box(low, high, dtype=np.float32)
 
 
 class MPCLayer:
@@ -203,10 +213,7 @@ class MPCLayer:
     @property
     def parameter_space(self) -> spaces.Box:
         """The Box of ``phi`` for the chosen interface (float32)."""
-        repeat = 1 if self.param_interface == "global" else self.horizon + 1
-        low = np.tile(np.asarray(self.ocp.param_low, dtype=np.float32), repeat)
-        high = np.tile(np.asarray(self.ocp.param_high, dtype=np.float32), repeat)
-        return spaces.Box(low, high, dtype=np.float32)
+        return parameter_box(self.ocp, self.param_interface)
 
     def default_params(self) -> np.ndarray:
         """``(n_phi,)``: the OCP's hand-tuned parameters in this interface."""

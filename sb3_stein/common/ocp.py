@@ -96,23 +96,40 @@ class OptimalControlProblem:
 
     # ------------------------------------------------------------------ constraints
 
-    def constraint_violation(
-        self, states: np.ndarray, actions: np.ndarray, tol: float = 1e-6
-    ) -> np.ndarray:
-        """Which ``(state, action)`` rows leave the OCP's constraint set (the lecture's "Training
-        Violations"): an action outside ``[u_low, u_high]`` or a state outside ``[x_low, x_high]``.
+    def violation_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The state set whose exit counts as a training violation: ``(low, high)`` of shape
+        ``(nx,)``, or ``None``. Defaults to the hard bounds ``(x_low, x_high)``; an OCP that writes a
+        constraint as a soft penalty (e.g. the cart-pole's track) returns that constraint here."""
+        if self.x_low is None or self.x_high is None:
+            return None
+        return np.asarray(self.x_low, dtype=np.float64), np.asarray(self.x_high, dtype=np.float64)
 
-        :param states: ``(batch, nx)`` MPC states (use :meth:`state_from_obs_numpy`).
-        :param actions: ``(batch, nu)`` actions *as chosen*, before the environment clips them.
+    def action_violation(self, actions: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+        """``(batch,)``: which actions, *as chosen* (before the environment clips them), lie
+        outside ``[u_low, u_high]`` (``tol`` allows for round-off)."""
+        actions = np.asarray(actions, dtype=np.float64).reshape(-1, self.control_dim)
+        return np.any((actions < self.u_low - tol) | (actions > self.u_high + tol), axis=-1)
+
+    def state_violation(self, states: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+        """``(batch,)``: which MPC states (use :meth:`state_from_obs_numpy`) lie outside
+        :meth:`violation_bounds`."""
+        states = np.asarray(states, dtype=np.float64).reshape(-1, self.state_dim)
+        bounds = self.violation_bounds()
+        if bounds is None:
+            return np.zeros(len(states), dtype=bool)
+        low, high = bounds
+        return np.any((states < low - tol) | (states > high + tol), axis=-1)
+
+    def constraint_violation(self, states: np.ndarray, actions: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+        """Which ``(state, action)`` rows leave the OCP's constraint set (the lecture's "Training
+        Violations"): :meth:`action_violation` or :meth:`state_violation`.
+
+        :param states: ``(batch, nx)`` MPC states.
+        :param actions: ``(batch, nu)`` actions as chosen, before the environment clips them.
         :param tol: slack allowed for round-off.
         :return: ``(batch,)`` booleans.
         """
-        actions = np.asarray(actions, dtype=np.float64).reshape(-1, self.control_dim)
-        bad = np.any((actions < self.u_low - tol) | (actions > self.u_high + tol), axis=-1)
-        if self.x_low is not None and self.x_high is not None:
-            states = np.asarray(states, dtype=np.float64).reshape(-1, self.state_dim)
-            bad |= np.any((states < self.x_low - tol) | (states > self.x_high + tol), axis=-1)
-        return bad
+        return self.action_violation(actions, tol) | self.state_violation(states, tol)
 
     # ------------------------------------------------------------------ checks
 

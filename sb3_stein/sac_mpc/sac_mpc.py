@@ -1,0 +1,520 @@
+"""SAC-ZOP, SAC-FOP and SAC-FOA: SAC with an MPC prior (Hoffmann, lecture "An MPC prior for SAC";
+shared/papers/001_fba01a676f0f8ac9.txt; reference code leap-c).
+
+The policy is a Gaussian over the parameters ``phi`` of an MPC; the MPC turns them into the action
+``a = u0*(s, phi)`` (the lecture's "Hierarchical Actor Architecture"). The three variants differ in
+what the critic sees and where the exploration noise goes:
+
+============ ================================ ================================== ===============
+algorithm    critic                            actor gradient                     exploration
+============ ================================ ================================== ===============
+``SACZOP``   parameter critic ``Q(s, phi)``    through ``Q`` only (no MPC)        on ``phi``
+``SACFOP``   action critic ``Q(s, a)``         through the MPC's sensitivities    on ``phi``
+``SACFOA``   action critic ``Q(s, a)``         through the MPC's sensitivities    on ``a``
+============ ================================ ================================== ===============
+
+All three count "training violations" (lecture, "Unsafe Exploration using Action Noise"): a
+training step violates when the action sent by the agent (before the environment clips it) lies
+outside the OCP's control bounds, or the state reached lies outside the OCP's state bounds. They
+log ``rollout/violation_rate`` (fraction of training steps) and ``rollout/violation_episode_rate``
+(fraction of finished training episodes with at least one violation), and the MPC's acting
+statistics (``mpc/act_failures``, ``mpc/act_iterations``, ``mpc/act_ms``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import polyak_update
+from torch.nn import functional as F
+
+from sb3_stein.common.dynamics import refuse_normalized_observations
+from sb3_stein.common.mpc import PARAM_INTERFACES, parameter_box
+from sb3_stein.common.ocp import OptimalControlProblem, resolve_ocp
+from sb3_stein.common.validation import check_box_action_space, check_choice
+from sb3_stein.sac_mpc.policies import ActionNoisePolicy, MPCParameterPolicy
+
+__all__ = ["SACFOA", "SACFOP", "SACZOP"]
+
+SelfSACMPC = TypeVar("SelfSACMPC", bound="_SACMPC")
+
+_DOC_PARAMETERS = """
+    :param policy: ``"MlpPolicy"`` or a policy class.
+    :param env: the environment (instance, ``VecEnv`` or registered id). Its action Box must match
+        the OCP's controls.
+    :param ocp: ``"auto"`` (default): the OCP registered for the environment's id
+        (:func:`sb3_stein.register_ocp`; ``CartPoleSwingUp-v0``, ``PointMassWindMaze-v0`` and
+        ``Chain-v0`` ship with one); or an :class:`~sb3_stein.common.ocp.OptimalControlProblem`;
+        or its import path ``"package.module:Factory"``.
+    :param param_interface: ``"global"`` (one parameter vector shared by all MPC stages, the
+        default) or ``"stage"`` (one per stage): the lecture's "Controller Comparison".
+    :param mpc_kwargs: options of :class:`~sb3_stein.common.mpc.MPCLayer`: ``solver`` (``"fatrop"``
+        or ``"ipopt"``), ``tol``, ``max_iter``, ``active_tol``.
+    :param learning_rate: Adam learning rate of actor, critic and entropy coefficient (leap-c: 1e-3).
+    :param buffer_size: replay buffer size.
+    :param learning_starts: steps before the first update. Until then the agent draws the MPC
+        parameters uniformly from their Box (SB3's SAC draws random *actions*; random parameters
+        keep the warm-up behind the MPC).
+    :param batch_size: minibatch size (leap-c: 64).
+    :param tau: soft target update coefficient.
+    :param gamma: discount factor.
+    :param train_freq: update every ``train_freq`` steps (leap-c: 4).
+    :param gradient_steps: gradient steps per update.
+    :param action_noise: not supported (``None``): exploration comes from the policy's Gaussian.
+    :param replay_buffer_class: SB3 replay buffer class (``None``: SB3's choice).
+    :param replay_buffer_kwargs: its keyword arguments.
+    :param optimize_memory_usage: SB3's memory-efficient buffer variant.
+    :param n_steps: n-step returns (SB3).
+    :param ent_coef: entropy coefficient, ``"auto"`` (tuned; ``"auto_0.02"`` starts at leap-c's
+        0.02) or a number.
+    :param target_update_interval: target network update interval, in gradient steps.
+    :param target_entropy: ``"auto"``: minus the dimension of the space the entropy is measured in
+        (see the class docstring), SB3's rule.
+    :param stats_window_size: episodes averaged in the rollout logs.
+    :param tensorboard_log: tensorboard log folder.
+    :param policy_kwargs: keyword arguments of the policy (``net_arch``, ``activation_fn``,
+        ``log_std_init``, ``n_critics``, ...).
+    :param verbose: SB3 verbosity.
+    :param seed: random seed.
+    :param device: torch device (the MPC itself runs on the CPU in float64).
+    :param _init_setup_model: build the networks now (SB3).
+"""
+
+
+class _SACMPC(SAC):
+    """Shared machinery of the three MPC-prior SAC variants (not for direct use)."""
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MPCParameterPolicy}
+    policy: MPCParameterPolicy
+    #: What the critic takes: "parameters" (ZOP) or "actions" (FOP, FOA).
+    _critic_input: ClassVar[str] = "parameters"
+
+    def __init__(
+        self,
+        policy: str | type[MPCParameterPolicy],
+        env: GymEnv | str,
+        ocp: Any = "auto",
+        param_interface: str = "global",
+        mpc_kwargs: dict[str, Any] | None = None,
+        learning_rate: float | Schedule = 1e-3,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 64,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 4,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        ent_coef: str | float = "auto",
+        target_update_interval: int = 1,
+        target_entropy: str | float = "auto",
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        name = type(self).__name__
+        check_box_action_space(env, name)
+        if action_noise is not None:
+            raise ValueError(f"{name} explores with its policy's Gaussian; action_noise must be None")
+        check_choice("param_interface", param_interface, PARAM_INTERFACES)
+        super().__init__(
+            policy,  # type: ignore[arg-type]
+            env,
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            action_noise=None,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            ent_coef=ent_coef,
+            target_update_interval=target_update_interval,
+            target_entropy=target_entropy,
+            use_sde=False,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        given = self.policy_kwargs.get("ocp", ocp)
+        if self.env is not None:
+            refuse_normalized_observations(self.env, name)
+            resolved = resolve_ocp(given, self.env, name)
+            _check_observations(resolved, self.observation_space, name)
+        elif isinstance(given, OptimalControlProblem):
+            resolved = given
+        else:
+            raise ValueError(f"{name} needs an env (to find its OCP) or ocp=<OptimalControlProblem>")
+        self.policy_kwargs.update(
+            ocp=resolved,
+            param_interface=self.policy_kwargs.get("param_interface", param_interface),
+            mpc_kwargs=self.policy_kwargs.get("mpc_kwargs", mpc_kwargs or {}),
+            critic_input=self._critic_input,
+        )
+        self._reset_violation_counters()
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _entropy_dim(self) -> int:
+        """Dimension of the space the entropy lives in (the parameters, lecture: "We measure the
+        entropy of the parameter policy")."""
+        ocp = self.policy_kwargs["ocp"]
+        return int(parameter_box(ocp, self.policy_kwargs["param_interface"]).shape[0])
+
+    def _buffer_space(self) -> Any:
+        return self.action_space
+
+    def _setup_model(self) -> None:
+        auto_entropy = isinstance(self.target_entropy, str) and self.target_entropy == "auto"
+        fresh_buffer = self.replay_buffer is None
+        super()._setup_model()
+        if auto_entropy:
+            self.target_entropy = float(-self._entropy_dim())
+        space = self._buffer_space()
+        if fresh_buffer and space is not self.action_space:
+            assert self.replay_buffer_class is not None
+            self.replay_buffer = self.replay_buffer_class(
+                self.buffer_size,
+                self.observation_space,
+                space,
+                device=self.device,
+                n_envs=self.n_envs,
+                optimize_memory_usage=self.optimize_memory_usage,
+                **self.replay_buffer_kwargs,
+            )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_pending_violation"]
+
+    # ------------------------------------------------------------------ acting
+
+    def _reset_violation_counters(self) -> None:
+        self.violation_counts = {"steps": 0, "violating_steps": 0, "episodes": 0, "violating_episodes": 0}
+        self._episode_violated: np.ndarray | None = None
+        self._pending_violation: np.ndarray | None = None
+        self._act_seconds = 0.0
+
+    def _act(self, n_envs: int, warmup: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(env actions, buffer actions, chosen actions before clipping)`` for ``self._last_obs``."""
+        policy = self.policy
+        obs, _ = policy.obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
+        if warmup:
+            scaled = th.as_tensor(
+                np.random.uniform(-1.0, 1.0, size=(n_envs, policy.parameter_space.shape[0])), dtype=th.float32
+            ).to(policy.device)
+        else:
+            with th.no_grad():
+                scaled = policy.sample_params(obs, deterministic=False)
+        actions, _ = policy.act_mpc(obs, policy.params_from_scaled(scaled))
+        actions = actions.astype(np.float32)
+        if self._critic_input == "parameters":
+            buffer = scaled.cpu().numpy()
+        else:
+            buffer = np.clip(policy.scale_action(actions), -1.0, 1.0)
+        return actions, buffer, actions
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        start = time.perf_counter()
+        self.policy.set_training_mode(False)
+        actions, buffer, chosen = self._act(n_envs, self.num_timesteps < learning_starts)
+        self._act_seconds += time.perf_counter() - start
+        # Actions outside the control bounds count now; states once the environment has stepped.
+        self._pending_violation = self.policy.mpc.ocp.action_violation(chosen)
+        return actions, buffer
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: Any,
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        self._count_violations(new_obs, dones, infos)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def _count_violations(self, new_obs: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> None:
+        ocp = self.policy.mpc.ocp
+        n_envs = len(dones)
+        next_obs = np.array(new_obs, dtype=np.float64, copy=True)
+        for i, done in enumerate(dones):
+            terminal = infos[i].get("terminal_observation")
+            if done and terminal is not None:
+                next_obs[i] = terminal
+        violated = ocp.state_violation(ocp.state_from_obs_numpy(next_obs))
+        if self._pending_violation is not None:
+            violated = violated | self._pending_violation
+        if self._episode_violated is None or len(self._episode_violated) != n_envs:
+            self._episode_violated = np.zeros(n_envs, dtype=bool)
+        self._episode_violated |= violated
+        counts = self.violation_counts
+        counts["steps"] += n_envs
+        counts["violating_steps"] += int(violated.sum())
+        finished = np.asarray(dones, dtype=bool)
+        counts["episodes"] += int(finished.sum())
+        counts["violating_episodes"] += int((self._episode_violated & finished).sum())
+        self._episode_violated[finished] = False
+
+    def _dump_logs(self) -> None:
+        counts = self.violation_counts
+        if counts["steps"]:
+            self.logger.record("rollout/violation_rate", counts["violating_steps"] / counts["steps"])
+        if counts["episodes"]:
+            self.logger.record("rollout/violation_episode_rate", counts["violating_episodes"] / counts["episodes"])
+        stats = self.policy.act_stats
+        if stats["solves"]:
+            self.logger.record("mpc/act_failures", stats["failures"])
+            self.logger.record("mpc/act_iterations", stats["iterations"] / stats["solves"])
+            self.logger.record("mpc/act_ms", 1e3 * self._act_seconds / max(counts["steps"], 1))
+        super()._dump_logs()
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """SAC's update (:meth:`stable_baselines3.SAC.train`) on the parameter MDP (SAC-ZOP)."""
+        super().train(gradient_steps, batch_size)
+
+
+def _check_observations(ocp: OptimalControlProblem, observation_space: Any, owner: str) -> None:
+    """The OCP must read the environment's observations: ``state_from_obs`` gives ``(nx,)``."""
+    from gymnasium import spaces
+
+    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(f"{owner} needs a flat Box observation space, got {observation_space!r}")
+    sample = th.zeros((2, observation_space.shape[0]))
+    try:
+        states = ocp.state_from_obs(sample)
+    except Exception as error:
+        raise ValueError(
+            f"{owner}: {type(ocp).__name__}.state_from_obs fails on observations of shape "
+            f"{tuple(observation_space.shape)}: {error}. This OCP cannot be built for this environment."
+        ) from error
+    if tuple(states.shape) != (2, ocp.state_dim):
+        raise ValueError(
+            f"{owner}: {type(ocp).__name__} maps observations of shape {tuple(observation_space.shape)} to MPC "
+            f"states of shape {tuple(states.shape[1:])}, expected ({ocp.state_dim},): this OCP does not "
+            "belong to this environment"
+        )
+
+
+class SACZOP(_SACMPC):
+    __doc__ = (
+        """SAC-ZOP: SAC with an MPC prior, parameter critic, zero-order in the MPC.
+
+    The lecture's parameter MDP: "The MPC can be seen as part of the environment!" The policy is
+    SB3's squashed Gaussian over the MPC parameters (normalised to ``[-1, 1]``); the replay buffer
+    stores those parameters; the critic is ``Q(s, phi)``. Updates are SAC's, unchanged, on the
+    parameter MDP (lecture, "SAC-ZOP: Objectives"):
+
+    * actor: ``max E[Q(s, phi) - alpha log varphi(phi | s)]``;
+    * critic: ``(R + gamma V(S') - Q(S, phi))^2`` with ``V(s) = E[Q(s, phi) - alpha log varphi]``;
+    * entropy measured in parameter space; ``target_entropy="auto"`` is ``-n_phi``. (leap-c scales
+      its log-probabilities by ``action_dim / param_dim`` and targets ``-action_dim``; that is the
+      same fixed point with ``alpha`` rescaled.)
+
+    The MPC runs only when acting, never in an update.
+"""
+        + _DOC_PARAMETERS
+    )
+
+    def _buffer_space(self) -> Any:
+        return self.policy.parameter_space
+
+
+class SACFOP(_SACMPC):
+    __doc__ = (
+        """SAC-FOP: SAC with an MPC prior, action critic, first-order through the MPC.
+
+    The policy is the same Gaussian over MPC parameters as SAC-ZOP's; the replay buffer stores the
+    actions the MPC produced, the critic is ``Q(s, a)``. Lecture, "SAC-FOP: Objectives":
+
+    * actor: ``min E[alpha log varphi(phi | s) - Q(s, u0*(s, phi))]``, the gradient flowing
+      through the MPC's sensitivities ``d u0* / d phi`` (:class:`~sb3_stein.common.mpc.MPCLayer`);
+    * critic: ``(R + gamma V(S') - Q(S, A))^2`` with
+      ``V(s) = E[Q(s, u0*(s, phi)) - alpha log varphi(phi | s)]``: the next actions are recomputed
+      through the MPC for the batch;
+    * entropy in parameter space, as for SAC-ZOP (``target_entropy="auto"`` = ``-n_phi``).
+
+    Samples whose MPC solve failed are masked out of the losses (leap-c does the same): a failed
+    next-state solve removes the sample from the critic loss, a failed actor solve from the actor
+    loss. A batch in which every solve fails raises ``RuntimeError`` with the solver's statuses.
+"""
+        + _DOC_PARAMETERS
+    )
+
+    _critic_input = "actions"
+
+    def _mpc_actions(self, obs: th.Tensor, scaled_params: th.Tensor, what: str) -> tuple[th.Tensor, th.Tensor]:
+        """MPC actions in SB3's ``[-1, 1]`` (differentiable) and the success mask for a batch."""
+        policy = self.policy
+        start = time.perf_counter()
+        actions, success, solution = policy.solve_mpc(obs, policy.params_from_scaled(scaled_params))
+        self._mpc_seconds += time.perf_counter() - start
+        self._mpc_solves += len(success)
+        self._mpc_failures += int((~solution.success).sum())
+        self._mpc_iterations += int(solution.iterations.sum())
+        if not solution.success.any():
+            statuses = sorted(set(solution.status))
+            raise RuntimeError(
+                f"{type(self).__name__}: the MPC failed on every sample of a batch of {len(success)} ({what}); "
+                f"solver statuses: {statuses}. Check the OCP (feasibility of its state bounds from the "
+                "observed states) or loosen mpc_kwargs (tol, max_iter)."
+            )
+        return policy.actions_to_scaled(actions), success.to(self.device)
+
+    def _policy_actions(self, obs: th.Tensor, what: str) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """``(scaled actions, log-prob (batch, 1), success)`` of the current policy (reparameterised).
+
+        :param what: ``"actor"`` or ``"target"``, for the error message of an all-failed batch.
+        """
+        scaled_params, log_prob = self.actor.action_log_prob(obs)
+        actions, success = self._mpc_actions(obs, scaled_params, what)
+        return actions, log_prob.reshape(-1, 1), success
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """One FOP update per gradient step: sample, targets through the MPC, critic loss, actor
+        loss through the MPC, entropy coefficient, target update, ``logger.record``."""
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers += [self.ent_coef_optimizer]
+        self._update_learning_rate(optimizers)
+        self._mpc_seconds, self._mpc_solves, self._mpc_failures, self._mpc_iterations = 0.0, 0, 0, 0
+        ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
+
+        for gradient_step in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+
+            # Actions of the current policy through the MPC (kept for the actor loss).
+            actions_pi, log_prob, ok_pi = self._policy_actions(replay_data.observations, "actor")
+
+            # Entropy coefficient (on every sample: the entropy lives in parameter space).
+            ent_coef_loss = None
+            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                ent_coef = th.exp(self.log_ent_coef.detach())
+                assert isinstance(self.target_entropy, float)
+                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                ent_coef_losses.append(ent_coef_loss.item())
+                self.ent_coef_optimizer.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+            else:
+                ent_coef = self.ent_coef_tensor
+            ent_coefs.append(ent_coef.item())
+
+            # Soft targets with the next actions recomputed through the MPC.
+            with th.no_grad():
+                next_actions, next_log_prob, ok_next = self._policy_actions(replay_data.next_observations, "target")
+                next_q = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
+                next_q = th.min(next_q, dim=1, keepdim=True)[0] - ent_coef * next_log_prob
+                target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q
+
+            # Critic loss, failed next-state solves masked out.
+            mask_next = ok_next.float().reshape(-1, 1)
+            current_q = self.critic(replay_data.observations, replay_data.actions)
+            critic_loss = 0.5 * sum(_masked_mse(q, target_q, mask_next) for q in current_q)
+            assert isinstance(critic_loss, th.Tensor)
+            critic_losses.append(critic_loss.item())
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+
+            # Actor loss through the MPC's sensitivities, failed actor solves masked out.
+            mask_pi = ok_pi.float().reshape(-1, 1)
+            q_pi = th.min(th.cat(self.critic(replay_data.observations, actions_pi), dim=1), dim=1, keepdim=True)[0]
+            actor_loss = ((ent_coef * log_prob - q_pi) * mask_pi).sum() / mask_pi.sum()
+            actor_losses.append(actor_loss.item())
+            self.actor.optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor.optimizer.step()
+
+            if gradient_step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", np.mean(ent_coefs))
+        self.logger.record("train/actor_loss", np.mean(actor_losses))
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        if ent_coef_losses:
+            self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+        if self._mpc_solves:
+            self.logger.record("train/mpc_failure_rate", self._mpc_failures / self._mpc_solves)
+            self.logger.record("train/mpc_iterations", self._mpc_iterations / self._mpc_solves)
+            self.logger.record("train/mpc_ms", 1e3 * self._mpc_seconds / gradient_steps)
+
+
+def _masked_mse(prediction: th.Tensor, target: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    return (((prediction - target) ** 2) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class SACFOA(SACFOP):
+    __doc__ = (
+        """SAC-FOA: the lecture's unsafe-exploration baseline (first-order, action noise).
+
+    Deterministic MPC parameters ``phi_theta(s)`` and Gaussian noise on the MPC's action,
+    ``A = u0*(s, phi_theta(s)) + xi_theta(s)`` (lecture, "Exploration via Action Noise"), in SB3's
+    scaled action units. The noise can push the action outside the MPC's constraints: the
+    environment clips it, the violation is counted. The action critic ``Q(s, a)`` sees the action
+    that was applied (clipped); the actor gradient flows through the MPC into ``phi_theta`` and
+    through the reparameterised noise into ``sigma_theta``. The entropy is the Gaussian noise's, in
+    action space (``target_entropy="auto"`` = ``-action_dim``); the noise is not squashed, so its
+    log-density has no tanh correction.
+"""
+        + _DOC_PARAMETERS
+    )
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": ActionNoisePolicy}
+    policy: ActionNoisePolicy  # type: ignore[assignment]
+
+    def _entropy_dim(self) -> int:
+        return int(np.prod(self.action_space.shape))  # type: ignore[arg-type]
+
+    def _act(self, n_envs: int, warmup: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        policy = self.policy
+        obs, _ = policy.obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
+        scaled, env_actions, _ = policy.noisy_actions(obs, deterministic=False)
+        low, high = self.action_space.low, self.action_space.high  # type: ignore[attr-defined]
+        chosen = low + 0.5 * (scaled + 1.0) * (high - low)
+        return env_actions.astype(np.float32), np.clip(scaled, -1.0, 1.0), chosen
+
+    def _policy_actions(self, obs: th.Tensor, what: str) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        scaled_params, log_std = self.actor(obs)
+        mean, success = self._mpc_actions(obs, scaled_params, what)
+        std = log_std.exp()
+        noisy = mean + std * th.randn_like(mean)
+        # Diagonal Gaussian log-density of the noise (what the actor's entropy term measures).
+        log_prob = (-0.5 * ((noisy - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1, keepdim=True)
+        return noisy.clamp(-1.0, 1.0), log_prob, success
