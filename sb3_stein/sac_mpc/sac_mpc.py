@@ -285,7 +285,7 @@ class _SACMPC(SAC):
         counts["violating_episodes"] += int((self._episode_violated & finished).sum())
         self._episode_violated[finished] = False
 
-    def _dump_logs(self) -> None:
+    def dump_logs(self) -> None:
         counts = self.violation_counts
         if counts["steps"]:
             self.logger.record("rollout/violation_rate", counts["violating_steps"] / counts["steps"])
@@ -296,7 +296,7 @@ class _SACMPC(SAC):
             self.logger.record("mpc/act_failures", stats["failures"])
             self.logger.record("mpc/act_iterations", stats["iterations"] / stats["solves"])
             self.logger.record("mpc/act_ms", 1e3 * self._act_seconds / max(counts["steps"], 1))
-        super()._dump_logs()
+        super().dump_logs()
 
     # ------------------------------------------------------------------ training
 
