@@ -193,6 +193,11 @@ def test_shipped_hyperparams():
         assert nav <= sections, algo
         if algo not in zoo.ALGORITHMS:  # only the plugin's envs: everything else is rl_zoo3's own file
             assert all(zoo.is_plugin_env(env_id) for env_id in sections), algo
+    lecture = {"CartPoleSwingUp-v0", "PointMassWindMaze-v0", "Chain-v0"}
+    for algo in ("sac", "td3", "ppo", "sac_zop", "sac_fop", "sac_foa"):
+        assert lecture <= set(yaml.safe_load(zoo.hyperparams_file(algo).read_text())), algo
+    zop = yaml.safe_load(zoo.hyperparams_file("sac_zop").read_text())["CartPoleSwingUp-v0"]
+    assert (zop["batch_size"], zop["learning_rate"], zop["train_freq"], zop["ent_coef"]) == (64, 1e-3, 4, "auto_0.02")
 
 
 @pytest.mark.parametrize("algo", list(zoo.ALGORITHMS))
@@ -254,6 +259,27 @@ def test_experiment_manager_user_conf_file_wins(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Optuna
+
+
+@pytest.mark.parametrize("algo, max_batch", [("sac_zop", 256), ("sac_fop", 128), ("sac_foa", 128)])
+def test_sac_mpc_samplers_and_converters_round_trip(algo, max_batch):
+    import inspect
+
+    import optuna
+
+    accepted = set(inspect.signature(zoo._load(zoo.ALGORITHMS[algo]).__init__).parameters)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    no_her = {"using_her_replay_buffer": False, "her_kwargs": {}}
+    interfaces = set()
+    for _ in range(20):
+        trial = study.ask()
+        sampled = getattr(zoo, f"sample_{algo}_params")(trial, 1, 1, no_her)
+        assert set(sampled) <= accepted, set(sampled) - accepted
+        assert 32 <= sampled["batch_size"] <= max_batch
+        interfaces.add(sampled["param_interface"])
+        assert getattr(zoo, f"convert_{algo}_params")(trial.params) == sampled
+        study.tell(trial, 0.0)
+    assert interfaces == {"global", "stage"}
 
 
 @pytest.mark.parametrize("algo", ["s2ac", "qstac"])
@@ -324,26 +350,36 @@ PENDULUM = ("--env", "Pendulum-v1", "--num-threads", "1", "--seed", "0")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["s2ac", "qstac"])
-def test_rl_zoo3_train_enjoy_optimize(tmp_path, algo):
+@pytest.mark.parametrize(
+    ("algo", "env_id"),
+    [
+        ("s2ac", "Pendulum-v1"),
+        ("qstac", "Pendulum-v1"),
+        ("sac_zop", "CartPoleSwingUp-v0"),
+        ("sac_fop", "PointMassWindMaze-v0"),
+        ("sac_foa", "CartPoleSwingUp-v0"),
+    ],
+)
+def test_rl_zoo3_train_enjoy_optimize(tmp_path, algo, env_id):
     # what shared/checks/zoo-cycle runs, with fewer steps (learning_starts is 100: 20-100 updates)
+    common = ("--env", env_id, "--num-threads", "1", "--seed", "0")
     log = _run(
         tmp_path,
-        *("-m", "rl_zoo3.train", "--algo", algo, *PENDULUM, "-n", "200", "-f", "logs"),
+        *("-m", "rl_zoo3.train", "--algo", algo, *common, "-n", "200", "-f", "logs"),
         *("--eval-freq", "100", "--eval-episodes", "1"),
     )
     assert f"Loading hyperparameters from: {zoo.hyperparams_file(algo)}" in log
-    run_dir = tmp_path / "logs" / algo / "Pendulum-v1_1"
-    assert (run_dir / "Pendulum-v1.zip").is_file()
+    run_dir = tmp_path / "logs" / algo / f"{env_id}_1"
+    assert (run_dir / f"{env_id}.zip").is_file()
     assert (run_dir / "evaluations.npz").is_file()
 
-    enjoy = ("--algo", algo, "--env", "Pendulum-v1", "-f", "logs", "--exp-id", "1", "--no-render")
+    enjoy = ("--algo", algo, "--env", env_id, "-f", "logs", "--exp-id", "1", "--no-render")
     _run(tmp_path, "-m", "rl_zoo3.enjoy", *enjoy, "-n", "100")
     _run(tmp_path, "-m", "sb3_stein.enjoy", *enjoy, "-n", "50", off=True)  # the fallback entry point
 
     log = _run(
         tmp_path,
-        *("-m", "rl_zoo3.train", "--algo", algo, *PENDULUM, "-n", "120", "-f", "optlogs", "-optimize"),
+        *("-m", "rl_zoo3.train", "--algo", algo, *common, "-n", "120", "-f", "optlogs", "-optimize"),
         *("--n-trials", "2", "--n-jobs", "1", "--n-startup-trials", "1", "--n-evaluations", "1"),
         *("--eval-episodes", "1"),
     )

@@ -126,6 +126,17 @@ class MPCLayer:
     # ------------------------------------------------------------------ construction
 
     def _build(self) -> None:
+        try:
+            self._build_solver()
+        except ValueError:
+            raise
+        except Exception as error:  # casadi raises RuntimeError with its own text
+            raise ValueError(
+                f"could not build the MPC for {type(self.ocp).__name__} ({self.solver_name}): "
+                f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else error}"
+            ) from error
+
+    def _build_solver(self) -> None:
         import casadi as ca
 
         ocp, nx, nu, N = self.ocp, self.nx, self.nu, self.horizon
@@ -185,12 +196,7 @@ class MPCLayer:
             options.update(
                 ipopt={"print_level": 0, "tol": self.tol, "max_iter": self.max_iter, "sb": "yes"}
             )
-        try:
-            self._solver = ca.nlpsol("mpc", self.solver_name, nlp, options)
-        except Exception as error:  # casadi raises RuntimeError with its own text
-            raise ValueError(
-                f"could not build the {self.solver_name} MPC for {type(ocp).__name__}: {error}"
-            ) from error
+        self._solver = ca.nlpsol("mpc", self.solver_name, nlp, options)
         self._lbz = np.concatenate(lbz)
         self._ubz = np.concatenate(ubz)
         self._g_zero = np.zeros(g.shape[0])

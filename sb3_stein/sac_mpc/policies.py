@@ -38,7 +38,7 @@ from sb3_stein.common.mpc import MPCLayer, MPCSolution
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.validation import check_choice
 
-__all__ = ["ActionNoiseActor", "ActionNoisePolicy", "MPCParameterPolicy", "MlpPolicy"]
+__all__ = ["ActionNoiseActor", "ActionNoisePolicy", "MPCParameterPolicy", "MlpPolicy", "check_action_space"]
 
 CRITIC_INPUTS = ("parameters", "actions")
 
@@ -86,7 +86,7 @@ class MPCParameterPolicy(SACPolicy):
         self.mpc_kwargs = dict(mpc_kwargs or {})
         self.mpc = MPCLayer(ocp, param_interface=param_interface, **self.mpc_kwargs)
         self.parameter_space = self.mpc.parameter_space
-        _check_action_space(action_space, ocp)
+        check_action_space(action_space, ocp)
         self._param_low = th.as_tensor(self.parameter_space.low, dtype=th.float32)
         self._param_high = th.as_tensor(self.parameter_space.high, dtype=th.float32)
         # Acting: warm starts and the last successful plans, per environment row.
@@ -203,7 +203,11 @@ class MPCParameterPolicy(SACPolicy):
         return state
 
 
-def _check_action_space(action_space: spaces.Space, ocp: OptimalControlProblem) -> None:
+def check_action_space(action_space: spaces.Space, ocp: OptimalControlProblem) -> None:
+    """The OCP's controls must be the environment's actions: same size, bounds within the Box.
+
+    :raises ValueError: naming the OCP and the mismatch.
+    """
     name = type(ocp).__name__
     if not isinstance(action_space, spaces.Box):
         raise ValueError(f"the MPC policies need a Box action space, got {action_space!r}")

@@ -40,7 +40,7 @@ from sb3_stein.common.dynamics import refuse_normalized_observations
 from sb3_stein.common.mpc import PARAM_INTERFACES, parameter_box
 from sb3_stein.common.ocp import OptimalControlProblem, resolve_ocp
 from sb3_stein.common.validation import check_box_action_space, check_choice
-from sb3_stein.sac_mpc.policies import ActionNoisePolicy, MPCParameterPolicy
+from sb3_stein.sac_mpc.policies import ActionNoisePolicy, MPCParameterPolicy, check_action_space
 
 __all__ = ["SACFOA", "SACFOP", "SACZOP"]
 
@@ -161,10 +161,12 @@ class _SACMPC(SAC):
             device=device,
             _init_setup_model=False,
         )
+        self.policy_kwargs = dict(self.policy_kwargs)  # never write into the caller's dict
         given = self.policy_kwargs.get("ocp", ocp)
         if self.env is not None:
             refuse_normalized_observations(self.env, name)
             resolved = resolve_ocp(given, self.env, name)
+            check_action_space(self.action_space, resolved)
             _check_observations(resolved, self.observation_space, name)
         elif isinstance(given, OptimalControlProblem):
             resolved = given

@@ -1,0 +1,229 @@
+"""SAC-ZOP, SAC-FOP and SAC-FOA: learning runs on the lecture's environments, what each variant
+trains on, masking of failed solves, violation counting, acting fallbacks, save/load, bad input."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+
+import sb3_stein  # noqa: F401  (registers the environments)
+from sb3_stein import SACFOA, SACFOP, SACZOP
+from sb3_stein.common.mpc import MPCLayer, MPCSolution
+from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
+
+ALGOS = (SACZOP, SACFOP, SACFOA)
+ENVS = ("CartPoleSwingUp-v0", "PointMassWindMaze-v0", "Chain-v0")
+
+# Small and quick: the Chain's MPC (21 states, 20 stages) costs ~25 ms per solve.
+FAST = dict(learning_starts=120, batch_size=8, train_freq=4, seed=0, policy_kwargs=dict(net_arch=[32, 32]))
+
+
+@pytest.mark.parametrize("env_id", ENVS)
+@pytest.mark.parametrize("cls", ALGOS, ids=lambda c: c.__name__)
+def test_learns_a_few_hundred_steps(cls, env_id):
+    steps = 140 if env_id == "Chain-v0" else 200  # the Chain's MPC is ~20x costlier
+    model = cls("MlpPolicy", env_id, **FAST)
+    model.learn(steps)
+    assert model._n_updates >= 5
+    counts = model.violation_counts
+    assert counts["steps"] == steps
+    assert model.policy.act_stats["solves"] == steps
+    # What the buffer stores: parameters (ZOP) or actions (FOP, FOA), in [-1, 1].
+    stored = model.replay_buffer.actions[: model.replay_buffer.pos, 0]
+    width = model.policy.parameter_space.shape[0] if cls is SACZOP else model.action_space.shape[0]
+    assert stored.shape == (steps, width)
+    assert np.abs(stored).max() <= 1.0 and np.isfinite(stored).all()
+    for name, param in model.actor.named_parameters():
+        assert th.isfinite(param).all(), name
+
+
+def test_parameter_policy_acts_through_the_mpc_and_stores_parameters():
+    model = SACZOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    assert model.policy.parameter_space.shape == (1,)
+    assert model.critic.q_networks[0][0].in_features == 4 + 1  # Q(s, phi)
+    obs = model.env.reset()
+    with th.no_grad():
+        obs_t = model.policy.obs_to_tensor(obs)[0]
+        phi = model.policy.params_from_scaled(model.policy.sample_params(obs_t, deterministic=True))
+    expected = model.policy.mpc.solve(obs.astype(np.float64), phi.double().numpy()).u0
+    model.policy.reset_warm_start()
+    action, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(action, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_zop_updates_never_call_the_mpc(monkeypatch):
+    model = SACZOP("MlpPolicy", "PointMassWindMaze-v0", **FAST)
+    model.learn(130)  # collects; few updates
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("SAC-ZOP called the MPC in an update")
+
+    monkeypatch.setattr(model.policy.mpc, "solve", forbidden)
+    before = [p.detach().clone() for p in model.actor.parameters()]
+    model.train(gradient_steps=3, batch_size=8)
+    assert any(not th.equal(a, b) for a, b in zip(before, model.actor.parameters()))
+
+
+def test_fop_actor_gradient_flows_through_the_mpc(monkeypatch):
+    model = SACFOP("MlpPolicy", "PointMassWindMaze-v0", **FAST)
+    model.learn(130)
+    calls = []
+    original = MPCLayer.vjp
+
+    def counting(self, solution, grad_u0):
+        calls.append(np.abs(grad_u0).sum())
+        return original(self, solution, grad_u0)
+
+    monkeypatch.setattr(MPCLayer, "vjp", counting)
+    mu = model.actor.mu.weight.detach().clone()
+    model.train(gradient_steps=2, batch_size=8)
+    assert len(calls) == 2 and all(c > 0 for c in calls)  # one backward through the MPC per step
+    assert not th.equal(mu, model.actor.mu.weight)
+    assert model.critic.q_networks[0][0].in_features == 6 + 2  # Q(s, a)
+
+
+def _failing(original, every: int):
+    """A solve that flags rows ``0, every, 2 every, ...`` as failed."""
+
+    def solve(self, states, params, initial_guess=None):
+        solution: MPCSolution = original(self, states, params, initial_guess)
+        solution.success[::every] = False
+        return solution
+
+    return solve
+
+
+def test_fop_masks_failed_solves_and_refuses_a_batch_where_all_fail(monkeypatch):
+    model = SACFOP("MlpPolicy", "PointMassWindMaze-v0", **FAST)
+    model.learn(130)
+    monkeypatch.setattr(MPCLayer, "solve", _failing(MPCLayer.solve, every=2))
+    model.train(gradient_steps=2, batch_size=8)
+    for param in model.actor.parameters():
+        assert th.isfinite(param).all()
+    monkeypatch.setattr(MPCLayer, "solve", _failing(MPCLayer.solve, every=1))
+    with pytest.raises(RuntimeError, match="MPC failed on every sample of a batch of 8"):
+        model.train(gradient_steps=1, batch_size=8)
+
+
+def test_acting_falls_back_to_a_safe_action_and_counts(monkeypatch):
+    model = SACZOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    obs = model.env.reset()
+    model.predict(obs, deterministic=True)  # one good plan
+    plan = model.policy._act_plans.copy()
+    monkeypatch.setattr(MPCLayer, "solve", _failing(MPCLayer.solve, every=1))
+    action, _ = model.predict(obs, deterministic=True)
+    # The previous successful plan's next control, and a counted failure.
+    np.testing.assert_allclose(action, model.policy.mpc.fallback_controls(plan, 1), rtol=1e-5, atol=1e-5)
+    assert model.policy.act_stats["failures"] == 1
+    model.policy.reset_warm_start()
+    action, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(action, [[0.0]], atol=1e-6)  # no plan yet: the middle of the bounds
+    assert model.policy.act_stats["failures"] == 2
+
+
+def test_action_noise_violates_constraints_and_parameter_noise_does_not():
+    kwargs = {**FAST, "learning_starts": 1000}  # no update: just the exploration of each variant
+    zop = SACZOP("MlpPolicy", "PointMassWindMaze-v0", **kwargs)
+    zop.learn(150)
+    foa = SACFOA("MlpPolicy", "PointMassWindMaze-v0", **{**kwargs, "policy_kwargs": dict(log_std_init=0.0)})
+    foa.learn(150)
+    zop_actions = zop.policy.mpc.ocp.action_violation
+    assert zop.violation_counts["violating_steps"] <= zop.violation_counts["steps"]
+    assert not zop_actions(np.array([[10.0, -10.0]])).any() and zop_actions(np.array([[10.1, 0.0]])).all()
+    # ZOP's actions come out of the MPC: never outside its control bounds.
+    stored = zop.replay_buffer.actions[:150, 0]
+    assert stored.shape[1] == 10
+    assert foa.violation_counts["violating_steps"] > 0.3 * foa.violation_counts["steps"]
+    assert foa.violation_counts["episodes"] >= 1
+
+
+def test_state_violations_count_the_terminal_state():
+    model = SACZOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    model._pending_violation = np.array([False])
+    inside, outside = np.zeros((1, 4), np.float32), np.array([[2.5, 0, 0, 0]], np.float32)
+    model._count_violations(inside, np.array([True]), [{"terminal_observation": outside[0]}])
+    model._count_violations(inside, np.array([False]), [{}])
+    assert model.violation_counts == {"steps": 2, "violating_steps": 1, "episodes": 1, "violating_episodes": 1}
+
+
+@pytest.mark.parametrize("cls", ALGOS, ids=lambda c: c.__name__)
+def test_save_load_gives_identical_deterministic_actions(cls, tmp_path):
+    model = cls("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    model.learn(150)
+    model.save(tmp_path / "model")
+    loaded = cls.load(tmp_path / "model", env=make_vec_env("CartPoleSwingUp-v0", n_envs=1))
+    obs = np.array([[0.3, 2.0, -0.5, 1.0], [0.0, 3.1, 0.0, 0.0]], dtype=np.float32)
+    model.policy.reset_warm_start()
+    np.testing.assert_allclose(
+        loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0], rtol=1e-5, atol=1e-5
+    )
+    assert loaded.violation_counts == model.violation_counts
+    assert loaded.target_entropy == model.target_entropy
+    assert loaded.policy.mpc.param_interface == "global"
+    loaded.learn(20, reset_num_timesteps=False)  # training continues
+
+
+def test_entropy_targets_live_in_parameter_space_for_zop_fop_and_action_space_for_foa():
+    env = "PointMassWindMaze-v0"
+    assert SACZOP("MlpPolicy", env, **FAST).target_entropy == -10.0
+    assert SACFOP("MlpPolicy", env, **FAST).target_entropy == -10.0
+    assert SACFOA("MlpPolicy", env, **FAST).target_entropy == -2.0
+    stage = SACZOP("MlpPolicy", env, param_interface="stage", **FAST)
+    assert stage.policy.parameter_space.shape == (21 * 10,) and stage.target_entropy == -210.0
+
+
+def test_stage_interface_learns():
+    model = SACFOP("MlpPolicy", "CartPoleSwingUp-v0", param_interface="stage", **FAST)
+    model.learn(150)
+    assert model.policy.parameter_space.shape == (6,)
+    assert model._n_updates > 0
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_are_refused_with_clear_errors():
+    with pytest.raises(ValueError, match="Box action space"):
+        SACZOP("MlpPolicy", "CartPole-v1")
+    with pytest.raises(ValueError, match=r"no OCP is registered for environment 'Pendulum-v1'.*Chain-v0"):
+        SACZOP("MlpPolicy", "Pendulum-v1")
+    with pytest.raises(ValueError, match="control_dim=1 .* cannot drive this environment"):
+        SACFOP("MlpPolicy", "PointMassWindMaze-v0", ocp=CartPoleSwingUpOCP())
+    with pytest.raises(ValueError, match="param_interface must be one of"):
+        SACZOP("MlpPolicy", "CartPoleSwingUp-v0", param_interface="per_stage")
+    with pytest.raises(ValueError, match="action_noise must be None"):
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        SACFOA("MlpPolicy", "CartPoleSwingUp-v0", action_noise=NormalActionNoise(np.zeros(1), np.ones(1)))
+    with pytest.raises(ValueError, match="VecNormalize"):
+        SACZOP("MlpPolicy", VecNormalize(make_vec_env("CartPoleSwingUp-v0", n_envs=1)))
+    with pytest.raises(ValueError, match="solver must be one of"):
+        SACZOP("MlpPolicy", "CartPoleSwingUp-v0", mpc_kwargs=dict(solver="acados"))
+
+
+def test_an_ocp_with_infeasible_bounds_is_refused():
+    ocp = CartPoleSwingUpOCP()
+    ocp.param_low = np.array([1.0])
+    ocp.param_high = np.array([-1.0])
+    with pytest.raises(ValueError, match="param_low < param_high"):
+        SACZOP("MlpPolicy", "CartPoleSwingUp-v0", ocp=ocp)
+
+
+def test_an_ocp_for_other_observations_is_refused():
+    ocp = CartPoleSwingUpOCP()
+    ocp.state_dim = 5  # e.g. an OCP written for a cart-pole that also observes its motor current
+    with pytest.raises(ValueError, match=r"states of shape \(4,\), expected \(5,\)"):
+        SACZOP("MlpPolicy", "CartPoleSwingUp-v0", ocp=ocp)
+
+
+def test_an_ocp_that_cannot_be_built_is_refused():
+    from sb3_stein.envs.windmaze import WindMazeOCP
+
+    ocp = WindMazeOCP()  # its costs index two controls
+    ocp.u_low, ocp.u_high, ocp.control_dim = np.array([-10.0]), np.array([10.0]), 1
+    with pytest.raises(ValueError, match="could not build the MPC for WindMazeOCP"):
+        MPCLayer(ocp)
