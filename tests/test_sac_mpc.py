@@ -227,3 +227,43 @@ def test_an_ocp_that_cannot_be_built_is_refused():
     ocp.u_low, ocp.u_high, ocp.control_dim = np.array([-10.0]), np.array([10.0]), 1
     with pytest.raises(ValueError, match="could not build the MPC for WindMazeOCP"):
         MPCLayer(ocp)
+
+
+# ----------------------------------------------------------------------------- warm starts of updates
+
+
+def test_plan_buffer_returns_each_sample_its_own_plan():
+    from gymnasium import spaces
+
+    from sb3_stein.sac_mpc.buffers import MPCReplayBuffer
+
+    box = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    buffer = MPCReplayBuffer(300, box, box, device="cpu", n_envs=3, plan_size=4)  # 100 rows per env
+    for t in range(40):
+        obs = np.array([[t, env] for env in range(3)], dtype=np.float32)
+        buffer.pending_plans = np.array([[t, env, 0, 1] for env in range(3)], dtype=np.float32)
+        buffer.add(obs, obs, np.zeros((3, 2)), np.zeros(3), np.zeros(3), [{} for _ in range(3)])
+    samples = buffer.sample(64)
+    np.testing.assert_array_equal(buffer.sampled_plans[:, :2], samples.observations.numpy())
+    buffer.add(obs, obs, np.zeros((3, 2)), np.zeros(3), np.zeros(3), [{} for _ in range(3)])  # no plan given
+    assert not buffer.plans[40].any()
+
+
+def test_fop_updates_warm_start_from_the_plans_the_agent_acted_with(monkeypatch):
+    model = SACFOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    model.learn(130)
+    guesses = []
+    original = MPCLayer.solve
+
+    def recording(self, states, params, initial_guess=None):
+        guesses.append((np.array(states), None if initial_guess is None else np.array(initial_guess)))
+        return original(self, states, params, initial_guess)
+
+    monkeypatch.setattr(MPCLayer, "solve", recording)
+    model.train(gradient_steps=1, batch_size=8)
+    (actor_states, actor_guess), (target_states, target_guess) = guesses
+    plans = model.replay_buffer.sampled_plans
+    np.testing.assert_allclose(actor_guess[:, 4:], plans[:, 4:])  # the acted plan, at s
+    np.testing.assert_allclose(actor_guess[:, :4], actor_states)
+    np.testing.assert_allclose(target_guess[:, 4:], model.policy.mpc.shift(plans)[:, 4:])  # shifted, at s'
+    np.testing.assert_allclose(target_guess[:, :4], target_states)

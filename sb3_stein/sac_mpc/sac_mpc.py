@@ -40,6 +40,7 @@ from sb3_stein.common.dynamics import refuse_normalized_observations
 from sb3_stein.common.mpc import PARAM_INTERFACES, parameter_box
 from sb3_stein.common.ocp import OptimalControlProblem, resolve_ocp
 from sb3_stein.common.validation import check_box_action_space, check_choice
+from sb3_stein.sac_mpc.buffers import MPCReplayBuffer
 from sb3_stein.sac_mpc.policies import ActionNoisePolicy, MPCParameterPolicy, check_action_space
 
 __all__ = ["SACFOA", "SACFOP", "SACZOP"]
@@ -196,6 +197,14 @@ class _SACMPC(SAC):
     def _setup_model(self) -> None:
         auto_entropy = isinstance(self.target_entropy, str) and self.target_entropy == "auto"
         fresh_buffer = self.replay_buffer is None
+        if self._critic_input == "actions" and self.replay_buffer_class is None and self.n_steps == 1:
+            # Updates re-solve the MPC: keep the acting plans as their warm starts (buffers.py).
+            ocp = self.policy_kwargs["ocp"]
+            self.replay_buffer_class = MPCReplayBuffer
+            self.replay_buffer_kwargs = {
+                **self.replay_buffer_kwargs,
+                "plan_size": (ocp.horizon + 1) * ocp.state_dim + ocp.horizon * ocp.control_dim,
+            }
         super()._setup_model()
         if auto_entropy:
             self.target_entropy = float(-self._entropy_dim())
@@ -213,7 +222,7 @@ class _SACMPC(SAC):
             )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_pending_violation"]
+        return [*super()._excluded_save_params(), "_pending_violation", "_pending_plans"]
 
     # ------------------------------------------------------------------ acting
 
@@ -221,6 +230,7 @@ class _SACMPC(SAC):
         self.violation_counts = {"steps": 0, "violating_steps": 0, "episodes": 0, "violating_episodes": 0}
         self._episode_violated: np.ndarray | None = None
         self._pending_violation: np.ndarray | None = None
+        self._pending_plans: np.ndarray | None = None
         self._act_seconds = 0.0
 
     def _act(self, n_envs: int, warmup: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,6 +246,7 @@ class _SACMPC(SAC):
                 scaled = policy.sample_params(obs, deterministic=False)
         actions, _ = policy.act_mpc(obs, policy.params_from_scaled(scaled))
         actions = actions.astype(np.float32)
+        self._pending_plans = policy._act_plans
         if self._critic_input == "parameters":
             buffer = scaled.cpu().numpy()
         else:
@@ -263,6 +274,8 @@ class _SACMPC(SAC):
         infos: list[dict[str, Any]],
     ) -> None:
         self._count_violations(new_obs, dones, infos)
+        if isinstance(replay_buffer, MPCReplayBuffer):
+            replay_buffer.pending_plans = self._pending_plans
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     def _count_violations(self, new_obs: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> None:
@@ -376,11 +389,31 @@ class SACFOP(_SACMPC):
 
     _critic_input = "actions"
 
-    def _mpc_actions(self, obs: th.Tensor, scaled_params: th.Tensor, what: str) -> tuple[th.Tensor, th.Tensor]:
+    def _warm_starts(self, obs: th.Tensor, shift: bool) -> np.ndarray | None:
+        """Initial guesses for a minibatch from the stored acting plans (``None``: no plans).
+
+        :param shift: the plans belong to the previous state (the target's ``s'``): move them one stage.
+        """
+        plans = getattr(self.replay_buffer, "sampled_plans", None)
+        if plans is None or plans.shape[-1] == 0:
+            return None
+        layer = self.policy.mpc
+        guess = layer.shift(plans) if shift else plans.copy()
+        with th.no_grad():
+            states = self.policy.mpc_states(obs).double().cpu().numpy()
+        missing = ~plans.any(axis=1)
+        if missing.any():
+            guess[missing] = layer.cold_start(states[missing])
+        guess[:, : layer.nx] = states
+        return guess
+
+    def _mpc_actions(
+        self, obs: th.Tensor, scaled_params: th.Tensor, what: str, initial_guess: np.ndarray | None = None
+    ) -> tuple[th.Tensor, th.Tensor]:
         """MPC actions in SB3's ``[-1, 1]`` (differentiable) and the success mask for a batch."""
         policy = self.policy
         start = time.perf_counter()
-        actions, success, solution = policy.solve_mpc(obs, policy.params_from_scaled(scaled_params))
+        actions, success, solution = policy.solve_mpc(obs, policy.params_from_scaled(scaled_params), initial_guess)
         self._mpc_seconds += time.perf_counter() - start
         self._mpc_solves += len(success)
         self._mpc_failures += int((~solution.success).sum())
@@ -397,10 +430,11 @@ class SACFOP(_SACMPC):
     def _policy_actions(self, obs: th.Tensor, what: str) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """``(scaled actions, log-prob (batch, 1), success)`` of the current policy (reparameterised).
 
-        :param what: ``"actor"`` or ``"target"``, for the error message of an all-failed batch.
+        :param what: ``"actor"`` (at ``s``) or ``"target"`` (at ``s'``): picks the warm start, and
+            names the batch in the error of an all-failed batch.
         """
         scaled_params, log_prob = self.actor.action_log_prob(obs)
-        actions, success = self._mpc_actions(obs, scaled_params, what)
+        actions, success = self._mpc_actions(obs, scaled_params, what, self._warm_starts(obs, what == "target"))
         return actions, log_prob.reshape(-1, 1), success
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
@@ -508,13 +542,14 @@ class SACFOA(SACFOP):
         policy = self.policy
         obs, _ = policy.obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
         scaled, env_actions, _ = policy.noisy_actions(obs, deterministic=False)
+        self._pending_plans = policy._act_plans
         low, high = self.action_space.low, self.action_space.high  # type: ignore[attr-defined]
         chosen = low + 0.5 * (scaled + 1.0) * (high - low)
         return env_actions.astype(np.float32), np.clip(scaled, -1.0, 1.0), chosen
 
     def _policy_actions(self, obs: th.Tensor, what: str) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         scaled_params, log_std = self.actor(obs)
-        mean, success = self._mpc_actions(obs, scaled_params, what)
+        mean, success = self._mpc_actions(obs, scaled_params, what, self._warm_starts(obs, what == "target"))
         std = log_std.exp()
         noisy = mean + std * th.randn_like(mean)
         # Diagonal Gaussian log-density of the noise (what the actor's entropy term measures).
