@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch as th
 import yaml
+from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 from speed_s2ac import interleaved_ms
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
@@ -38,7 +39,6 @@ from stable_baselines3.common.logger import configure
 import sb3_stein  # noqa: F401  (registers the environments)
 from sb3_stein import SACFOP, SACZOP
 from sb3_stein.common.mpc import MPCLayer
-from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 from sb3_stein.zoo import hyperparams_file
 
 ENV_ID = "CartPoleSwingUp-v0"
@@ -95,12 +95,16 @@ def _models(seed: int = 0) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed_sac_mpc"))
     parser.add_argument("--batch", type=int, default=256, help="MPC layer batch")
     parser.add_argument("--horizon", type=int, default=20, help="MPC layer stages (cart-pole)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each MPC-layer measurement")
-    parser.add_argument("--step-rounds", type=int, default=10, help="rounds of each gradient-step measurement")
+    parser.add_argument(
+        "--step-rounds", type=int, default=10, help="rounds of each gradient-step measurement"
+    )
     parser.add_argument("--learn-steps", type=int, default=2000)
     args = parser.parse_args(argv)
     th.set_num_threads(1)
@@ -121,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     for model in models.values():
         model.learn(1200)  # fills the buffer, past learning_starts
     batch = int(models["sac_zop"].batch_size)  # type: ignore[attr-defined]
-    steps = interleaved_ms({name: (lambda m=m: m.train(1, batch)) for name, m in models.items()}, args.step_rounds)
+    steps = interleaved_ms(
+        {name: (lambda m=m: m.train(1, batch)) for name, m in models.items()}, args.step_rounds
+    )
     # What one FOP step asks of the MPC layer: forward for the actor and the target batch, one backward.
     fop_layer = layer_timings(batch, CartPoleSwingUpOCP().horizon, args.step_rounds)
     fop_layer_ms = 2 * fop_layer["forward_cold_ms"] + fop_layer["backward_ms"]
@@ -151,9 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps(results, indent=2))
     rows = [
-        *(f"| MPC layer {k[:-3]} (batch {args.batch}, T={args.horizon}) | {v:.1f} |" for k, v in layer.items() if k.endswith("_ms")),
+        *(
+            f"| MPC layer {k[:-3]} (batch {args.batch}, T={args.horizon}) | {v:.1f} |"
+            for k, v in layer.items()
+            if k.endswith("_ms")
+        ),
         *(f"| gradient step {k} (batch {batch}) | {v:.1f} |" for k, v in steps.items()),
-        f"| MPC-layer work of one FOP step (batch {batch}, T=5: 2 forward + 1 backward) | {fop_layer_ms:.1f} |",
+        f"| MPC work of one FOP step (batch {batch}, T=5: 2 forward, 1 backward) | {fop_layer_ms:.1f} |",
         *(f"| learn per 1k steps {k} | {v:.0f} |" for k, v in learn.items()),
     ]
     lines = [

@@ -136,7 +136,10 @@ def test_batched_and_one_by_one_solves_agree(layer):
     weights = np.ones((6, 1))
     grad_batched = layer.vjp(batched, weights)[1]
     grad_single = np.concatenate(
-        [layer.vjp(layer.solve(states[b : b + 1], params[b : b + 1]), weights[b : b + 1])[1] for b in range(6)]
+        [
+            layer.vjp(layer.solve(states[b : b + 1], params[b : b + 1]), weights[b : b + 1])[1]
+            for b in range(6)
+        ]
     )
     np.testing.assert_allclose(grad_batched, grad_single, atol=1e-8)
 

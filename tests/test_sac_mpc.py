@@ -3,17 +3,16 @@ trains on, masking of failed solves, violation counting, acting fallbacks, save/
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 import sb3_stein  # noqa: F401  (registers the environments)
 from sb3_stein import SACFOA, SACFOP, SACZOP
 from sb3_stein.common.mpc import MPCLayer, MPCSolution
-from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 
 ALGOS = (SACZOP, SACFOP, SACFOA)
 ENVS = ("CartPoleSwingUp-v0", "PointMassWindMaze-v0", "Chain-v0")
@@ -147,7 +146,12 @@ def test_state_violations_count_the_terminal_state():
     inside, outside = np.zeros((1, 4), np.float32), np.array([[2.5, 0, 0, 0]], np.float32)
     model._count_violations(inside, np.array([True]), [{"terminal_observation": outside[0]}])
     model._count_violations(inside, np.array([False]), [{}])
-    assert model.violation_counts == {"steps": 2, "violating_steps": 1, "episodes": 1, "violating_episodes": 1}
+    assert model.violation_counts == {
+        "steps": 2,
+        "violating_steps": 1,
+        "episodes": 1,
+        "violating_episodes": 1,
+    }
 
 
 @pytest.mark.parametrize("cls", ALGOS, ids=lambda c: c.__name__)
@@ -159,7 +163,10 @@ def test_save_load_gives_identical_deterministic_actions(cls, tmp_path):
     obs = np.array([[0.3, 2.0, -0.5, 1.0], [0.0, 3.1, 0.0, 0.0]], dtype=np.float32)
     model.policy.reset_warm_start()
     np.testing.assert_allclose(
-        loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0], rtol=1e-5, atol=1e-5
+        loaded.predict(obs, deterministic=True)[0],
+        model.predict(obs, deterministic=True)[0],
+        rtol=1e-5,
+        atol=1e-5,
     )
     assert loaded.violation_counts == model.violation_counts
     assert loaded.target_entropy == model.target_entropy
@@ -191,7 +198,7 @@ def test_bad_inputs_are_refused_with_clear_errors():
         SACZOP("MlpPolicy", "CartPole-v1")
     with pytest.raises(ValueError, match=r"no OCP is registered for environment 'Pendulum-v1'.*Chain-v0"):
         SACZOP("MlpPolicy", "Pendulum-v1")
-    with pytest.raises(ValueError, match="control_dim=1 .* cannot drive this environment"):
+    with pytest.raises(ValueError, match=r"control_dim=1 .* cannot drive this environment"):
         SACFOP("MlpPolicy", "PointMassWindMaze-v0", ocp=CartPoleSwingUpOCP())
     with pytest.raises(ValueError, match="param_interface must be one of"):
         SACZOP("MlpPolicy", "CartPoleSwingUp-v0", param_interface="per_stage")
@@ -267,3 +274,36 @@ def test_fop_updates_warm_start_from_the_plans_the_agent_acted_with(monkeypatch)
     np.testing.assert_allclose(actor_guess[:, :4], actor_states)
     np.testing.assert_allclose(target_guess[:, 4:], model.policy.mpc.shift(plans)[:, 4:])  # shifted, at s'
     np.testing.assert_allclose(target_guess[:, :4], target_states)
+
+
+def test_violation_report_reads_the_saved_models(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sac_mpc_violations.py"
+    spec = importlib.util.spec_from_file_location("sac_mpc_violations", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    model = SACFOA("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    model.violation_counts = {"steps": 200, "violating_steps": 50, "episodes": 4, "violating_episodes": 3}
+    run = tmp_path / "logs" / "seed_1" / "sac_foa" / "CartPoleSwingUp-v0_1"
+    model.save(run / "CartPoleSwingUp-v0")
+    table = module.collect(tmp_path)
+    assert table[("sac_foa", "CartPoleSwingUp-v0")][0]["seed"] == 1
+    assert (
+        "| CartPoleSwingUp-v0 | sac_foa | 1 | 25.00 % (seeds: 25.0) | 75.0 % (seeds: 75.0) |"
+        in module.report(table)
+    )
+
+
+def test_load_without_an_env_acts_like_the_saved_model(tmp_path):
+    model = SACZOP("MlpPolicy", "PointMassWindMaze-v0", **FAST)
+    model.save(tmp_path / "model")
+    loaded = SACZOP.load(tmp_path / "model")  # what rl_zoo3's enjoy does
+    obs = model.env.reset()
+    model.policy.reset_warm_start()
+    np.testing.assert_allclose(
+        loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
+    )

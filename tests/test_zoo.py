@@ -197,7 +197,12 @@ def test_shipped_hyperparams():
     for algo in ("sac", "td3", "ppo", "sac_zop", "sac_fop", "sac_foa"):
         assert lecture <= set(yaml.safe_load(zoo.hyperparams_file(algo).read_text())), algo
     zop = yaml.safe_load(zoo.hyperparams_file("sac_zop").read_text())["CartPoleSwingUp-v0"]
-    assert (zop["batch_size"], zop["learning_rate"], zop["train_freq"], zop["ent_coef"]) == (64, 1e-3, 4, "auto_0.02")
+    assert (zop["batch_size"], zop["learning_rate"], zop["train_freq"], zop["ent_coef"]) == (
+        64,
+        1e-3,
+        4,
+        "auto_0.02",
+    )
 
 
 @pytest.mark.parametrize("algo", list(zoo.ALGORITHMS))

@@ -131,9 +131,11 @@ class MPCLayer:
         except ValueError:
             raise
         except Exception as error:  # casadi raises RuntimeError with its own text
+            text = str(error).strip()
+            last_line = text.splitlines()[-1] if text else ""
             raise ValueError(
                 f"could not build the MPC for {type(self.ocp).__name__} ({self.solver_name}): "
-                f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else error}"
+                f"{type(error).__name__}: {last_line}"
             ) from error
 
     def _build_solver(self) -> None:
@@ -193,9 +195,7 @@ class MPCLayer:
                 fatrop={"print_level": 0, "tol": self.tol, "max_iter": self.max_iter},
             )
         else:
-            options.update(
-                ipopt={"print_level": 0, "tol": self.tol, "max_iter": self.max_iter, "sb": "yes"}
-            )
+            options.update(ipopt={"print_level": 0, "tol": self.tol, "max_iter": self.max_iter, "sb": "yes"})
         self._solver = ca.nlpsol("mpc", self.solver_name, nlp, options)
         self._lbz = np.concatenate(lbz)
         self._ubz = np.concatenate(ubz)
@@ -233,7 +233,9 @@ class MPCLayer:
         x = states
         if self.ocp.x_low is not None and self.ocp.x_high is not None:
             x = np.clip(states, self.ocp.x_low, self.ocp.x_high)
-        u = np.broadcast_to(0.5 * (np.asarray(self.ocp.u_low) + np.asarray(self.ocp.u_high)), (len(x), self.nu))
+        u = np.broadcast_to(
+            0.5 * (np.asarray(self.ocp.u_low) + np.asarray(self.ocp.u_high)), (len(x), self.nu)
+        )
         stage = np.concatenate([x, u], axis=1)
         guess = np.concatenate([np.tile(stage, (1, self.horizon)), x], axis=1)
         guess[:, : self.nx] = states
@@ -319,9 +321,13 @@ class MPCLayer:
         return MPCSolution(u0, z, success, iterations, status, stacked, nlp_p)
 
     def _size(self, name: str) -> int:
-        return {"x": self.nz, "f": 1, "g": len(self._g_zero), "lam_x": self.nz, "lam_g": len(self._g_zero)}.get(
-            name, self.nx + self.n_phi
-        )
+        return {
+            "x": self.nz,
+            "f": 1,
+            "g": len(self._g_zero),
+            "lam_x": self.nz,
+            "lam_g": len(self._g_zero),
+        }.get(name, self.nx + self.n_phi)
 
     # ------------------------------------------------------------------ sensitivities
 

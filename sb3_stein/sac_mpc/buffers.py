@@ -78,10 +78,10 @@ class MPCReplayBuffer(ReplayBuffer):
         super().add(*args, **kwargs)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
-        # SB3 draws the environment index of each sample inside _get_samples: draw the same numbers
-        # first, then rewind numpy's generator so that SB3's draw is identical.
-        state = np.random.get_state()
-        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        np.random.set_state(state)
+        # SB3 draws the environment index of each sample inside _get_samples from numpy's global
+        # generator: draw the same numbers first, then rewind it so that SB3's draw is identical.
+        state = np.random.get_state()  # noqa: NPY002
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # noqa: NPY002
+        np.random.set_state(state)  # noqa: NPY002
         self.sampled_plans = self.plans[batch_inds, env_indices].astype(np.float64)
         return super()._get_samples(batch_inds, env)

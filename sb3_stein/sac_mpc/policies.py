@@ -165,7 +165,9 @@ class MPCParameterPolicy(SACPolicy):
         ok = solution.success
         actions = solution.u0.copy()
         if not ok.all():
-            previous = self._act_plans if self._act_plans is not None and len(self._act_plans) == batch else None
+            previous = (
+                self._act_plans if self._act_plans is not None and len(self._act_plans) == batch else None
+            )
             actions[~ok] = self.mpc.fallback_controls(previous, batch)[~ok]
         plans = solution.z.copy()
         if self._act_plans is not None and len(self._act_plans) == batch:
@@ -244,15 +246,19 @@ class ActionNoiseActor(BaseModel):
         action_space: spaces.Box,
         parameter_space: spaces.Box,
         net_arch: list[int],
-        features_extractor: nn.Module,
+        features_extractor: BaseFeaturesExtractor,
         features_dim: int,
         activation_fn: type[nn.Module] = nn.ReLU,
         log_std_init: float = -3.0,
         normalize_images: bool = True,
     ) -> None:
         super().__init__(
-            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
         )
+        self.features_extractor: BaseFeaturesExtractor = features_extractor
         self.net_arch, self.features_dim, self.activation_fn = net_arch, features_dim, activation_fn
         self.parameter_space = parameter_space
         self.latent_pi = nn.Sequential(*create_mlp(features_dim, -1, net_arch, activation_fn))

@@ -34,7 +34,6 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import polyak_update
-from torch.nn import functional as F
 
 from sb3_stein.common.dynamics import refuse_normalized_observations
 from sb3_stein.common.mpc import PARAM_INTERFACES, parameter_box
@@ -171,6 +170,10 @@ class _SACMPC(SAC):
             _check_observations(resolved, self.observation_space, name)
         elif isinstance(given, OptimalControlProblem):
             resolved = given
+        elif not _init_setup_model:
+            # SB3's load() builds without an env, then restores policy_kwargs (with the saved OCP).
+            self._reset_violation_counters()
+            return
         else:
             raise ValueError(f"{name} needs an env (to find its OCP) or ocp=<OptimalControlProblem>")
         self.policy_kwargs.update(
@@ -238,9 +241,10 @@ class _SACMPC(SAC):
         policy = self.policy
         obs, _ = policy.obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
         if warmup:
-            scaled = th.as_tensor(
-                np.random.uniform(-1.0, 1.0, size=(n_envs, policy.parameter_space.shape[0])), dtype=th.float32
-            ).to(policy.device)
+            # numpy's global generator, which SB3's set_random_seed seeds (as for its warm-up actions).
+            size = (n_envs, policy.parameter_space.shape[0])
+            scaled = th.as_tensor(np.random.uniform(-1.0, 1.0, size=size), dtype=th.float32)  # noqa: NPY002
+            scaled = scaled.to(policy.device)
         else:
             with th.no_grad():
                 scaled = policy.sample_params(obs, deterministic=False)
@@ -305,7 +309,9 @@ class _SACMPC(SAC):
         if counts["steps"]:
             self.logger.record("rollout/violation_rate", counts["violating_steps"] / counts["steps"])
         if counts["episodes"]:
-            self.logger.record("rollout/violation_episode_rate", counts["violating_episodes"] / counts["episodes"])
+            self.logger.record(
+                "rollout/violation_episode_rate", counts["violating_episodes"] / counts["episodes"]
+            )
         stats = self.policy.act_stats
         if stats["solves"]:
             self.logger.record("mpc/act_failures", stats["failures"])
@@ -336,7 +342,8 @@ def _check_observations(ocp: OptimalControlProblem, observation_space: Any, owne
         ) from error
     if tuple(states.shape) != (2, ocp.state_dim):
         raise ValueError(
-            f"{owner}: {type(ocp).__name__} maps observations of shape {tuple(observation_space.shape)} to MPC "
+            f"{owner}: {type(ocp).__name__} maps observations of shape {tuple(observation_space.shape)} to "
+            "MPC "
             f"states of shape {tuple(states.shape[1:])}, expected ({ocp.state_dim},): this OCP does not "
             "belong to this environment"
         )
@@ -413,7 +420,9 @@ class SACFOP(_SACMPC):
         """MPC actions in SB3's ``[-1, 1]`` (differentiable) and the success mask for a batch."""
         policy = self.policy
         start = time.perf_counter()
-        actions, success, solution = policy.solve_mpc(obs, policy.params_from_scaled(scaled_params), initial_guess)
+        actions, success, solution = policy.solve_mpc(
+            obs, policy.params_from_scaled(scaled_params), initial_guess
+        )
         self._mpc_seconds += time.perf_counter() - start
         self._mpc_solves += len(success)
         self._mpc_failures += int((~solution.success).sum())
@@ -421,7 +430,8 @@ class SACFOP(_SACMPC):
         if not solution.success.any():
             statuses = sorted(set(solution.status))
             raise RuntimeError(
-                f"{type(self).__name__}: the MPC failed on every sample of a batch of {len(success)} ({what}); "
+                f"{type(self).__name__}: the MPC failed on every sample of a batch of {len(success)} "
+                f"({what}); "
                 f"solver statuses: {statuses}. Check the OCP (feasibility of its state bounds from the "
                 "observed states) or loosen mpc_kwargs (tol, max_iter)."
             )
@@ -434,7 +444,9 @@ class SACFOP(_SACMPC):
             names the batch in the error of an all-failed batch.
         """
         scaled_params, log_prob = self.actor.action_log_prob(obs)
-        actions, success = self._mpc_actions(obs, scaled_params, what, self._warm_starts(obs, what == "target"))
+        actions, success = self._mpc_actions(
+            obs, scaled_params, what, self._warm_starts(obs, what == "target")
+        )
         return actions, log_prob.reshape(-1, 1), success
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
@@ -471,7 +483,9 @@ class SACFOP(_SACMPC):
 
             # Soft targets with the next actions recomputed through the MPC.
             with th.no_grad():
-                next_actions, next_log_prob, ok_next = self._policy_actions(replay_data.next_observations, "target")
+                next_actions, next_log_prob, ok_next = self._policy_actions(
+                    replay_data.next_observations, "target"
+                )
                 next_q = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
                 next_q = th.min(next_q, dim=1, keepdim=True)[0] - ent_coef * next_log_prob
                 target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q
@@ -488,7 +502,9 @@ class SACFOP(_SACMPC):
 
             # Actor loss through the MPC's sensitivities, failed actor solves masked out.
             mask_pi = ok_pi.float().reshape(-1, 1)
-            q_pi = th.min(th.cat(self.critic(replay_data.observations, actions_pi), dim=1), dim=1, keepdim=True)[0]
+            q_pi = th.min(
+                th.cat(self.critic(replay_data.observations, actions_pi), dim=1), dim=1, keepdim=True
+            )[0]
             actor_loss = ((ent_coef * log_prob - q_pi) * mask_pi).sum() / mask_pi.sum()
             actor_losses.append(actor_loss.item())
             self.actor.optimizer.zero_grad()
@@ -553,5 +569,7 @@ class SACFOA(SACFOP):
         std = log_std.exp()
         noisy = mean + std * th.randn_like(mean)
         # Diagonal Gaussian log-density of the noise (what the actor's entropy term measures).
-        log_prob = (-0.5 * ((noisy - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1, keepdim=True)
+        log_prob = (-0.5 * ((noisy - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(
+            -1, keepdim=True
+        )
         return noisy.clamp(-1.0, 1.0), log_prob, success
