@@ -60,7 +60,8 @@ class MPCParameterPolicy(SACPolicy):
         ``tol``, ``max_iter``, ``active_tol``).
     :param kwargs: the remaining arguments of SB3's :class:`~stable_baselines3.sac.policies.SACPolicy`
         (``net_arch``, ``activation_fn``, ``log_std_init``, ``n_critics``, ...). ``use_sde`` is not
-        supported.
+        supported. The log standard deviation is clamped to SB3's ``[-20, 2]`` (leap-c: ``[-4, 2]``;
+        the entropy target keeps it far from either end in practice).
     """
 
     def __init__(

@@ -543,7 +543,8 @@ class SACFOA(SACFOP):
     that was applied (clipped); the actor gradient flows through the MPC into ``phi_theta`` and
     through the reparameterised noise into ``sigma_theta``. The entropy is the Gaussian noise's, in
     action space (``target_entropy="auto"`` = ``-action_dim``); the noise is not squashed, so its
-    log-density has no tanh correction.
+    log-density has no tanh correction. Before ``learning_starts`` SAC-FOA acts with its initial
+    policy (parameters from the untrained network plus the noise), not with random parameters.
 """
         + _DOC_PARAMETERS
     )
