@@ -221,3 +221,22 @@ def test_bad_calls_are_refused(layer):
         MPCLayer(TinyCartPoleOCP(), param_interface="per-stage")
     with pytest.raises(ValueError, match="solver"):
         MPCLayer(TinyCartPoleOCP(), solver="acados")
+
+
+def test_rows_without_sensitivities_get_zero_gradient_and_are_counted(monkeypatch):
+    layer = MPCLayer(TinyCartPoleOCP())
+    states, params = _batch(4, seed=9)
+    solution = layer.solve(states, params)
+    expected = layer.vjp(solution, np.ones((4, 1)))[1]
+    original = MPCLayer._reverse_rows
+
+    def degenerate_row_2(self, solution, rows, lam_x, out, seed):
+        if 2 in rows:  # the mapped call over all rows fails, and so does row 2 alone
+            raise RuntimeError("Evaluation failed")
+        return original(self, solution, rows, lam_x, out, seed)
+
+    monkeypatch.setattr(MPCLayer, "_reverse_rows", degenerate_row_2)
+    grad = layer.vjp(solution, np.ones((4, 1)))[1]
+    np.testing.assert_allclose(grad[[0, 1, 3]], expected[[0, 1, 3]], atol=1e-9)
+    assert not grad[2].any()
+    assert layer.sensitivity_failures == 1

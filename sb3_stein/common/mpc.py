@@ -119,6 +119,8 @@ class MPCLayer:
         self.n_p = ocp.n_params
         self.n_phi = self.n_p if self.param_interface == "global" else (self.horizon + 1) * self.n_p
         self.nz = (self.horizon + 1) * self.nx + self.horizon * self.nu
+        #: Rows whose sensitivities casadi could not evaluate (degenerate solutions; zero gradient).
+        self.sensitivity_failures = 0
         # Stage k's state starts at k * (nx + nu), its control right after it.
         self._stage = self.nx + self.nu
         self._build()
@@ -335,7 +337,8 @@ class MPCLayer:
         """Vector-Jacobian product of the control solution map at ``solution``.
 
         :param grad_u0: ``(batch, nu)`` the loss's gradient with respect to ``u0``.
-        :return: ``(grad_states (batch, nx), grad_params (batch, n_phi))``; zero for failed samples.
+        :return: ``(grad_states (batch, nx), grad_params (batch, n_phi))``; zero for failed samples
+            and for samples whose sensitivities do not exist (counted in :attr:`sensitivity_failures`).
         """
         grad_u0 = np.asarray(grad_u0, dtype=np.float64)
         batch = len(solution.u0)
@@ -349,32 +352,60 @@ class MPCLayer:
             lam_x[np.abs(lam_x) < self.active_tol] = 0.0  # the silent-zero-gradient fix
             seed = np.zeros((len(rows), self.nz))
             seed[:, self.nx : self.nx + self.nu] = grad_u0[rows]
-            reverse = self._reverse_map(len(rows))
-            n = len(rows)
-            result = reverse(
-                x0=out["x"].T,
-                p=solution.nlp_p[rows].T,
-                lbx=np.tile(self._lbz[:, None], n),
-                ubx=np.tile(self._ubz[:, None], n),
-                lbg=np.zeros((len(self._g_zero), n)),
-                ubg=np.zeros((len(self._g_zero), n)),
-                lam_x0=lam_x.T,
-                lam_g0=out["lam_g"].T,
-                out_x=out["x"].T,
-                out_f=out["f"].T,
-                out_g=out["g"].T,
-                out_lam_x=lam_x.T,
-                out_lam_g=out["lam_g"].T,
-                out_lam_p=out["lam_p"].T,
-                adj_x=seed.T,
-                adj_f=np.zeros((1, n)),
-                adj_g=np.zeros((len(self._g_zero), n)),
-                adj_lam_x=np.zeros((self.nz, n)),
-                adj_lam_g=np.zeros((len(self._g_zero), n)),
-                adj_lam_p=np.zeros((self.nx + self.n_phi, n)),
-            )
-            grad_p[rows] = np.asarray(result["adj_p"], dtype=np.float64).T
+            try:
+                grad_p[rows] = self._reverse_rows(solution, rows, lam_x, out, seed)
+            except RuntimeError:
+                # A degenerate solution (e.g. an active state bound on x_1, which the dynamics fix
+                # too: the KKT matrix is singular) makes casadi's whole mapped call fail. Redo the
+                # rows one by one; those without sensitivities get a zero gradient and are counted.
+                for i, row in enumerate(rows):
+                    one = {name: value[i : i + 1] for name, value in out.items()}
+                    try:
+                        grad_p[row] = self._reverse_rows(
+                            solution, rows[i : i + 1], lam_x[i : i + 1], one, seed[i : i + 1]
+                        )
+                    except RuntimeError:
+                        self.sensitivity_failures += 1
+            bad = ~np.isfinite(grad_p).all(axis=1)
+            if bad.any():
+                self.sensitivity_failures += int(bad.sum())
+                grad_p[bad] = 0.0
         return grad_p[:, : self.nx], grad_p[:, self.nx :]
+
+    def _reverse_rows(
+        self,
+        solution: MPCSolution,
+        rows: np.ndarray,
+        lam_x: np.ndarray,
+        out: dict[str, np.ndarray],
+        seed: np.ndarray,
+    ) -> np.ndarray:
+        """``(len(rows), nx + n_phi)``: casadi's reverse mode of the solver at the given rows."""
+        n = len(rows)
+        g_size = len(self._g_zero)
+        result = self._reverse_map(n)(
+            x0=out["x"].T,
+            p=solution.nlp_p[rows].T,
+            lbx=np.tile(self._lbz[:, None], n),
+            ubx=np.tile(self._ubz[:, None], n),
+            lbg=np.zeros((g_size, n)),
+            ubg=np.zeros((g_size, n)),
+            lam_x0=lam_x.T,
+            lam_g0=out["lam_g"].T,
+            out_x=out["x"].T,
+            out_f=out["f"].T,
+            out_g=out["g"].T,
+            out_lam_x=lam_x.T,
+            out_lam_g=out["lam_g"].T,
+            out_lam_p=out["lam_p"].T,
+            adj_x=seed.T,
+            adj_f=np.zeros((1, n)),
+            adj_g=np.zeros((g_size, n)),
+            adj_lam_x=np.zeros((self.nz, n)),
+            adj_lam_g=np.zeros((g_size, n)),
+            adj_lam_p=np.zeros((self.nx + self.n_phi, n)),
+        )
+        return np.asarray(result["adj_p"], dtype=np.float64).T
 
     def _reverse_map(self, batch: int) -> Any:
         if batch not in self._reverse_maps:

@@ -526,6 +526,7 @@ class SACFOP(_SACMPC):
             self.logger.record("train/mpc_failure_rate", self._mpc_failures / self._mpc_solves)
             self.logger.record("train/mpc_iterations", self._mpc_iterations / self._mpc_solves)
             self.logger.record("train/mpc_ms", 1e3 * self._mpc_seconds / gradient_steps)
+            self.logger.record("train/mpc_sensitivity_failures", self.policy.mpc.sensitivity_failures)
 
 
 def _masked_mse(prediction: th.Tensor, target: th.Tensor, mask: th.Tensor) -> th.Tensor:
