@@ -27,8 +27,8 @@ def collect(results: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
     table: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
     for zip_path in sorted(results.glob("logs/seed_*/*/*_1/*.zip")):
         algo = zip_path.parent.parent.name
-        if algo not in ALGOS:
-            continue
+        if algo not in ALGOS or f"{zip_path.stem}_1" != zip_path.parent.name:
+            continue  # e.g. the evaluation callback's best_model.zip
         env_id = zip_path.stem
         data, _, _ = load_from_zip_file(zip_path, load_data=True, print_system_info=False)
         counts = dict(data["violation_counts"])
