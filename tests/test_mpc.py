@@ -104,15 +104,28 @@ def test_sensitivities_match_central_differences_including_saturated_controls(la
     np.testing.assert_allclose(grad_p[saturated], 0.0, atol=1e-8)
 
 
-def test_without_zeroing_small_multipliers_the_gradient_silently_vanishes():
-    """The trap the layer's ``active_tol`` avoids (casadi issue 2660): this test documents it."""
+def test_without_zeroing_small_multipliers_the_gradient_silently_vanishes(monkeypatch):
+    """The trap the layer avoids (casadi issue 2660): this test documents it."""
     states, params = _batch(6, seed=1)
-    trapped = MPCLayer(TinyCartPoleOCP(), active_tol=1e-300)
+    trapped = MPCLayer(TinyCartPoleOCP())
+    monkeypatch.setattr(MPCLayer, "_active_multipliers", lambda self, z, lam_x: lam_x)
     # Row by row: with every bound taken as active, casadi's mapped reverse may even fail to evaluate.
     for b in range(6):
         solution = trapped.solve(states[b : b + 1], params[b : b + 1])
         _, grad_p = trapped.vjp(solution, np.ones((1, 1)))
         assert np.abs(grad_p).max() < 1e-8
+
+
+def test_inactive_bounds_are_also_recognised_by_their_slack(layer):
+    """With the multiplier threshold off, the distance to the bound alone finds the inactive bounds."""
+    states, params = _batch(6, seed=1)
+    by_slack = MPCLayer(TinyCartPoleOCP(), active_tol=1e-300)
+    solution = by_slack.solve(states, params)
+    np.testing.assert_allclose(
+        by_slack.vjp(solution, np.ones((6, 1)))[1],
+        layer.vjp(layer.solve(states, params), np.ones((6, 1)))[1],
+        atol=1e-8,
+    )
 
 
 def test_torch_backward_equals_vjp_and_flows_to_states_and_params(layer):

@@ -112,16 +112,17 @@ def test_acting_falls_back_to_a_safe_action_and_counts(monkeypatch):
     model = SACZOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
     obs = model.env.reset()
     model.predict(obs, deterministic=True)  # one good plan
-    plan = model.policy._act_plans.copy()
+    plan = model.policy.acting["predict"].plans.copy()
     monkeypatch.setattr(MPCLayer, "solve", _failing(MPCLayer.solve, every=1))
     action, _ = model.predict(obs, deterministic=True)
     # The previous successful plan's next control, and a counted failure.
     np.testing.assert_allclose(action, model.policy.mpc.fallback_controls(plan, 1), rtol=1e-5, atol=1e-5)
-    assert model.policy.act_stats["failures"] == 1
+    assert model.policy.acting["predict"].stats["failures"] == 1
     model.policy.reset_warm_start()
     action, _ = model.predict(obs, deterministic=True)
     np.testing.assert_allclose(action, [[0.0]], atol=1e-6)  # no plan yet: the middle of the bounds
-    assert model.policy.act_stats["failures"] == 2
+    assert model.policy.acting["predict"].stats["failures"] == 2
+    assert model.policy.act_stats["failures"] == 0  # training rollouts count their own
 
 
 def test_action_noise_violates_constraints_and_parameter_noise_does_not():
@@ -307,3 +308,53 @@ def test_load_without_an_env_acts_like_the_saved_model(tmp_path):
     np.testing.assert_allclose(
         loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
     )
+
+
+def test_terminal_next_states_need_no_solve_and_stay_in_the_critic_loss(monkeypatch):
+    model = SACFOP("MlpPolicy", "PointMassWindMaze-v0", **FAST)
+    model.learn(130)
+    model.replay_buffer.dones[: model.replay_buffer.pos] = 1.0  # every sampled s' is terminal
+    calls = []
+    original = MPCLayer.solve
+
+    def target_fails(self, states, params, initial_guess=None):
+        solution = original(self, states, params, initial_guess)
+        calls.append(len(calls))
+        if len(calls) % 2 == 0:  # the second solve of a step is the target's, at s'
+            solution.success[:] = False
+        return solution
+
+    monkeypatch.setattr(MPCLayer, "solve", target_fails)
+    before = [p.detach().clone() for p in model.critic.parameters()]
+    model.train(gradient_steps=1, batch_size=8)  # no "failed on every sample" error
+    assert any(not th.equal(a, b) for a, b in zip(before, model.critic.parameters()))
+
+
+def test_predict_forgets_the_plan_at_an_episode_start_and_keeps_training_plans_apart(monkeypatch):
+    model = SACZOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    obs = model.env.reset()
+    model.predict(obs, episode_start=np.array([True]), deterministic=True)  # as evaluate_policy starts
+    assert model.policy.acting["predict"].has_plan.all()
+    assert model.policy.acting["train"].plans.shape == (0, 0)  # evaluation never touches training plans
+    monkeypatch.setattr(MPCLayer, "solve", _failing(MPCLayer.solve, every=1))
+    action, _ = model.predict(obs, episode_start=np.array([True]), deterministic=True)
+    np.testing.assert_allclose(action, [[0.0]], atol=1e-6)  # no plan of the new episode: middle
+
+
+def test_load_with_an_env_and_an_unregistered_ocp(tmp_path):
+    from gymnasium.wrappers import TimeLimit
+
+    from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpEnv
+
+    env = TimeLimit(CartPoleSwingUpEnv(), 200)  # no registered id: the OCP must come with the model
+    model = SACZOP("MlpPolicy", env, ocp=CartPoleSwingUpOCP(), **FAST)
+    model.save(tmp_path / "model")
+    loaded = SACZOP.load(tmp_path / "model", env=env)
+    assert isinstance(loaded.policy.mpc.ocp, CartPoleSwingUpOCP)
+
+
+def test_ocp_bounds_given_as_lists_are_normalised():
+    ocp = CartPoleSwingUpOCP()
+    ocp.u_low, ocp.u_high = [-80.0], [80.0]
+    ocp.validate()
+    assert ocp.action_violation(np.array([[81.0], [0.0]])).tolist() == [True, False]

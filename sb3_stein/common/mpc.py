@@ -88,7 +88,12 @@ class MPCLayer:
     :param ocp: the problem (validated here).
     :param param_interface: ``"global"``: the policy's parameter vector ``phi`` (``n_p`` numbers) is
         used at every stage; ``"stage"``: ``phi`` holds one ``p_k`` per stage ``k = 0..N``
-        (``(N + 1) * n_p`` numbers, stage-major). The lecture's "Controller Comparison".
+        (``(N + 1) * n_p`` numbers, stage-major). The lecture's "Controller Comparison". In the
+        stage interface some entries have no effect (e.g. the state-cost entries of ``p_0``, since
+        ``x_0 = s`` is fixed, and the control entries of ``p_N``); they still count in ``n_phi``
+        and hence in SAC's entropy target. (The lecture's 420 per-stage Chain parameters are
+        ``21 x 20``; the lecture does not say which entries it kept.) Parameters enter the costs
+        only: the OCP base class has no parameterized dynamics or constraints.
     :param solver: ``"fatrop"`` (default; fastest in shared/notes/differentiable-mpc.md) or ``"ipopt"``.
     :param tol: the solver's convergence tolerance. Tight by default: the sensitivities are exact
         only at an exact solution.
@@ -197,7 +202,16 @@ class MPCLayer:
                 fatrop={"print_level": 0, "tol": self.tol, "max_iter": self.max_iter},
             )
         else:
-            options.update(ipopt={"print_level": 0, "tol": self.tol, "max_iter": self.max_iter, "sb": "yes"})
+            # acceptable_iter=0: only a solve converged to ``tol`` counts as a success (IPOPT's
+            # "solved to acceptable level" would pass looser solutions, with inexact sensitivities).
+            ipopt = {
+                "print_level": 0,
+                "tol": self.tol,
+                "max_iter": self.max_iter,
+                "sb": "yes",
+                "acceptable_iter": 0,
+            }
+            options.update(ipopt=ipopt)
         self._solver = ca.nlpsol("mpc", self.solver_name, nlp, options)
         self._lbz = np.concatenate(lbz)
         self._ubz = np.concatenate(ubz)
@@ -348,8 +362,7 @@ class MPCLayer:
         rows = np.flatnonzero(solution.success & np.any(grad_u0 != 0.0, axis=1))
         if len(rows) > 0:
             out = {name: value[rows] for name, value in solution.nlp_outputs.items()}
-            lam_x = out["lam_x"].copy()
-            lam_x[np.abs(lam_x) < self.active_tol] = 0.0  # the silent-zero-gradient fix
+            lam_x = self._active_multipliers(out["x"], out["lam_x"])
             seed = np.zeros((len(rows), self.nz))
             seed[:, self.nx : self.nx + self.nu] = grad_u0[rows]
             try:
@@ -371,6 +384,26 @@ class MPCLayer:
                 self.sensitivity_failures += int(bad.sum())
                 grad_p[bad] = 0.0
         return grad_p[:, : self.nx], grad_p[:, self.nx :]
+
+    def _active_multipliers(self, z: np.ndarray, lam_x: np.ndarray) -> np.ndarray:
+        """``lam_x`` with the multipliers of inactive bounds set to zero (the silent-zero fix).
+
+        A bound counts as inactive when its multiplier is below ``active_tol`` or when the solution
+        keeps a clear distance from it (more than ``sqrt(tol) * (1 + |bound|)``): an interior-point
+        solver leaves multipliers of order ``mu / slack`` on inactive bounds, which can exceed
+        ``active_tol`` for a loose ``tol`` or a nearly active bound. casadi's sign convention:
+        ``lam_x > 0`` at an upper bound, ``< 0`` at a lower bound.
+        """
+        lam_x = lam_x.copy()
+        margin = np.sqrt(self.tol)
+        with np.errstate(invalid="ignore"):  # infinite bounds: infinite slack
+            slack_upper = (self._ubz - z) > margin * (1.0 + np.abs(self._ubz))
+            slack_lower = (z - self._lbz) > margin * (1.0 + np.abs(self._lbz))
+        inactive = (
+            (np.abs(lam_x) < self.active_tol) | ((lam_x > 0) & slack_upper) | ((lam_x < 0) & slack_lower)
+        )
+        lam_x[inactive] = 0.0
+        return lam_x
 
     def _reverse_rows(
         self,

@@ -178,6 +178,12 @@ class OptimalControlProblem:
             )
         if np.any(default < p_low) or np.any(default > p_high):
             raise ValueError(f"{name}.param_default {default} lies outside [param_low, param_high]")
+        # From here on every consumer may rely on float64 arrays (a subclass may have set lists).
+        self.u_low, self.u_high = u_low, u_high
+        self.param_low, self.param_high, self.param_default = p_low, p_high, default
+        if self.x_low is not None and self.x_high is not None:
+            self.x_low = np.asarray(self.x_low, dtype=np.float64)
+            self.x_high = np.asarray(self.x_high, dtype=np.float64)
 
     @property
     def n_params(self) -> int:

@@ -40,6 +40,12 @@ class MPCReplayBuffer(ReplayBuffer):
     :param optimize_memory_usage: SB3's memory-saving variant.
     :param handle_timeout_termination: SB3's time-limit handling.
     :param plan_size: ``nz``, the MPC's number of decision variables (0: store nothing).
+
+    The plans cost ``buffer_size x n_envs x nz`` float32 numbers: paged in by the OS only where
+    written while training, but written in full by ``save_replay_buffer`` (about 0.5 GB for the wind
+    maze's ``nz = 124`` and 2 GB for the chain's ``nz = 501`` at ``buffer_size = 1e6``). The pairing
+    of plans with samples replays SB3's draw of environment indices (SB3 < 2.10, as pinned);
+    tests/test_sac_mpc.py checks it.
     """
 
     def __init__(

@@ -15,9 +15,11 @@ parameter Box (normalised to ``[-1, 1]``) instead of the action Box.
 
 Every policy's ``action_space`` is the environment's action Box, so SB3's ``predict`` (used by
 ``evaluate_policy``, rl_zoo3's ``enjoy`` and the evaluation callback) returns environment actions:
-``_predict`` runs the MPC. Acting keeps a warm start per environment (the previous plan shifted by
-one stage) and, when a solve fails, falls back to :meth:`MPCLayer.fallback_controls` (the previous
-successful plan's next control, else the middle of the control bounds) and counts the failure.
+``_predict`` runs the MPC. Acting keeps a warm start per environment row (the previous plan of the
+same episode shifted by one stage; forgotten when the episode ends) and, when a solve fails, falls
+back to :meth:`MPCLayer.fallback_controls` (the previous successful plan's next control, else the
+middle of the control bounds) and counts the failure. Training rollouts and ``predict`` keep separate
+plans and statistics.
 """
 
 from __future__ import annotations
@@ -90,10 +92,9 @@ class MPCParameterPolicy(SACPolicy):
         check_action_space(action_space, ocp)
         self._param_low = th.as_tensor(self.parameter_space.low, dtype=th.float32)
         self._param_high = th.as_tensor(self.parameter_space.high, dtype=th.float32)
-        # Acting: warm starts and the last successful plans, per environment row.
-        self._act_guess: np.ndarray | None = None
-        self._act_plans: np.ndarray | None = None
-        self.act_stats = {"solves": 0, "failures": 0, "iterations": 0}
+        # Acting contexts: the training rollouts and predict() (evaluation, enjoy) keep their own
+        # plans, so that an evaluation episode never warm-starts or falls back on a training one.
+        self.acting = {"train": ActingContext(), "predict": ActingContext()}
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     # ------------------------------------------------------------------ networks
@@ -149,43 +150,69 @@ class MPCParameterPolicy(SACPolicy):
         """Differentiable ``u0*(s(obs), phi)`` in environment units, success flags and the solution."""
         return self.mpc(self.mpc_states(obs), params, initial_guess)
 
-    def act_mpc(self, obs: PyTorchObs, params: th.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def act_mpc(
+        self, obs: PyTorchObs, params: th.Tensor, context: str = "predict"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The MPC actions to send to the environments (no gradient), with warm starts and fallbacks.
 
+        Each environment row warm-starts from its previous plan shifted by one stage; a row whose
+        solve fails gets :meth:`MPCLayer.fallback_controls` of its previous successful plan (the
+        plan continues open-loop) or, without one, the middle of the control bounds.
+
+        :param context: ``"train"`` (the algorithm's rollouts) or ``"predict"`` (everything else).
         :return: ``(actions (n_envs, nu) in environment units, failed (n_envs,) bool)``.
         """
         with th.no_grad():
             states = self.mpc_states(obs).double().cpu().numpy()
         params_np = params.detach().double().cpu().numpy()
+        acting = self.acting[context]
         batch = len(states)
-        guess = None
-        if self._act_guess is not None and len(self._act_guess) == batch:
-            guess = self._act_guess.copy()
-            guess[:, : self.mpc.nx] = states
+        acting.resize(batch, self.mpc.nz)
+        guess = self.mpc.shift(acting.plans)
+        if not acting.has_plan.all():
+            guess[~acting.has_plan] = self.mpc.cold_start(states[~acting.has_plan])
+        guess[:, : self.mpc.nx] = states
         solution = self.mpc.solve(states, params_np, guess)
         ok = solution.success
         actions = solution.u0.copy()
         if not ok.all():
-            previous = (
-                self._act_plans if self._act_plans is not None and len(self._act_plans) == batch else None
-            )
-            actions[~ok] = self.mpc.fallback_controls(previous, batch)[~ok]
+            fallback = self.mpc.fallback_controls(acting.plans, batch)
+            middle = self.mpc.fallback_controls(None, batch)
+            fallback[~acting.has_plan] = middle[~acting.has_plan]
+            actions[~ok] = fallback[~ok]
         plans = solution.z.copy()
-        if self._act_plans is not None and len(self._act_plans) == batch:
-            plans[~ok] = self.mpc.shift(self._act_plans)[~ok]
-        elif not ok.all():
-            plans[~ok] = self.mpc.cold_start(states[~ok])
-        self._act_plans = plans
-        self._act_guess = self.mpc.shift(plans)
-        self.act_stats["solves"] += batch
-        self.act_stats["failures"] += int((~ok).sum())
-        self.act_stats["iterations"] += int(solution.iterations.sum())
+        plans[~ok] = self.mpc.shift(acting.plans)[~ok]
+        acting.plans, acting.has_plan = plans, ok | acting.has_plan
+        acting.stats["solves"] += batch
+        acting.stats["failures"] += int((~ok).sum())
+        acting.stats["iterations"] += int(solution.iterations.sum())
         return actions, ~ok
 
-    def reset_warm_start(self) -> None:
-        """Forget the acting warm starts (e.g. after loading, or between unrelated episodes)."""
-        self._act_guess = None
-        self._act_plans = None
+    @property
+    def act_stats(self) -> dict[str, int]:
+        """Solves, failures (fallback actions) and iterations of the training rollouts' MPC."""
+        return self.acting["train"].stats
+
+    def reset_warm_start(self, rows: np.ndarray | None = None, context: str | None = None) -> None:
+        """Forget the acting plans of some environment rows (all rows of both contexts by default),
+        e.g. when their episode ends."""
+        for name, acting in self.acting.items():
+            if context is None or context == name:
+                acting.forget(rows)
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``; rows whose ``episode_start`` is set start without a previous plan."""
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
+            if starts.any():
+                self.reset_warm_start(np.flatnonzero(starts), "predict")
+        return super().predict(observation, state, episode_start, deterministic)
 
     # ------------------------------------------------------------------ acting
 
@@ -199,11 +226,28 @@ class MPCParameterPolicy(SACPolicy):
         scaled = self.actions_to_scaled(th.as_tensor(actions, dtype=th.float32, device=self.device))
         return scaled.clamp(-1.0, 1.0)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_act_guess"] = None
-        state["_act_plans"] = None
-        return state
+
+class ActingContext:
+    """Per environment row: the last plan ``(n_envs, nz)``, whether it exists, and acting statistics."""
+
+    def __init__(self) -> None:
+        self.plans = np.zeros((0, 0))
+        self.has_plan = np.zeros(0, dtype=bool)
+        self.stats = {"solves": 0, "failures": 0, "iterations": 0}
+
+    def resize(self, batch: int, nz: int) -> None:
+        """A different number of rows (or a new problem size) starts every row afresh."""
+        if self.plans.shape != (batch, nz):
+            self.plans = np.zeros((batch, nz))
+            self.has_plan = np.zeros(batch, dtype=bool)
+
+    def forget(self, rows: np.ndarray | None = None) -> None:
+        """Rows (all by default) start without a plan; rows not yet seen have none anyway."""
+        if rows is None:
+            self.has_plan[:] = False
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            self.has_plan[rows[rows < len(self.has_plan)]] = False
 
 
 def check_action_space(action_space: spaces.Space, ocp: OptimalControlProblem) -> None:
@@ -304,12 +348,12 @@ class ActionNoisePolicy(MPCParameterPolicy):
         return self.actor(obs)[0]
 
     def noisy_actions(
-        self, obs: PyTorchObs, deterministic: bool = False
+        self, obs: PyTorchObs, deterministic: bool = False, context: str = "predict"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Acting: ``(unclipped scaled actions, clipped actions in environment units, failed)``."""
         with th.no_grad():
             scaled_params, log_std = self.actor(obs)
-        actions, failed = self.act_mpc(obs, self.params_from_scaled(scaled_params))
+        actions, failed = self.act_mpc(obs, self.params_from_scaled(scaled_params), context)
         scaled = self.actions_to_scaled(th.as_tensor(actions, dtype=th.float32, device=self.device))
         if not deterministic:
             scaled = scaled + log_std.exp() * th.randn_like(scaled)

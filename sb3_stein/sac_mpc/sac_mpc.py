@@ -163,6 +163,11 @@ class _SACMPC(SAC):
         )
         self.policy_kwargs = dict(self.policy_kwargs)  # never write into the caller's dict
         given = self.policy_kwargs.get("ocp", ocp)
+        if not _init_setup_model and given == "auto":
+            # SB3's load() builds with _init_setup_model=False, then restores policy_kwargs (with the
+            # saved OCP) before _setup_model(): nothing to resolve here, even for unregistered OCPs.
+            self._reset_violation_counters()
+            return
         if self.env is not None:
             refuse_normalized_observations(self.env, name)
             resolved = resolve_ocp(given, self.env, name)
@@ -170,10 +175,6 @@ class _SACMPC(SAC):
             _check_observations(resolved, self.observation_space, name)
         elif isinstance(given, OptimalControlProblem):
             resolved = given
-        elif not _init_setup_model:
-            # SB3's load() builds without an env, then restores policy_kwargs (with the saved OCP).
-            self._reset_violation_counters()
-            return
         else:
             raise ValueError(f"{name} needs an env (to find its OCP) or ocp=<OptimalControlProblem>")
         self.policy_kwargs.update(
@@ -248,14 +249,22 @@ class _SACMPC(SAC):
         else:
             with th.no_grad():
                 scaled = policy.sample_params(obs, deterministic=False)
-        actions, _ = policy.act_mpc(obs, policy.params_from_scaled(scaled))
+        actions, _ = policy.act_mpc(obs, policy.params_from_scaled(scaled), "train")
         actions = actions.astype(np.float32)
-        self._pending_plans = policy._act_plans
+        self._pending_plans = policy.acting["train"].plans
         if self._critic_input == "parameters":
             buffer = scaled.cpu().numpy()
         else:
             buffer = np.clip(policy.scale_action(actions), -1.0, 1.0)
         return actions, buffer, actions
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
+        reset = kwargs.get("reset_num_timesteps", args[1] if len(args) > 1 else True)
+        result = super()._setup_learn(total_timesteps, *args, **kwargs)
+        if reset:  # a fresh start: new episodes, counts from zero (as SB3's num_timesteps)
+            self._reset_violation_counters()
+            self.policy.reset_warm_start(context="train")
+        return result
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
@@ -280,6 +289,9 @@ class _SACMPC(SAC):
         self._count_violations(new_obs, dones, infos)
         if isinstance(replay_buffer, MPCReplayBuffer):
             replay_buffer.pending_plans = self._pending_plans
+        finished = np.flatnonzero(dones)
+        if len(finished):  # a new episode starts without the old one's plan
+            self.policy.reset_warm_start(finished, "train")
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     def _count_violations(self, new_obs: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> None:
@@ -364,7 +376,10 @@ class SACZOP(_SACMPC):
       its log-probabilities by ``action_dim / param_dim`` and targets ``-action_dim``; that is the
       same fixed point with ``alpha`` rescaled.)
 
-    The MPC runs only when acting, never in an update.
+    The MPC runs only when acting, never in an update. When a solve fails while acting, the
+    environment gets the fallback action (previous plan's next control) while the buffer stores the
+    sampled ``phi``: for those (counted, ``mpc/act_failures``) transitions the parameter MDP's
+    identity ``Q(s, phi) = Q(s, u0*(s, phi))`` does not hold.
 """
         + _DOC_PARAMETERS
     )
@@ -415,7 +430,12 @@ class SACFOP(_SACMPC):
         return guess
 
     def _mpc_actions(
-        self, obs: th.Tensor, scaled_params: th.Tensor, what: str, initial_guess: np.ndarray | None = None
+        self,
+        obs: th.Tensor,
+        scaled_params: th.Tensor,
+        what: str,
+        initial_guess: np.ndarray | None = None,
+        terminal: th.Tensor | None = None,
     ) -> tuple[th.Tensor, th.Tensor]:
         """MPC actions in SB3's ``[-1, 1]`` (differentiable) and the success mask for a batch."""
         policy = self.policy
@@ -427,7 +447,8 @@ class SACFOP(_SACMPC):
         self._mpc_solves += len(success)
         self._mpc_failures += int((~solution.success).sum())
         self._mpc_iterations += int(solution.iterations.sum())
-        if not solution.success.any():
+        counted = np.ones(len(success), dtype=bool) if terminal is None else ~terminal.cpu().numpy()
+        if counted.any() and not solution.success[counted].any():
             statuses = sorted(set(solution.status))
             raise RuntimeError(
                 f"{type(self).__name__}: the MPC failed on every sample of a batch of {len(success)} "
@@ -437,16 +458,18 @@ class SACFOP(_SACMPC):
             )
         return policy.actions_to_scaled(actions), success.to(self.device)
 
-    def _policy_actions(self, obs: th.Tensor, what: str) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def _policy_actions(
+        self, obs: th.Tensor, what: str, terminal: th.Tensor | None = None
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """``(scaled actions, log-prob (batch, 1), success)`` of the current policy (reparameterised).
 
         :param what: ``"actor"`` (at ``s``) or ``"target"`` (at ``s'``): picks the warm start, and
             names the batch in the error of an all-failed batch.
+        :param terminal: ``(batch,)`` rows whose failure does not count (terminal next states).
         """
         scaled_params, log_prob = self.actor.action_log_prob(obs)
-        actions, success = self._mpc_actions(
-            obs, scaled_params, what, self._warm_starts(obs, what == "target")
-        )
+        guess = self._warm_starts(obs, what == "target")
+        actions, success = self._mpc_actions(obs, scaled_params, what, guess, terminal)
         return actions, log_prob.reshape(-1, 1), success
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
@@ -484,14 +507,15 @@ class SACFOP(_SACMPC):
             # Soft targets with the next actions recomputed through the MPC.
             with th.no_grad():
                 next_actions, next_log_prob, ok_next = self._policy_actions(
-                    replay_data.next_observations, "target"
+                    replay_data.next_observations, "target", terminal=replay_data.dones.bool().reshape(-1)
                 )
                 next_q = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
                 next_q = th.min(next_q, dim=1, keepdim=True)[0] - ent_coef * next_log_prob
                 target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q
 
-            # Critic loss, failed next-state solves masked out.
-            mask_next = ok_next.float().reshape(-1, 1)
+            # Critic loss, failed next-state solves masked out. A terminal s' needs no action (its
+            # value is not used), and it is often infeasible for the OCP (e.g. outside the maze).
+            mask_next = (ok_next.reshape(-1, 1) | replay_data.dones.bool()).float()
             current_q = self.critic(replay_data.observations, replay_data.actions)
             critic_loss = 0.5 * sum(_masked_mse(q, target_q, mask_next) for q in current_q)
             assert isinstance(critic_loss, th.Tensor)
@@ -559,15 +583,18 @@ class SACFOA(SACFOP):
     def _act(self, n_envs: int, warmup: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         policy = self.policy
         obs, _ = policy.obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
-        scaled, env_actions, _ = policy.noisy_actions(obs, deterministic=False)
-        self._pending_plans = policy._act_plans
+        scaled, env_actions, _ = policy.noisy_actions(obs, deterministic=False, context="train")
+        self._pending_plans = policy.acting["train"].plans
         low, high = self.action_space.low, self.action_space.high  # type: ignore[attr-defined]
         chosen = low + 0.5 * (scaled + 1.0) * (high - low)
         return env_actions.astype(np.float32), np.clip(scaled, -1.0, 1.0), chosen
 
-    def _policy_actions(self, obs: th.Tensor, what: str) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def _policy_actions(
+        self, obs: th.Tensor, what: str, terminal: th.Tensor | None = None
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         scaled_params, log_std = self.actor(obs)
-        mean, success = self._mpc_actions(obs, scaled_params, what, self._warm_starts(obs, what == "target"))
+        guess = self._warm_starts(obs, what == "target")
+        mean, success = self._mpc_actions(obs, scaled_params, what, guess, terminal)
         std = log_std.exp()
         noisy = mean + std * th.randn_like(mean)
         # Diagonal Gaussian log-density of the noise (what the actor's entropy term measures).
