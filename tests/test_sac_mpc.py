@@ -343,7 +343,6 @@ def test_predict_forgets_the_plan_at_an_episode_start_and_keeps_training_plans_a
 
 def test_load_with_an_env_and_an_unregistered_ocp(tmp_path):
     from gymnasium.wrappers import TimeLimit
-
     from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpEnv
 
     env = TimeLimit(CartPoleSwingUpEnv(), 200)  # no registered id: the OCP must come with the model
