@@ -357,3 +357,16 @@ def test_ocp_bounds_given_as_lists_are_normalised():
     ocp.u_low, ocp.u_high = [-80.0], [80.0]
     ocp.validate()
     assert ocp.action_violation(np.array([[81.0], [0.0]])).tolist() == [True, False]
+
+
+def test_register_ocp_makes_auto_find_it_and_refuses_duplicates(monkeypatch):
+    from sb3_stein.common import ocp as ocp_module
+
+    monkeypatch.setitem(ocp_module._REGISTRY, "MyCartPole-v0", lambda env: CartPoleSwingUpOCP(horizon=3))
+    assert "MyCartPole-v0" in sb3_stein.registered_ocps()
+    with pytest.raises(ValueError, match="an OCP is already registered for 'MyCartPole-v0'"):
+        sb3_stein.register_ocp("MyCartPole-v0", CartPoleSwingUpOCP)
+    resolved = ocp_module.resolve_ocp("auto", "MyCartPole-v0", "test")
+    assert resolved.horizon == 3
+    with pytest.raises(TypeError, match="factory must be callable"):
+        sb3_stein.register_ocp("Other-v0", 3)

@@ -58,15 +58,19 @@ def register_dynamics_model(env_id: str, factory: DynamicsFactory | str, overwri
         ``"package.module:attribute"``.
     :param overwrite: replace an existing registration (otherwise that is an error).
     """
+    register_factory(_REGISTRY, env_id, factory, overwrite, "a dynamics model")
+
+
+def register_factory(registry: dict[str, Any], env_id: str, factory: Any, overwrite: bool, what: str) -> None:
+    """Add ``env_id -> factory`` to ``registry`` after checking both (shared by the dynamics-model and
+    OCP registries); ``what`` names the registered thing in the error."""
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"env_id must be a non-empty string, got {env_id!r}")
     if not (callable(factory) or isinstance(factory, str)):
         raise TypeError(f"factory must be callable or an import path string, got {factory!r}")
-    if env_id in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"a dynamics model is already registered for {env_id!r}; pass overwrite=True to replace it"
-        )
-    _REGISTRY[env_id] = factory
+    if env_id in registry and not overwrite:
+        raise ValueError(f"{what} is already registered for {env_id!r}; pass overwrite=True to replace it")
+    registry[env_id] = factory
 
 
 def registered_dynamics_models() -> list[str]:

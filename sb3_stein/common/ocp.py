@@ -209,13 +209,9 @@ def register_ocp(env_id: str, factory: Any, overwrite: bool = False) -> None:
         :class:`OptimalControlProblem`; or its import path ``"package.module:attribute"``.
     :param overwrite: replace an existing registration (otherwise that is an error).
     """
-    if not isinstance(env_id, str) or not env_id:
-        raise ValueError(f"env_id must be a non-empty string, got {env_id!r}")
-    if not (callable(factory) or isinstance(factory, str)):
-        raise TypeError(f"factory must be callable or an import path string, got {factory!r}")
-    if env_id in _REGISTRY and not overwrite:
-        raise ValueError(f"an OCP is already registered for {env_id!r}; pass overwrite=True to replace it")
-    _REGISTRY[env_id] = factory
+    from sb3_stein.common.dynamics import register_factory
+
+    register_factory(_REGISTRY, env_id, factory, overwrite, "an OCP")
 
 
 def registered_ocps() -> list[str]:
