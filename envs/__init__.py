@@ -10,6 +10,8 @@ Registered ids (see :data:`ENV_IDS`):
   ``goals="symmetric"`` or ``obstacle=True`` (test-time bar of the paper's Fig. 7) to ``gymnasium.make``.
 * ``Nav2DEasy-v0``, ``Nav2DMedium-v0``, ``Nav2DHard-v0``: the Q-STAC point-mass navigation through
   Gaussian obstacles (:class:`sb3_stein.envs.nav2d.Nav2DEnv`), truncated after 200 steps.
+* ``CartPoleSwingUp-v0``, ``PointMassWindMaze-v0``, ``Chain-v0``: the leap-c lecture's environments
+  (SAC-ZOP/FOP), each with a dynamics model and an OCP (:mod:`sb3_stein.common.ocp`).
 
 Each has a torch dynamics model registered with :func:`sb3_stein.register_dynamics_model`; so has
 gymnasium's ``Pendulum-v1`` (:class:`sb3_stein.envs.pendulum.PendulumDynamics`).
@@ -23,11 +25,20 @@ import gymnasium
 
 __all__ = [
     "ENV_IDS",
+    "CartPoleSwingUpDynamics",
+    "CartPoleSwingUpEnv",
+    "CartPoleSwingUpOCP",
+    "ChainDynamics",
+    "ChainEnv",
+    "ChainOCP",
     "MultiGoalDynamics",
     "MultiGoalEnv",
     "Nav2DDynamics",
     "Nav2DEnv",
     "PendulumDynamics",
+    "WindMazeDynamics",
+    "WindMazeEnv",
+    "WindMazeOCP",
     "register_envs",
 ]
 
