@@ -10,7 +10,7 @@ from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
-import sb3_stein  # noqa: F401  (registers the environments)
+import sb3_stein
 from sb3_stein import SACFOA, SACFOP, SACZOP
 from sb3_stein.common.mpc import MPCLayer, MPCSolution
 
