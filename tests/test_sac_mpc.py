@@ -153,6 +153,9 @@ def test_state_violations_count_the_terminal_state():
         "episodes": 1,
         "violating_episodes": 1,
     }
+    env_says = [{"violation": True, "terminal_observation": inside[0]}]  # e.g. 1e-9 past a bound
+    model._count_violations(inside, np.array([True]), env_says)
+    assert model.violation_counts["violating_episodes"] == 2  # the environment's own verdict counts
 
 
 @pytest.mark.parametrize("cls", ALGOS, ids=lambda c: c.__name__)

@@ -15,7 +15,8 @@ algorithm    critic                            actor gradient                   
 
 All three count "training violations" (lecture, "Unsafe Exploration using Action Noise"): a
 training step violates when the action sent by the agent (before the environment clips it) lies
-outside the OCP's control bounds, or the state reached lies outside the OCP's state bounds. They
+outside the OCP's control bounds, or the state reached lies outside the OCP's state bounds, or the
+environment reports ``info["violation"]``. They
 log ``rollout/violation_rate`` (fraction of training steps) and ``rollout/violation_episode_rate``
 (fraction of finished training episodes with at least one violation), and the MPC's acting
 statistics (``mpc/act_failures``, ``mpc/act_iterations``, ``mpc/act_ms``).
@@ -303,6 +304,9 @@ class _SACMPC(SAC):
             if done and terminal is not None:
                 next_obs[i] = terminal
         violated = ocp.state_violation(ocp.state_from_obs_numpy(next_obs))
+        # The environment's own verdict counts too (the lecture's environments report one): it may be
+        # stricter than the OCP's round-off tolerance, e.g. a plan riding a bound that ends 1e-9 past it.
+        violated |= np.array([bool(info.get("violation", False)) for info in infos])
         if self._pending_violation is not None:
             violated = violated | self._pending_violation
         if self._episode_violated is None or len(self._episode_violated) != n_envs:
