@@ -49,12 +49,13 @@ def write_report(
     rows: list[tuple[str, float, int]],
     ratios: dict[str, float],
     extra: list[str] | None = None,
+    env_id: str = "Pendulum-v1",
 ) -> None:
     """``speed.json`` (all of ``results``) and ``speed.md`` (measurement rows, then the ratios) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.json").write_text(json.dumps(results, indent=2))
     lines = [
-        f"# {name} speed (Pendulum-v1, 1 torch thread, CPU)",
+        f"# {name} speed ({env_id}, 1 torch thread, CPU)",
         "",
         f"Command: `{results['command']}`  ",
         f"torch {results['torch']}, {results['machine']}, {results['date']}  ",

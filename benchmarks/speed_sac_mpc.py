@@ -32,7 +32,7 @@ import numpy as np
 import torch as th
 import yaml
 from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
-from speed_s2ac import interleaved_ms
+from speed_s2ac import interleaved_ms, write_report
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
@@ -154,36 +154,22 @@ def main(argv: list[str] | None = None) -> None:
         "ZOP / SAC learn per 1k steps (target <= 2)": learn["sac_zop"] / learn["sac"],
     }
     results["ratios"] = ratios
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(results, indent=2))
-    rows = [
+    rows: list[tuple[str, float, int]] = [
         *(
-            f"| MPC layer {k[:-3]} (batch {args.batch}, T={args.horizon}) | {v:.1f} |"
+            (f"MPC layer {k[:-3]} (batch {args.batch}, T={args.horizon})", v, 1)
             for k, v in layer.items()
             if k.endswith("_ms")
         ),
-        *(f"| gradient step {k} (batch {batch}) | {v:.1f} |" for k, v in steps.items()),
-        f"| MPC work of one FOP step (batch {batch}, T=5: 2 forward, 1 backward) | {fop_layer_ms:.1f} |",
-        *(f"| learn per 1k steps {k} | {v:.0f} |" for k, v in learn.items()),
+        *((f"gradient step {k} (batch {batch})", v, 1) for k, v in steps.items()),
+        (f"MPC work of one FOP step (batch {batch}, T=5: 2 forward, 1 backward)", fop_layer_ms, 1),
+        *((f"learn per 1k steps {k}", v, 0) for k, v in learn.items()),
     ]
-    lines = [
-        f"# SAC-ZOP/FOP speed ({ENV_ID}, 1 torch thread, CPU)",
-        "",
-        f"Command: `{results['command']}`  ",
-        f"torch {results['torch']}, {results['machine']}, {results['date']}  ",
+    iterations = (
         f"Layer iterations: cold {layer['iterations_cold']:.1f}, warm {layer['iterations_warm']:.1f}; "
-        f"failed cold solves: {layer['failures_cold']} of {args.batch}",
-        "",
-        "| measurement | ms |",
-        "| --- | --- |",
-        *rows,
-        "",
-        "| ratio | value |",
-        "| --- | --- |",
-        *[f"| {k} | {v:.2f} |" for k, v in ratios.items()],
-    ]
-    (args.out / "speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        f"failed cold solves: {layer['failures_cold']} of {args.batch}"
+    )
+    write_report(args.out, "SAC-ZOP/FOP", results, rows, ratios, extra=[iterations], env_id=ENV_ID)
+    print((args.out / "speed.md").read_text())
 
 
 if __name__ == "__main__":

@@ -337,10 +337,6 @@ class _SACMPC(SAC):
 
     # ------------------------------------------------------------------ training
 
-    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        """SAC's update (:meth:`stable_baselines3.SAC.train`) on the parameter MDP (SAC-ZOP)."""
-        super().train(gradient_steps, batch_size)
-
 
 def _check_observations(ocp: OptimalControlProblem, observation_space: Any, owner: str) -> None:
     """The OCP must read the environment's observations: ``state_from_obs`` gives ``(nx,)``."""
