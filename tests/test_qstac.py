@@ -82,8 +82,8 @@ def test_per_coordinate_trace_sums_to_the_trace():
     sq = pairwise_sq_dists(x)
     sigma2 = th.full((3, 1, 1), 0.7)
     kernel = rbf_kernel(sq, sigma2)
-    full = stein_trace(x, score, kernel, sigma2, sq, tau=0.3)
-    parts = stein_trace(x, score, kernel, sigma2, sq, tau=0.3, per_coordinate=True)
+    full = stein_trace(x, score, kernel, sigma2, sq, repulsion_weight=0.3)
+    parts = stein_trace(x, score, kernel, sigma2, sq, repulsion_weight=0.3, per_coordinate=True)
     assert parts.shape == (3, 5, 6)
     assert th.allclose(parts.sum(-1), full, atol=1e-5)
 

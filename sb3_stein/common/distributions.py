@@ -8,6 +8,11 @@ import torch as th
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
+#: The papers write Gaussians as ``N(mean, covariance)``: S²AC's Table 2 ``q0 = N(0, 6 I)`` (Fig. 4),
+#: Table 3 ``N(0, 0.3 I)`` (multi-goal) and Table 4 ``N(0, 0.5 I)`` (MuJoCo) are covariances, so a
+#: standard deviation ``init_std`` is the square root of the printed number. Default: Table 4's.
+PAPER_INIT_STD = math.sqrt(0.5)
+
 
 def truncated_standard_normal(shape: tuple[int, ...], bound: float | None, like: th.Tensor) -> th.Tensor:
     """Samples of ``N(0, 1)`` truncated to ``[-bound, bound]`` per coordinate (``None``: untruncated).

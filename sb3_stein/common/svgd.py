@@ -12,17 +12,18 @@ Notation (S²AC paper, Messaoud et al., ICLR 2024, shared/papers/002_7b60a202b12
   computed from detached particles, as in the reference code);
 * Stein direction (Eq. 1, in the scaling of Appendix H / Eq. 24)::
 
-      h(x_i) = 1/m sum_j [ k(x_j, x_i) score(x_j) + tau * grad_{x_j} k(x_j, x_i) ]
+      h(x_i) = 1/m sum_j [ k(x_j, x_i) score(x_j) + w * grad_{x_j} k(x_j, x_i) ]
 
-  where ``score = grad log p`` up to the factor ``tau``: S²AC passes ``score = grad_a Q`` and
-  ``tau = alpha``, i.e. ``h = alpha * phi`` with ``phi`` the SVGD direction of the target
-  ``exp(Q / alpha)``; plain SVGD of a density ``p`` is ``score = grad log p, tau = 1``;
+  where ``score = grad log p`` up to the factor ``w``, the *repulsion weight*: S²AC passes
+  ``score = grad_a Q`` and ``w = alpha``, i.e. ``h = alpha * phi`` with ``phi`` the SVGD direction
+  of the target ``exp(Q / alpha)``; plain SVGD of a density ``p`` is ``score = grad log p, w = 1``.
+  (The paper calls it ``alpha``; we avoid ``tau``, which is SB3's Polyak coefficient.)
 * update ``x <- x + eps * h(x)`` (§3.1);
 * log-likelihood (Theorem 3.1 + Theorem 3.3)::
 
       log q^{l+1}(x_i^{l+1}) = log q^l(x_i^l) - eps * Tr(grad_{x_i} h(x_i))
       Tr(grad h(x_i)) = 1/(m sigma^2) sum_{j != i} k_ij [ -(x_i - x_j)^T score_j
-                                                          + tau * d - tau * ||x_i - x_j||^2 / sigma^2 ]
+                                                          + w * d - w * ||x_i - x_j||^2 / sigma^2 ]
 
   The ``j = i`` summand of the score term contributes ``1/m Tr(grad^2 log p(x_i))`` (a Hessian),
   which the paper drops (Appendix H: "in order to avoid computing Hessians"). We drop it too,
@@ -53,7 +54,7 @@ Bandwidth = str | float
 def check_bandwidth(bandwidth: Bandwidth, name: str = "kernel_bandwidth") -> Bandwidth:
     """Validate a bandwidth setting and return it.
 
-    :param bandwidth: ``"paper"``, ``"median"`` or a positive float (a fixed ``sigma^2``).
+    :param bandwidth: ``"paper"``, ``"median"`` or a finite positive float (a fixed ``sigma^2``).
     :param name: parameter name used in the error message.
     :raises ValueError: for anything else.
     """
@@ -63,7 +64,12 @@ def check_bandwidth(bandwidth: Bandwidth, name: str = "kernel_bandwidth") -> Ban
                 f"{name} must be one of {BANDWIDTH_METHODS} or a positive float, got {bandwidth!r}"
             )
         return bandwidth
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
+    if (
+        isinstance(bandwidth, bool)
+        or not isinstance(bandwidth, (int, float))
+        or not math.isfinite(bandwidth)
+        or not bandwidth > 0
+    ):
         raise ValueError(f"{name} must be one of {BANDWIDTH_METHODS} or a positive float, got {bandwidth!r}")
     return float(bandwidth)
 
@@ -91,9 +97,12 @@ def kernel_bandwidth(sq_dists: th.Tensor, method: Bandwidth) -> th.Tensor:
             return sq_dists.new_full((batch, 1, 1), method)
         if method == "paper":
             sigma2 = sq_dists.sum((-1, -2)) / (4.0 * (2.0 * math.log(m) + 1.0))
-        else:  # median over the m (m - 1) off-diagonal entries
+        elif method == "median":  # over the m (m - 1) off-diagonal entries
             off_diag = ~th.eye(m, dtype=th.bool, device=sq_dists.device)
             sigma2 = sq_dists[:, off_diag].median(-1).values / (2.0 * math.log(m))
+        else:
+            check_bandwidth(method)  # raises, naming what is allowed
+            raise AssertionError(method)
         # Coincident particles give sigma^2 = 0; a tiny floor keeps the kernel defined.
         return sigma2.clamp_min(1e-8).view(batch, 1, 1)
 
@@ -104,7 +113,7 @@ def rbf_kernel(sq_dists: th.Tensor, sigma2: th.Tensor) -> th.Tensor:
 
 
 def stein_direction(
-    x: th.Tensor, score: th.Tensor, kernel: th.Tensor, sigma2: th.Tensor, tau: float | th.Tensor = 1.0
+    x: th.Tensor, score: th.Tensor, kernel: th.Tensor, sigma2: th.Tensor, repulsion_weight: float | th.Tensor = 1.0
 ) -> th.Tensor:
     """SVGD direction ``h(x_i)`` of Eq. 1 (scaled as in Appendix H), shape ``(batch, m, dim)``.
 
@@ -114,7 +123,7 @@ def stein_direction(
     m = x.shape[-2]
     attraction = kernel @ score  # (batch, m, dim)
     repulsion = (kernel.sum(-1, keepdim=True) * x - kernel @ x) / sigma2
-    return (attraction + tau * repulsion) / m
+    return (attraction + repulsion_weight * repulsion) / m
 
 
 def stein_trace(
@@ -123,7 +132,7 @@ def stein_trace(
     kernel: th.Tensor,
     sigma2: th.Tensor,
     sq_dists: th.Tensor,
-    tau: float | th.Tensor = 1.0,
+    repulsion_weight: float | th.Tensor = 1.0,
     self_hessian_trace: th.Tensor | None = None,
     per_coordinate: bool = False,
 ) -> th.Tensor:
@@ -142,15 +151,17 @@ def stein_trace(
         kx = kernel @ x
         cross_d = x * (kernel @ score) - kernel @ (x * score)
         spread_d = x.pow(2) * row_sum - 2.0 * x * kx + kernel @ x.pow(2)  # sum_j k_ij (x_id - x_jd)^2
-        return (-cross_d + tau * (row_sum - 1.0) - tau * spread_d / sigma2) / (m * sigma2)
+        w = repulsion_weight
+        return (-cross_d + w * (row_sum - 1.0) - w * spread_d / sigma2) / (m * sigma2)
     k_score = kernel @ score  # sum_j k_ij s_j
     # sum_j k_ij (x_i - x_j)^T s_j = x_i^T (K s)_i - sum_j k_ij (x_j^T s_j)
     cross = (x * k_score).sum(-1) - (kernel @ (x * score).sum(-1, keepdim=True)).squeeze(-1)
     spread = (kernel * sq_dists).sum(-1)  # sum_j k_ij ||x_i - x_j||^2
     sigma2_ = sigma2.squeeze(-1)  # (batch, 1)
-    # The j = i kernel entry is 1 and carries no repulsion: subtract it from the tau * d term.
+    # The j = i kernel entry is 1 and carries no repulsion: subtract it from the w * d term.
     others = kernel.sum(-1) - 1.0
-    trace = (-cross + tau * dim * others - tau * spread / sigma2_) / (m * sigma2_)
+    w = repulsion_weight
+    trace = (-cross + w * dim * others - w * spread / sigma2_) / (m * sigma2_)
     if self_hessian_trace is not None:
         trace = trace + self_hessian_trace / m
     return trace
@@ -166,8 +177,8 @@ class SVGDResult:
     :param particles: final particles ``(batch, m, dim)``.
     :param log_prob: ``log q^L`` of each final particle ``(batch, m)``, or ``None`` if not requested.
     :param bandwidth: ``sigma^2`` of the last step ``(batch,)`` (of ``x^0`` if ``steps == 0``).
-    :param floored: share of the ``batch`` densities whose last-step bandwidth sits at the validity
-        floor (see ``max_expansion`` in :func:`svgd`); a diagnostic to log.
+    :param floored: share of the ``steps x batch`` kernel variances that sat at the validity floor
+        (see ``max_expansion`` in :func:`svgd`), when the log-likelihood is tracked; a diagnostic to log.
     """
 
     particles: th.Tensor
@@ -186,7 +197,7 @@ def svgd(
     steps: int,
     step_size: float,
     bandwidth: Bandwidth = "paper",
-    tau: float | th.Tensor = 1.0,
+    repulsion_weight: float | th.Tensor = 1.0,
     log_q0: th.Tensor | None = None,
     owner: str = "SVGD",
     step_size_name: str = "svgd_step_size",
@@ -197,11 +208,11 @@ def svgd(
     :param x0: initial particles ``(batch, m, dim)`` (differentiable: gradients flow through the
         unrolled updates, as the S²AC actor loss requires).
     :param score_fn: maps particles ``(batch, m, dim)`` to ``score`` of the same shape (see module
-        docstring for its scaling with ``tau``).
+        docstring for its scaling with ``repulsion_weight``).
     :param steps: number of updates ``L >= 0``.
     :param step_size: ``eps > 0``.
     :param bandwidth: ``"paper"``, ``"median"`` or fixed ``sigma^2``.
-    :param tau: weight of the repulsive term (``alpha`` for S²AC, 1 for plain SVGD).
+    :param repulsion_weight: ``w``, weight of the repulsive term (``alpha`` for S²AC, 1 for plain SVGD).
     :param log_q0: ``log q^0(x0)`` ``(batch, m)``; when given, ``log q^L`` is returned. A
         ``(batch, m, blocks)`` tensor tracks the log-likelihood per block of ``dim / blocks``
         consecutive coordinates (the prior's per-block terms plus each block's share of the trace;
@@ -209,18 +220,23 @@ def svgd(
     :param owner: name used in error messages (the algorithm).
     :param step_size_name: the user-facing parameter name of ``step_size`` for error messages.
     :param max_expansion: keeps the closed-form log-likelihood inside its domain of validity.
-        Theorem 3.1 needs ``eps * ||grad h|| << 1`` (Proposition 3.2: ``eps << sigma``); the
-        repulsive part of ``grad h`` is about ``tau * dim / sigma^2``, which grows without bound as
-        particles (and with them any spread-based bandwidth) shrink. The kernel variance is
-        therefore floored at ``eps * tau * dim / max_expansion``. Without the floor an actor can
-        collapse its initial Gaussian and harvest an unbounded "entropy" from the first-order
-        trace (seen on Pendulum-v1: entropy estimate 8e5, critic loss 3e8). ``None`` disables it.
+        Theorem 3.1 needs ``eps * ||grad h|| << 1`` (Proposition 3.2: ``eps << sigma``) for the map
+        ``x + eps h(x)`` to be invertible and its log-determinant to be its first-order trace. The
+        repulsive part of the Jacobian, ``w / (m sigma^2) sum_{j != i} k_ij [I - (x_i - x_j)(x_i -
+        x_j)^T / sigma^2]``, has operator norm at most ``w (m - 1) / (m sigma^2) < w / sigma^2``
+        (each summand's eigenvalues lie in ``[1 - r^2 / sigma^2, 1]`` times ``k_ij <= 1``), whatever
+        the dimension; it grows without bound as particles (and with them any spread-based
+        bandwidth) shrink. The kernel variance is therefore floored at ``eps * w / max_expansion``,
+        which holds ``eps * ||grad h_repulsive|| <= max_expansion``: exactly the bound the theorem
+        needs, not the trace's ``dim`` times larger one. (The attractive part depends on the score
+        and is the step size's business.) Without the floor an actor can collapse its initial
+        Gaussian and harvest an unbounded "entropy" from the first-order trace (seen on
+        Pendulum-v1: entropy estimate 8e5, critic loss 3e8). ``None`` disables it.
     :raises SVGDDivergenceError: if particles, scores or log-likelihoods become non-finite.
     """
     x = x0
     log_q = log_q0
-    dim = x0.shape[-1]
-    floor = None if max_expansion is None else step_size * tau * dim / max_expansion
+    floor = None if max_expansion is None else step_size * repulsion_weight / max_expansion
     if isinstance(floor, th.Tensor):  # a learned temperature: the floor is a constant of each call
         floor = floor.detach()
 
@@ -229,24 +245,29 @@ def svgd(
         return sigma2 if floor is None else th.clamp_min(sigma2, floor)
 
     sigma2 = bandwidth_of(pairwise_sq_dists(x0))
-    # Per-step finiteness flags stay on the device; one sync at the end. Acting (no log-likelihood)
-    # checks only the final particles: a NaN or inf anywhere in the flow propagates into them.
+    # Per-step flags stay on the device; one sync at the end. Acting (no log-likelihood) checks only
+    # the final particles: a NaN or inf anywhere in the flow propagates into them.
     track_steps = log_q is not None
     flags: list[th.Tensor] = []
+    floored_steps: list[th.Tensor] = []
     for _ in range(steps):
         score = score_fn(x)
         sq_dists = pairwise_sq_dists(x)
         sigma2 = bandwidth_of(sq_dists)
         kernel = rbf_kernel(sq_dists, sigma2)
-        direction = stein_direction(x, score, kernel, sigma2, tau)
+        direction = stein_direction(x, score, kernel, sigma2, repulsion_weight)
         if log_q is not None and log_q.dim() == 3:
-            per_coordinate = stein_trace(x, score, kernel, sigma2, sq_dists, tau, per_coordinate=True)
+            per_coordinate = stein_trace(
+                x, score, kernel, sigma2, sq_dists, repulsion_weight, per_coordinate=True
+            )
             log_q = log_q - step_size * per_coordinate.view(*log_q.shape, -1).sum(-1)
         elif log_q is not None:
-            log_q = log_q - step_size * stein_trace(x, score, kernel, sigma2, sq_dists, tau)
+            log_q = log_q - step_size * stein_trace(x, score, kernel, sigma2, sq_dists, repulsion_weight)
         x = x + step_size * direction
         if track_steps:
             flags.append(th.stack([th.isfinite(score).all(), th.isfinite(x).all()]))
+            if floor is not None:
+                floored_steps.append((sigma2.view(-1) <= floor * (1 + 1e-6)).to(x.dtype).mean())
     if not track_steps and steps > 0 and not bool(th.isfinite(x).all()):
         raise SVGDDivergenceError(
             f"{owner}: the SVGD particles became NaN/inf within {steps} steps. The step size "
@@ -269,7 +290,7 @@ def svgd(
             f"{owner}: the SVGD log-likelihood became NaN/inf. Reduce {step_size_name}={step_size}: the "
             "closed-form entropy needs eps * ||grad h|| << 1 (S²AC Theorem 3.1)."
         )
-    floored = 0.0
-    if floor is not None and log_q is not None:  # a training-time diagnostic; acting skips the sync
-        floored = float((sigma2.view(-1) <= float(floor) * (1 + 1e-6)).float().mean())
+    # A training-time diagnostic (acting skips the sync): the share of (step, density) pairs whose
+    # kernel variance sat at the floor.
+    floored = float(th.stack(floored_steps).mean()) if floored_steps else 0.0
     return SVGDResult(particles=x, log_prob=log_q, bandwidth=sigma2.view(-1), floored=floored)

@@ -85,3 +85,69 @@ def check_range(name: str, value: Any, low: float, high: float | None, open_low:
             f"{name} must be a number in {'(' if open_low else '['}{low}, {upper}, got {value!r}"
         )
     return float(value)
+
+
+def check_observation_space(env: Any, owner: str) -> None:
+    """Refuse observation spaces the package's policies cannot read (Dict, Tuple), before SB3 does.
+
+    SB3's own message for a Dict space says "use MultiInputPolicy", which no algorithm here has.
+
+    :param env: environment instance, VecEnv or registered id (``None``: nothing to check).
+    :param owner: algorithm name for the message.
+    :raises ValueError: naming the space.
+    """
+    if env is None:
+        return
+    if isinstance(env, str):
+        made = gym.make(env)
+        try:
+            space = made.observation_space
+        finally:
+            made.close()
+    else:
+        space = getattr(env, "observation_space", None)
+    if isinstance(space, (spaces.Dict, spaces.Tuple)):
+        raise ValueError(
+            f"{owner} supports flat observation spaces only (a Box, as with SB3's MlpPolicy); the "
+            f"environment's observation space is {type(space).__name__}, which is not supported "
+            "(there is no MultiInputPolicy here). Flatten it first, e.g. with "
+            "gymnasium.wrappers.FlattenObservation."
+        )
+
+
+def check_ent_coef(ent_coef: Any) -> str | float:
+    """``ent_coef`` must be ``"auto"``, ``"auto_<init>"`` with ``init > 0``, or a finite number > 0.
+
+    SB3's SAC takes ``0`` and negative values, which turn the maximum-entropy objective off or
+    upside down; every algorithm here is a maximum-entropy method, so they are refused.
+    """
+    if isinstance(ent_coef, str):
+        if ent_coef == "auto":
+            return ent_coef
+        if ent_coef.startswith("auto_"):
+            try:
+                init = float(ent_coef[len("auto_") :])
+            except ValueError:
+                init = float("nan")
+            if np.isfinite(init) and init > 0:
+                return ent_coef
+        raise ValueError(
+            f"ent_coef must be 'auto', 'auto_<initial value > 0>' or a finite number > 0, got {ent_coef!r}"
+        )
+    if isinstance(ent_coef, bool) or not isinstance(ent_coef, (int, float, np.floating)) or not (
+        np.isfinite(ent_coef) and ent_coef > 0
+    ):
+        raise ValueError(
+            f"ent_coef must be 'auto', 'auto_<initial value > 0>' or a finite number > 0, got {ent_coef!r}"
+        )
+    return float(ent_coef)
+
+
+def check_update_schedule(batch_size: Any, target_update_interval: Any) -> None:
+    """Refuse at construction what SB3's SAC only fails on mid-training.
+
+    ``batch_size`` must be an integer >= 1 (0 samples an empty batch and the losses become NaN);
+    ``target_update_interval`` an integer >= 1 (0 is a modulo by zero at the first gradient step).
+    """
+    check_int("batch_size", batch_size, 1)
+    check_int("target_update_interval", target_update_interval, 1)

@@ -270,7 +270,7 @@ class QSTACPolicy(S2ACPolicy):
             steps=self.svgd_steps if steps is None else steps,
             step_size=self.svgd_step_size,
             bandwidth=self.kernel_bandwidth,
-            tau=alpha,
+            repulsion_weight=alpha,
             log_q0=log_q0,
             owner="QSTAC",
         )

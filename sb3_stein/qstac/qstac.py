@@ -18,6 +18,7 @@ from sb3_stein.common.dynamics import (
     refuse_normalized_observations,
     resolve_dynamics_model,
 )
+from sb3_stein.common.distributions import PAPER_INIT_STD
 from sb3_stein.common.svgd import Bandwidth
 from sb3_stein.common.validation import check_int, check_positive, check_range
 from sb3_stein.qstac.policies import MlpPolicy, QSTACPolicy
@@ -133,7 +134,7 @@ class QSTAC(S2AC):
         svgd_step_size: float = 0.1,
         kernel_bandwidth: Bandwidth = "paper",
         learn_init: bool = True,
-        init_std: float = 0.5,
+        init_std: float = PAPER_INIT_STD,
         bound_std: float | None = 3.0,
         constraint: bool = True,
         constraint_penalty: float = 1.0,

@@ -24,7 +24,12 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_stein.common.critics import ParticleCritic
-from sb3_stein.common.distributions import diag_normal_log_prob, tanh_log_det, truncated_standard_normal
+from sb3_stein.common.distributions import (
+    PAPER_INIT_STD,
+    diag_normal_log_prob,
+    tanh_log_det,
+    truncated_standard_normal,
+)
 from sb3_stein.common.svgd import Bandwidth, svgd
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -110,7 +115,7 @@ class InitialDistribution(_StateNetwork):
         features_dim: int,
         activation_fn: type[nn.Module] = nn.ReLU,
         learn_init: bool = True,
-        init_std: float = 0.5,
+        init_std: float = PAPER_INIT_STD,
         normalize_images: bool = True,
         output_dim: int | None = None,
     ):
@@ -260,7 +265,7 @@ class S2ACPolicy(BasePolicy):
         svgd_step_size: float = 0.1,
         kernel_bandwidth: Bandwidth = "paper",
         learn_init: bool = True,
-        init_std: float = 0.5,
+        init_std: float = PAPER_INIT_STD,
         bound_std: float | None = 3.0,
         eval_action_selection: str = "max_q",
         amortized: bool = False,
@@ -464,7 +469,7 @@ class S2ACPolicy(BasePolicy):
             steps=self.svgd_steps,
             step_size=self.svgd_step_size,
             bandwidth=self.kernel_bandwidth,
-            tau=alpha,
+            repulsion_weight=alpha,
             log_q0=log_q0,
             owner="S2AC",
         )

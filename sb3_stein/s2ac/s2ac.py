@@ -16,6 +16,7 @@ from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
 from sb3_stein.common.critics import ParticleCritic, q_values_and_action_grads
+from sb3_stein.common.distributions import PAPER_INIT_STD
 from sb3_stein.common.svgd import (
     Bandwidth,
     check_bandwidth,
@@ -141,7 +142,7 @@ class S2AC(SAC):
         svgd_step_size: float = 0.1,
         kernel_bandwidth: Bandwidth = "paper",
         learn_init: bool = True,
-        init_std: float = 0.5,
+        init_std: float = PAPER_INIT_STD,
         bound_std: float | None = 3.0,
         eval_action_selection: str = "max_q",
         amortized: bool = False,
