@@ -12,7 +12,7 @@ from stable_baselines3.common.utils import polyak_update
 
 import sb3_stein.common.critics as critics_module
 from sb3_stein import S2AC
-from sb3_stein.common.critics import min_q_and_grad
+from sb3_stein.common.critics import ParticleCritic
 from sb3_stein.common.svgd import SVGDDivergenceError
 
 
@@ -69,12 +69,12 @@ def test_actor_loss_reaches_the_initial_gaussian_and_never_the_critic(policy_kwa
     obs = th.randn(6, 3)
     model.policy.zero_grad(set_to_none=True)
     sample = model.policy.sample(obs)
-    q, _ = min_q_and_grad(model.critic, obs, sample.actions, need_grad=False)
+    q, _ = ParticleCritic(model.critic, obs).min_q_and_grad(sample.actions, need_grad=False)
     (0.2 * sample.log_prob - q).mean().backward()
     assert all(p.grad is None for n, p in model.critic.named_parameters() if "features_extractor" not in n)
     if model.policy.share_features_extractor:
         # The shared extractor learns from the actor through the Gaussian only, never through Q's input.
-        q, _ = min_q_and_grad(model.critic, obs, sample.actions.detach(), need_grad=False)
+        q, _ = ParticleCritic(model.critic, obs).min_q_and_grad(sample.actions.detach(), need_grad=False)
         assert q.grad_fn is None
     else:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.actor.parameters())
@@ -97,7 +97,7 @@ def test_fast_critic_path_gives_the_create_graph_gradient(monkeypatch):
         th.manual_seed(3)
         model.actor.optimizer.zero_grad()
         sample = model.policy.sample(obs)
-        q, _ = min_q_and_grad(model.critic, obs, sample.actions, need_grad=False)
+        q, _ = ParticleCritic(model.critic, obs).min_q_and_grad(sample.actions, need_grad=False)
         (0.3 * sample.log_prob - q).mean().backward()
         return [p.grad.clone() for p in model.actor.parameters()]
 
@@ -172,7 +172,7 @@ def test_deterministic_selection_picks_highest_q_per_state():
     obs = th.randn(6, 3)
     actions = th.rand(6, 5, 1) * 2 - 1
     with th.no_grad():
-        q, _ = min_q_and_grad(model.critic, obs, actions, need_grad=False)
+        q, _ = ParticleCritic(model.critic, obs).min_q_and_grad(actions, need_grad=False)
         chosen = model.policy.select(model.policy.critic_at(obs), actions, deterministic=True)
     expected = actions[th.arange(6), q.argmax(-1)]
     assert th.equal(chosen, expected)
@@ -251,7 +251,7 @@ def test_multigoal_runs():
         (dict(eval_action_selection="mean"), "eval_action_selection must be one of"),
         (dict(bound_std=0.0), "bound_std must be a finite number > 0"),
         (dict(init_std=-1.0), "init_std must be a finite number > 0"),
-        (dict(ent_coef=-0.1), "ent_coef must be a finite number > 0"),
+        (dict(ent_coef=-0.1), "ent_coef must be .auto., .auto_<initial value > 0>. or a finite number > 0"),
         (dict(policy_kwargs=dict(n_particles=1)), "n_particles must be an integer >= 2"),
     ],
 )

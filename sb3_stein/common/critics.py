@@ -22,6 +22,7 @@ import weakref
 import torch as th
 from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
@@ -115,8 +116,8 @@ def relu_mlp_values_and_input_grads(
     if not need_grad:
         return q, None
     w1_input = layers[0][0][:, :, first_grad_column:]  # (n, h1, in_dim - first_grad_column)
-    if not activations:  # a single linear layer: Q is linear in its input
-        return q, w1_input.transpose(1, 2).expand(n_critics, n_rows, -1)
+    if not activations:  # a single linear layer (net_arch=[]): Q is linear, its gradient the weight row
+        return q, w1_input.expand(n_critics, n_rows, -1)
     # Backward through the ReLU MLP by hand: grad = W1^T (m1 * W2^T (m2 * ... w_last)).
     # threshold_backward is ReLU's own fused backward: grad where the activation is > 0, else 0.
     # The masks are constants of the inputs (zero Hessian), hence the detach.
@@ -141,8 +142,11 @@ def min_over_critics(q: th.Tensor, grad: th.Tensor | None) -> tuple[th.Tensor, t
 class ParticleCritic:
     """A critic ensemble bound to a batch of states, evaluated on particles of actions.
 
-    A Stein actor evaluates the same critic at the same states for every SVGD step; binding
-    does the per-state work once (the features extractor, stacking the weights).
+    The one way every Stein actor of the package evaluates its critics: at the bound states
+    (:meth:`values_and_grads`, S²AC's particles and every actor's selection and loss) or at states a
+    model rollout visits (:meth:`closed_form_input_grads`, :meth:`min_q_at`, Q-STAC). A Stein actor
+    evaluates the same critic at the same states for every SVGD step; binding does the per-state
+    work once (the features extractor, stacking the weights).
 
     :param critic: an SB3 ``ContinuousCritic``.
     :param obs: observations ``(batch, *obs_shape)``.
@@ -160,7 +164,7 @@ class ParticleCritic:
     def values_and_grads(
         self, actions: th.Tensor, need_grad: bool = True
     ) -> tuple[th.Tensor, th.Tensor | None]:
-        """All critics' values and action gradients.
+        """All critics' values and action gradients at the bound states.
 
         :param actions: particles in the critic's action units ``(batch, m, act_dim)``.
         :param need_grad: also return ``grad_a Q``.
@@ -190,12 +194,34 @@ class ParticleCritic:
         """
         return min_over_critics(*self.values_and_grads(actions, need_grad))
 
+    def min_q_at(self, states: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """``min_k Q_k(x, a)`` at states a rollout visited, differentiable in both inputs (weights
+        constant), shape ``states.shape[:-1]``: the generic path, through autograd.
 
-def q_values_and_action_grads(
-    critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor, need_grad: bool = True
-) -> tuple[th.Tensor, th.Tensor | None]:
-    """One-off :meth:`ParticleCritic.values_and_grads` of ``critic`` at ``obs``."""
-    return ParticleCritic(critic, obs).values_and_grads(actions, need_grad)
+        :param states: observations ``(..., obs_dim)`` (e.g. ``(batch, m, H, obs_dim)``).
+        :param actions: actions in the critic's units, same leading dimensions.
+        """
+        return _q_values_at(self.critic, states, actions).min(0).values
+
+    def closed_form_input_grads(
+        self, states: th.Tensor, actions: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor] | None:
+        """``dQ/dx`` and ``dQ/da`` of ``min_k Q_k`` (the minimising critic's) at states a rollout visited,
+        as constants, or ``None`` when there is no closed form (use :meth:`min_q_at`).
+
+        ReLU critics on flat observations (``FlattenExtractor``) only: the gradient is exact (a ReLU
+        network's Hessian vanishes), and the caller chains it through its rollout with one
+        vector-Jacobian product.
+        """
+        if self.layers is None or not isinstance(self.critic.features_extractor, FlattenExtractor):
+            return None
+        lead, obs_dim = states.shape[:-1], states.shape[-1]
+        with th.no_grad():
+            rows = th.cat([states, actions], dim=-1).reshape(-1, obs_dim + actions.shape[-1])
+            _, grad = min_over_critics(*relu_mlp_values_and_input_grads(self.layers, rows))
+            assert grad is not None
+            grad = grad.view(*lead, -1)
+        return grad[..., :obs_dim], grad[..., obs_dim:]
 
 
 def _detached(module: nn.Module) -> dict[str, th.Tensor]:
@@ -234,11 +260,11 @@ def _autograd_q_and_grads(
     return th.stack(qs), th.stack(grads)
 
 
-def q_values_detached(critic: ContinuousCritic, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+def _q_values_at(critic: ContinuousCritic, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
     """All critics' values on rows of (observation, action), differentiable in both, weights constant.
 
-    For actors that move the *states* too (Q-STAC's model rollouts): the gradient reaches the
-    observations through the features extractor, but no weight of the critic or its extractor.
+    The gradient reaches the observations through the features extractor, but no weight of the
+    critic or its extractor.
 
     :param obs: flat observations ``(..., obs_dim)``.
     :param actions: actions ``(..., act_dim)`` with the same leading dimensions.
@@ -254,10 +280,3 @@ def q_values_detached(critic: ContinuousCritic, obs: th.Tensor, actions: th.Tens
     rows = th.cat([features, actions.reshape(-1, actions.shape[-1])], dim=-1)
     values = [th.func.functional_call(q_net, _detached(q_net), (rows,)) for q_net in critic.q_networks]
     return th.stack(values).view(len(values), *lead)
-
-
-def min_q_and_grad(
-    critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor, need_grad: bool = True
-) -> tuple[th.Tensor, th.Tensor | None]:
-    """One-off :meth:`ParticleCritic.min_q_and_grad` of ``critic`` at ``obs``."""
-    return ParticleCritic(critic, obs).min_q_and_grad(actions, need_grad)

@@ -113,7 +113,11 @@ def rbf_kernel(sq_dists: th.Tensor, sigma2: th.Tensor) -> th.Tensor:
 
 
 def stein_direction(
-    x: th.Tensor, score: th.Tensor, kernel: th.Tensor, sigma2: th.Tensor, repulsion_weight: float | th.Tensor = 1.0
+    x: th.Tensor,
+    score: th.Tensor,
+    kernel: th.Tensor,
+    sigma2: th.Tensor,
+    repulsion_weight: float | th.Tensor = 1.0,
 ) -> th.Tensor:
     """SVGD direction ``h(x_i)`` of Eq. 1 (scaled as in Appendix H), shape ``(batch, m, dim)``.
 

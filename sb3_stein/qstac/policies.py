@@ -15,22 +15,14 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_stein.common.constraints import BoxAugmentedLagrangian
-from sb3_stein.common.critics import (
-    ParticleCritic,
-    StackedLayers,
-    min_over_critics,
-    q_values_detached,
-    relu_mlp_values_and_input_grads,
-    stacked_critic_layers,
-)
-from sb3_stein.common.distributions import diag_normal_log_prob, tanh_log_det, truncated_standard_normal
-from sb3_stein.common.svgd import svgd
-from sb3_stein.s2ac.policies import ParticleSample, S2ACPolicy
+from sb3_stein.common.critics import ParticleCritic
+from sb3_stein.common.distributions import tanh_log_det
+from sb3_stein.common.svgd import SVGDResult
+from sb3_stein.s2ac.policies import S2ACPolicy
 
 
 class QSTACPolicy(S2ACPolicy):
@@ -89,12 +81,15 @@ class QSTACPolicy(S2ACPolicy):
         # Bounded: acting alone (e.g. a long rl_zoo3.enjoy) must not grow them without end.
         self.stats: dict[str, deque[float]] = {
             name: deque(maxlen=10_000)
-            for name in ("rollout_ms", "score_ms", "multiplier_abs", "outside", "sequence_entropy")
+            for name in (
+                "rollout_ms",
+                "score_ms",
+                "multiplier_abs",
+                "outside",
+                "sequence_entropy",
+                "terminal_masked",
+            )
         }
-
-    @property
-    def particle_dim(self) -> int:
-        return self.horizon * super().particle_dim
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -112,75 +107,91 @@ class QSTACPolicy(S2ACPolicy):
         )
         return data
 
+    @property
+    def owner(self) -> str:
+        return "QSTAC"
+
     def to_env_units(self, actions: th.Tensor) -> th.Tensor:
         """SB3's ``[-1, 1]`` actions -> the environment's Box, as ``unscale_action``: the one place
         where a model rollout converts units."""
-        return self.action_low + 0.5 * (actions + 1.0) * (self.action_high - self.action_low)
+        low, high = self.action_low.to(actions.dtype), self.action_high.to(actions.dtype)
+        return low + 0.5 * (actions + 1.0) * (high - low)
 
-    def rollout(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        """States ``x_0 .. x_{H-1}`` ``(B, m, H, obs_dim)`` visited by controls ``(B, m, H, A)``."""
-        state = obs.unsqueeze(1).expand(-1, actions.shape[1], -1)  # x_0: (B, m, obs_dim)
+    def rollout(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
+        """States ``x_0 .. x_{H-1}`` ``(B, m, H, obs_dim)`` visited by controls ``(B, m, H, A)``.
+
+        :return: the states and, for a model with ``is_terminal``, the mask ``(B, m, H)`` of steps
+            before the rollout reached a terminal state (1 up to and including the last non-terminal
+            state, 0 from the first terminal state on), else ``None``. An episode ends at a terminal
+            state: no control is applied there, so its Q-value is not part of the plan's objective.
+        :raises ValueError: if the model returns a next state of the wrong shape or dtype (the
+            construction probe checks one small batch; real batches are checked here, for free).
+        """
+        state = obs.to(actions.dtype).unsqueeze(1).expand(-1, actions.shape[1], -1)  # x_0: (B, m, obs_dim)
         states = [state]
         env_actions = self.to_env_units(actions).unbind(2)
         for h in range(self.horizon - 1):  # sequential by nature: x_{h+1} = f(x_h, u_h)
-            state = self.dynamics(state, env_actions[h])
+            next_state = self.dynamics(state, env_actions[h])
+            if next_state.shape != state.shape or next_state.dtype != state.dtype:
+                raise ValueError(
+                    f"QSTAC: dynamics_model {type(self.dynamics).__name__} returned a next state of shape "
+                    f"{tuple(next_state.shape)} and dtype {next_state.dtype} for states {tuple(state.shape)} "
+                    f"({state.dtype}) and actions {tuple(env_actions[h].shape)}; it must return "
+                    "(..., obs_dim) in the dtype of its inputs for any leading batch shape."
+                )
+            state = next_state
             states.append(state)
-        return th.stack(states, dim=2)
+        stacked = th.stack(states, dim=2)
+        is_terminal = getattr(self.dynamics, "is_terminal", None)
+        if is_terminal is None or self.horizon == 1:
+            return stacked, None
+        with th.no_grad():
+            terminal = is_terminal(stacked[:, :, 1:].detach()).to(actions.dtype)  # (B, m, H - 1)
+            alive = th.cumprod(1.0 - terminal, dim=-1)
+            alive = th.cat([th.ones_like(alive[..., :1]), alive], dim=-1)
+        return stacked, alive
 
-    def sequence_score(
-        self,
-        obs: th.Tensor,
-        u: th.Tensor,
-        mean: th.Tensor,
-        log_std: th.Tensor,
-        alpha: th.Tensor,
-        layers: StackedLayers | None = None,
-    ) -> th.Tensor:
-        """Score of the log-posterior (Eq. 11) in pre-tanh units, scaled by ``alpha`` like S²AC's.
+    def q_score(self, obs: PyTorchObs, u: th.Tensor, critic: ParticleCritic) -> th.Tensor:
+        """``grad_U sum_h gamma_h^h Q(x_h, tanh u_h)`` (Eq. 11's Q part), ``(B, m, H * A)``.
 
-        ``alpha * grad_U [sum_h gamma_h^h Q(x_h, tanh u_h) / alpha + w log q0(U)
-        + (1 - w) log|det J_tanh(U)|]`` for particles ``u`` ``(B, m, H * A)``. The posterior is over
-        action sequences, with the prior the tanh image of the Gaussian: in pre-tanh units its log-
-        determinant cancels the Jacobian of the change of variables, which remains only for the part
-        ``1 - w`` without prior (``w = 0``, ``H = 1`` is S²AC's target exactly).
-
-        The gradient of the Q sum flows through the model rollout, with a graph when ``u`` carries
-        one (the actor loss). With ``layers`` (ReLU critics on flat observations) the critics'
-        input gradients come in closed form (:func:`relu_mlp_values_and_input_grads`, exact: their
-        Hessian vanishes) and autograd only runs the vector-Jacobian product through tanh and the
-        dynamics model; otherwise autograd differentiates the critics too (``create_graph``).
+        The gradient flows through the model rollout, with a graph when ``u`` carries one (the
+        actor loss). For ReLU critics on flat observations the critics' input gradients come in closed
+        form (:meth:`ParticleCritic.closed_form_input_grads`) and autograd runs only the
+        vector-Jacobian product through tanh and the dynamics model; otherwise autograd differentiates
+        the critics too (:meth:`ParticleCritic.min_q_at`, ``create_graph`` for the actor loss).
+        ``H = 1`` is S²AC's score: no model, the states
+        are the bound observations. Steps after a terminal state (models with ``is_terminal``) get
+        weight 0.
         """
+        if self.horizon == 1:
+            return super().q_score(obs, u, critic)
+        assert isinstance(obs, th.Tensor)
         batch, m, _ = u.shape
-        act_dim = self.particle_dim // self.horizon
         start = time.perf_counter()
         with th.enable_grad():
             leaf = u if u.requires_grad else u.detach().requires_grad_(True)
-            actions = th.tanh(leaf).view(batch, m, self.horizon, act_dim)
-            states = self.rollout(obs, actions)  # (B, m, H, obs_dim)
+            actions = th.tanh(leaf).view(batch, m, self.horizon, self.action_dim)
+            states, alive = self.rollout(obs, actions)  # (B, m, H, obs_dim), (B, m, H) or None
             rolled_out = time.perf_counter()
             weights = self.horizon_discount ** th.arange(self.horizon, dtype=u.dtype, device=u.device)
-            if layers is not None:
-                with th.no_grad():
-                    rows = th.cat([states, actions], dim=-1).view(batch * m * self.horizon, -1)
-                    _, grad = min_over_critics(*relu_mlp_values_and_input_grads(layers, rows))
-                    assert grad is not None
-                    grad = grad.view(batch, m, self.horizon, -1) * weights.unsqueeze(-1)
-                obs_dim = states.shape[-1]
-                outputs, grad_outputs = [actions], [grad[..., obs_dim:]]
-                if states.requires_grad:  # H > 1: later states depend on earlier controls
+            weights = weights.expand(batch, m, -1) if alive is None else alive * weights
+            if alive is not None:
+                self.stats["terminal_masked"].append(float(1.0 - alive.mean()))
+            closed_form = critic.closed_form_input_grads(states, actions)
+            if closed_form is not None:
+                grad_states, grad_actions = closed_form
+                outputs, grad_outputs = [actions], [grad_actions * weights.unsqueeze(-1)]
+                if states.requires_grad:  # later states depend on earlier controls
                     outputs.append(states)
-                    grad_outputs.append(grad[..., :obs_dim])
+                    grad_outputs.append(grad_states * weights.unsqueeze(-1))
                 (grad_q,) = th.autograd.grad(outputs, leaf, grad_outputs, create_graph=u.requires_grad)
             else:
-                q = q_values_detached(self.critic, states, actions).min(0).values  # (B, m, H)
+                q = critic.min_q_at(states, actions)  # (B, m, H)
                 (grad_q,) = th.autograd.grad((q * weights).sum(), leaf, create_graph=u.requires_grad)
         # Host wall time (on CUDA without a synchronize: mostly kernel launches).
         self.stats["rollout_ms"].append(1e3 * (rolled_out - start))
         self.stats["score_ms"].append(1e3 * (time.perf_counter() - start))
-        std = log_std.exp().unsqueeze(1)
-        prior = -(u - mean.unsqueeze(1)) / std.pow(2)  # grad log N(u; mu, sigma^2)
-        jacobian = -2.0 * th.tanh(u)  # grad log|det J_tanh(u)|
-        return grad_q + alpha * (self.prior_weight * prior + (1.0 - self.prior_weight) * jacobian)
+        return grad_q
 
     def stable_log_std(self, log_std: th.Tensor) -> th.Tensor:
         """The prior's log-std with a variance floor that keeps the SVGD step stable.
@@ -201,104 +212,41 @@ class QSTACPolicy(S2ACPolicy):
         min_var = self.svgd_step_size * float(self.alpha) * self.prior_weight / 0.25
         return 0.5 * th.logaddexp(2.0 * log_std, th.full_like(log_std, math.log(max(min_var, 1e-12))))
 
-    def closed_form_layers(self) -> StackedLayers | None:
-        """The critics' stacked weights when their input gradients have a closed form (ReLU MLPs on
-        flat observations), else ``None``."""
-        if not isinstance(self.critic.features_extractor, FlattenExtractor):
+    def prior(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """The per-step Gaussian prior ``(mu_h, sigma_h)`` (Eq. 9), ``(B, H * A)`` each, floored."""
+        mean, log_std = self.initial_distribution(obs)
+        return mean, self.stable_log_std(log_std)
+
+    def particle_bounds(self, mean: th.Tensor, std: th.Tensor) -> BoxAugmentedLagrangian | None:
+        """The augmented-Lagrangian bounds ``mu +- bound_std * sigma`` (Eq. 12-15), detached from the
+        prior network: the constraint shapes the flow, it is not a training signal for ``mu, sigma``."""
+        if not self.constraint or self.bound_std is None:
             return None
-        return stacked_critic_layers(self.critic)
-
-    def sample(
-        self,
-        obs: PyTorchObs,
-        with_log_prob: bool = True,
-        n_particles: int | None = None,
-        fixed_noise: bool = False,
-        critic: ParticleCritic | None = None,
-        steps: int | None = None,
-    ) -> ParticleSample:
-        """``m`` control sequences per state from the prior, ``L`` constrained SVGD steps (Algorithm 1).
-
-        :param steps: ``L`` for this call (``None``: ``svgd_steps``).
-        :param critic: ``self.critic`` bound to ``obs``; only its stacked weights are used (the critic
-            is evaluated at the rolled-out states).
-        :return: a :class:`ParticleSample` whose ``actions`` are the *first* controls ``(B, m, A)`` and
-            ``log_prob`` their log-density ``(B, m)``: the first horizon step's block of the flow's
-            log-likelihood (prior term plus that block's share of the Theorem 3.3 trace) with the tanh
-            correction. ``pre_tanh``, ``init_mean`` and ``init_std`` cover whole sequences ``(.., H * A)``.
-        """
-        assert isinstance(obs, th.Tensor)
-        m = self.n_particles if n_particles is None else n_particles
-        act_dim = self.particle_dim // self.horizon
-        mean, log_std = self.actor(obs)  # (B, H * A) each
-        log_std = self.stable_log_std(log_std)
-        batch = mean.shape[0]
-        if fixed_noise and m == self.n_particles:
-            noise = self.eval_noise.unsqueeze(0).expand(batch, -1, -1)
-        else:
-            noise = truncated_standard_normal((batch, m, self.particle_dim), self.bound_std, mean)
-        std = log_std.exp()
-        u0 = mean.unsqueeze(1) + std.unsqueeze(1) * noise  # (B, m, H * A)
-        log_q0 = None
-        if with_log_prob:  # per horizon step: (B, m, H)
-            log_q0 = diag_normal_log_prob(
-                noise.view(batch, m, self.horizon, act_dim),
-                log_std.view(batch, 1, self.horizon, act_dim),
-                self.bound_std,
-            )
-        bounds = None
-        if self.constraint and self.bound_std is not None:
-            width = self.bound_std * std.detach().unsqueeze(1)
-            center = mean.detach().unsqueeze(1)
-            bounds = BoxAugmentedLagrangian(
-                center - width, center + width, self.constraint_penalty, self.multiplier_step
-            )
-        alpha = self.alpha
-
-        # One copy of the weights for all L steps (a bound critic brings its own, cached when acting).
-        layers = self.closed_form_layers()
-        if layers is not None and critic is not None and critic.layers is not None:
-            layers = critic.layers
-
-        def score_fn(u: th.Tensor) -> th.Tensor:
-            score = self.sequence_score(obs, u, mean, log_std, alpha, layers)
-            return score if bounds is None else score + bounds.force(u)
-
-        result = svgd(
-            u0,
-            score_fn,
-            steps=self.svgd_steps if steps is None else steps,
-            step_size=self.svgd_step_size,
-            bandwidth=self.kernel_bandwidth,
-            repulsion_weight=alpha,
-            log_q0=log_q0,
-            owner="QSTAC",
+        width = self.bound_std * std.detach().unsqueeze(1)
+        center = mean.detach().unsqueeze(1)
+        return BoxAugmentedLagrangian(
+            center - width, center + width, self.constraint_penalty, self.multiplier_step
         )
+
+    def record_sample(self, result: SVGDResult, bounds: BoxAugmentedLagrangian | None) -> None:
         u = result.particles
-        first = u[..., :act_dim]
         if bounds is not None:
             self.stats["outside"].append(bounds.outside_share(u))
             if bounds.multiplier is not None:
                 self.stats["multiplier_abs"].append(float(bounds.multiplier.abs().mean()))
-        log_prob = None
-        if result.log_prob is not None:
-            log_prob = result.log_prob[..., 0] - tanh_log_det(first)
+        if result.log_prob is not None and self.horizon > 1:
             with th.no_grad():
                 sequence_log_prob = result.log_prob.sum(-1) - tanh_log_det(u)
                 self.stats["sequence_entropy"].append(-float(sequence_log_prob.mean()))
-        return ParticleSample(th.tanh(first), u, log_prob, result.bandwidth, std, mean, result.floored)
 
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        # The score needs autograd through the model rollout: no inference_mode here.
-        critic = self.critic_at(observation, cache_weights=True)
-        sample = self.sample(
-            observation,
-            with_log_prob=False,
-            fixed_noise=deterministic,
-            critic=critic,
-            steps=self.act_svgd_steps,
-        )
-        return self.select(critic, sample.actions, deterministic)
+    @property
+    def acting_steps(self) -> int | None:
+        return self.act_svgd_steps
+
+    @property
+    def acting_needs_autograd(self) -> bool:
+        # The score's vector-Jacobian product through the model rollout runs on autograd.
+        return self.horizon > 1
 
 
 MlpPolicy = QSTACPolicy

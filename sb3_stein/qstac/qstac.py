@@ -13,12 +13,12 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from torch import nn
 
+from sb3_stein.common.distributions import PAPER_INIT_STD
 from sb3_stein.common.dynamics import (
     check_dynamics_model,
     refuse_normalized_observations,
     resolve_dynamics_model,
 )
-from sb3_stein.common.distributions import PAPER_INIT_STD
 from sb3_stein.common.svgd import Bandwidth
 from sb3_stein.common.validation import check_int, check_positive, check_range
 from sb3_stein.qstac.policies import MlpPolicy, QSTACPolicy
@@ -178,15 +178,6 @@ class QSTAC(S2AC):
             if given["act_svgd_steps"] is None
             else check_int("act_svgd_steps", given["act_svgd_steps"], 0),
         )
-        penalty = float(planner_kwargs["constraint_penalty"])  # type: ignore[arg-type]
-        # A step size that is not a number is refused by S2AC, with its own message.
-        penalty_step = svgd_step_size * penalty if isinstance(svgd_step_size, int | float) else 0.0
-        if planner_kwargs["constraint"] and penalty_step > 2.0:
-            raise ValueError(
-                "svgd_step_size * constraint_penalty must be <= 2: particles that leave the bounds together "
-                "are moved back by up to that multiple of their violation per SVGD step, and beyond 2 the "
-                f"flow diverges; got {svgd_step_size} * {penalty}; lower one of them"
-            )
         if planner_kwargs["constraint"] and given["bound_std"] is None:
             raise ValueError(
                 "constraint=True keeps particles within mu +- bound_std * sigma: bound_std must be a number "
@@ -229,17 +220,45 @@ class QSTAC(S2AC):
             device=device,
             _init_setup_model=False,
         )
-        model = self.policy_kwargs.get("dynamics_model", dynamics_model)
+        # S2AC has checked the step size, from policy_kwargs too (where load and Optuna put it).
+        step_size = float(self.policy_kwargs["svgd_step_size"])
+        penalty = float(planner_kwargs["constraint_penalty"])  # type: ignore[arg-type]
+        if planner_kwargs["constraint"] and step_size * penalty > 2.0:
+            raise ValueError(
+                "svgd_step_size * constraint_penalty must be <= 2: particles that leave the bounds together "
+                "are moved back by up to that multiple of their violation per SVGD step, and beyond 2 the "
+                f"flow diverges; got {step_size} * {penalty}; lower one of them"
+            )
+        self.policy_kwargs.setdefault("dynamics_model", dynamics_model)
+        if self.env is None and _init_setup_model:
+            raise ValueError("QSTAC needs an env (to find and check its dynamics model)")
         if self.env is not None:
             refuse_normalized_observations(self.env, "QSTAC")
-            model = resolve_dynamics_model(model, self.env, "QSTAC")
-            check_dynamics_model(model, self.observation_space, self.action_space, "QSTAC")
-        elif _init_setup_model or not isinstance(model, nn.Module | str):
-            raise ValueError("QSTAC needs an env (to find and check its dynamics model)")
-        # (Loading without an env: SB3 restores policy_kwargs, with the saved model, before building.)
-        self.policy_kwargs["dynamics_model"] = model
         if _init_setup_model:
             self._setup_model()
+
+    def _setup_model(self) -> None:
+        # Resolved here, not in __init__: load() builds the algorithm with _init_setup_model=False and
+        # restores the saved policy_kwargs (with the user's model) only afterwards.
+        model = self.policy_kwargs.get("dynamics_model", "auto")
+        if self.env is not None:
+            model = resolve_dynamics_model(model, self.env, "QSTAC")
+            check_dynamics_model(model, self.observation_space, self.action_space, "QSTAC")
+        elif not isinstance(model, nn.Module):
+            raise ValueError(
+                "QSTAC was loaded without an env and its saved dynamics_model is not a module "
+                f"({model!r}): pass env=... to load() so that it can be resolved"
+            )
+        self.policy_kwargs["dynamics_model"] = model
+        super()._setup_model()
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, refusing ``VecNormalize(norm_obs=True)`` as the constructor does: the
+        model would plan in normalised units. (``load(path, env=...)`` builds the algorithm with the
+        env, so the constructor's check covers it.)"""
+        env = self._wrap_env(env, self.verbose)
+        refuse_normalized_observations(env, "QSTAC")
+        super().set_env(env, force_reset)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         stats = self.policy.stats

@@ -23,6 +23,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_stein.common.constraints import BoxAugmentedLagrangian
 from sb3_stein.common.critics import ParticleCritic
 from sb3_stein.common.distributions import (
     PAPER_INIT_STD,
@@ -30,7 +31,7 @@ from sb3_stein.common.distributions import (
     tanh_log_det,
     truncated_standard_normal,
 )
-from sb3_stein.common.svgd import Bandwidth, svgd
+from sb3_stein.common.svgd import Bandwidth, SVGDDivergenceError, SVGDResult, svgd
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 EVAL_SELECTIONS = ("max_q", "softmax")
@@ -246,12 +247,18 @@ class S2ACPolicy(BasePolicy):
     :param share_features_extractor: share the features extractor between actor and critic.
     """
 
-    actor: InitialDistribution
+    initial_distribution: InitialDistribution
     critic: ContinuousCritic
     critic_target: ContinuousCritic
     amortized_sampler: AmortizedSampler | None
     alpha: th.Tensor
     eval_noise: th.Tensor
+    eval_gumbel: th.Tensor
+
+    #: Control steps per particle: S²AC plans one action; Q-STAC overrides it (``H``).
+    horizon: int = 1
+    #: Weight ``w`` of ``log q0`` in the sampler's target. S²AC targets ``exp(Q / alpha)`` alone (0).
+    prior_weight: float = 0.0
 
     def __init__(
         self,
@@ -316,12 +323,27 @@ class S2ACPolicy(BasePolicy):
         self.register_buffer(
             "eval_noise", truncated_standard_normal((n_particles, self.particle_dim), bound_std, th.zeros(()))
         )
+        # Gumbel noise for eval_action_selection="softmax", drawn once and saved for the same reason:
+        # argmax(Q / alpha + G) is a draw from softmax(Q / alpha) over the draw of G.
+        self.register_buffer("eval_gumbel", -th.log(-th.log(th.rand(n_particles).clamp(1e-12, 1 - 1e-7))))
+        self._register_load_state_dict_pre_hook(_upgrade_state_dict, with_module=True)
         self._build(lr_schedule)
 
     @property
-    def particle_dim(self) -> int:
-        """Dimension of one particle (the action dimension; Q-STAC: ``horizon x`` that)."""
+    def actor(self) -> InitialDistribution:
+        """SB3's name for what SAC's machinery trains and saves (``actor.optimizer``): here the
+        initial distribution ``q0``, not the whole actor (which is the SVGD sampler)."""
+        return self.initial_distribution
+
+    @property
+    def action_dim(self) -> int:
+        """Dimension of one action."""
         return get_action_dim(self.action_space)
+
+    @property
+    def particle_dim(self) -> int:
+        """Dimension of one particle: ``horizon x action_dim`` (S²AC: the action dimension)."""
+        return self.horizon * self.action_dim
 
     def _make_features_extractor_and_dim(self) -> tuple[BaseFeaturesExtractor, int]:
         extractor = self.make_features_extractor()
@@ -329,7 +351,7 @@ class S2ACPolicy(BasePolicy):
 
     def _build(self, lr_schedule: Schedule) -> None:
         extractor, features_dim = self._make_features_extractor_and_dim()
-        self.actor = InitialDistribution(
+        self.initial_distribution = InitialDistribution(
             self.observation_space,
             self.action_space,  # type: ignore[arg-type]
             net_arch=self.actor_arch,
@@ -341,7 +363,7 @@ class S2ACPolicy(BasePolicy):
             normalize_images=self.normalize_images,
             output_dim=self.particle_dim,
         ).to(self.device)
-        actor_params = list(self.actor.parameters())
+        actor_params = list(self.initial_distribution.parameters())
         # S²AC(phi) has nothing to learn in its fixed Gaussian (features extractors without
         # parameters, such as Flatten, included): no optimizer then.
         actor_optimizer = (
@@ -349,7 +371,7 @@ class S2ACPolicy(BasePolicy):
             if actor_params
             else None
         )
-        self.actor.optimizer = actor_optimizer  # type: ignore[assignment]
+        self.initial_distribution.optimizer = actor_optimizer  # type: ignore[assignment]
         critic_kwargs: dict[str, Any] = dict(
             observation_space=self.observation_space,
             action_space=self.action_space,
@@ -361,7 +383,9 @@ class S2ACPolicy(BasePolicy):
         )
         if self.share_features_extractor:
             self.critic = ContinuousCritic(
-                features_extractor=self.actor.features_extractor, features_dim=features_dim, **critic_kwargs
+                features_extractor=self.initial_distribution.features_extractor,
+                features_dim=features_dim,
+                **critic_kwargs,
             ).to(self.device)
             critic_parameters = [
                 p for n, p in self.critic.named_parameters() if "features_extractor" not in n
@@ -435,47 +459,146 @@ class S2ACPolicy(BasePolicy):
         n_particles: int | None = None,
         fixed_noise: bool = False,
         critic: ParticleCritic | None = None,
+        steps: int | None = None,
     ) -> ParticleSample:
-        """Draw ``m`` particles per state: ``u^0 ~ q0(.|s)``, then ``L`` SVGD steps on the current critic.
+        """Draw ``m`` particles per state: ``U^0 ~ q0(.|s)``, then ``L`` SVGD steps on the current critic.
 
-        The sampler targets the density of ``u`` whose image ``tanh(u)`` has density
-        ``exp(Q(s, a) / alpha)``: its score is ``grad_u Q(s, tanh u) + alpha grad_u log|det J_tanh|``
-        (in the ``h = alpha * phi`` scaling of the paper). Gradients flow from the particles to the
-        initial distribution's parameters through every unrolled step (the actor loss, Eq. 9);
-        the critic's weights are constants here.
+        The one sampling path of every Stein actor here (S²AC Algorithm 1, Q-STAC Algorithm 1): a
+        particle is ``horizon`` controls (S²AC: one action) in pre-tanh units; only
+        :meth:`q_score` (the gradient of the Q part of the target) and the hooks :meth:`prior` and
+        :meth:`particle_bounds` differ between the algorithms. The target is the density of ``U``
+        whose image ``tanh(U)`` has density ``exp(Q / alpha)`` (S²AC) or the Q-STAC posterior (Eq.
+        11); see :meth:`target_score`. Gradients flow from the particles to the initial
+        distribution's parameters through every unrolled step (the actor loss, Eq. 9); the critic's
+        weights are constants here.
 
         :param obs: observations ``(B, ...)``.
         :param with_log_prob: also compute ``log pi(a|s)`` per particle (Eq. 11 + tanh correction).
-        :param n_particles: override ``m``.
+        :param n_particles: override ``m`` (fresh noise only: ``fixed_noise`` has ``n_particles``).
         :param fixed_noise: start from the saved ``eval_noise`` instead of fresh noise (deterministic).
         :param critic: ``self.critic`` already bound to ``obs`` (see :meth:`critic_at`).
+        :param steps: ``L`` for this call (``None``: ``svgd_steps``).
+        :return: a :class:`ParticleSample` whose ``actions`` are the (first) controls ``(B, m, A)`` and
+            ``log_prob`` their log-density ``(B, m)``: for ``horizon > 1`` the first horizon step's
+            block of the flow's log-likelihood (prior term plus that block's share of the Theorem 3.3
+            trace) with the tanh correction. ``pre_tanh``, ``init_mean`` and ``init_std`` cover whole
+            particles ``(.., horizon * A)``.
         """
         m = self.n_particles if n_particles is None else n_particles
-        mean, log_std = self.actor(obs)  # (B, A) each
-        std = log_std.exp()
-        if fixed_noise and m == self.n_particles:
-            noise = self.eval_noise.unsqueeze(0).expand(mean.shape[0], -1, -1)
-        else:
-            noise = truncated_standard_normal(
-                (mean.shape[0], m, mean.shape[1]), self.bound_std, mean
-            )  # (B, m, A)
-        u0 = mean.unsqueeze(1) + std.unsqueeze(1) * noise
-        log_q0 = diag_normal_log_prob(noise, log_std.unsqueeze(1), self.bound_std) if with_log_prob else None
-        alpha = self.alpha
+        horizon, act_dim = self.horizon, self.action_dim
         critic = self.critic_at(obs) if critic is None else critic
-        result = svgd(
-            u0,
-            lambda u: self.pre_tanh_score(critic, u, alpha),
-            steps=self.svgd_steps,
-            step_size=self.svgd_step_size,
-            bandwidth=self.kernel_bandwidth,
-            repulsion_weight=alpha,
-            log_q0=log_q0,
-            owner="S2AC",
-        )
+        mean, log_std = self.prior(obs)  # (B, H * A) each
+        batch = mean.shape[0]
+        noise = self.initial_noise(batch, m, fixed_noise, like=mean)  # (B, m, H * A)
+        std = log_std.exp()
+        u0 = mean.unsqueeze(1) + std.unsqueeze(1) * noise
+        log_q0 = None
+        if with_log_prob:  # one block per horizon step: (B, m, H); S²AC's single block (B, m)
+            log_q0 = diag_normal_log_prob(
+                noise.view(batch, m, horizon, act_dim),
+                log_std.view(batch, 1, horizon, act_dim),
+                self.bound_std,
+            )
+            log_q0 = log_q0.squeeze(-1) if horizon == 1 else log_q0
+        bounds = self.particle_bounds(mean, std)
+
+        def score_fn(u: th.Tensor) -> th.Tensor:
+            score = self.target_score(obs, u, critic, mean, log_std)
+            return score if bounds is None else score + bounds.force(u)
+
+        try:
+            result = svgd(
+                u0,
+                score_fn,
+                steps=self.svgd_steps if steps is None else steps,
+                step_size=self.svgd_step_size,
+                bandwidth=self.kernel_bandwidth,
+                repulsion_weight=self.alpha,
+                log_q0=log_q0,
+                owner=self.owner,
+            )
+        except SVGDDivergenceError as error:
+            check_finite_observations(obs, self.owner, error)
+            raise
         u = result.particles
-        log_prob = None if result.log_prob is None else result.log_prob - tanh_log_det(u)
-        return ParticleSample(th.tanh(u), u, log_prob, result.bandwidth, std, mean, result.floored)
+        first = u[..., :act_dim]
+        log_prob = None
+        if result.log_prob is not None:
+            first_block = result.log_prob if horizon == 1 else result.log_prob[..., 0]
+            log_prob = first_block - tanh_log_det(first)
+        self.record_sample(result, bounds)
+        return ParticleSample(th.tanh(first), u, log_prob, result.bandwidth, std, mean, result.floored)
+
+    @property
+    def owner(self) -> str:
+        """The algorithm's name in error messages."""
+        return "S2AC"
+
+    def prior(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """Mean and log-std ``(B, horizon * A)`` of the initial distribution ``q0(.|s)``."""
+        return self.initial_distribution(obs)
+
+    def initial_noise(self, batch: int, m: int, fixed_noise: bool, like: th.Tensor) -> th.Tensor:
+        """Standardised initial particles ``(B, m, particle_dim)``, truncated at ``bound_std``.
+
+        :param fixed_noise: the saved ``eval_noise`` (``predict(deterministic=True)``), which has
+            ``n_particles`` particles.
+        :raises ValueError: for ``fixed_noise`` with another ``m``: there is no saved noise for it.
+        """
+        if fixed_noise:
+            if m != self.n_particles:
+                raise ValueError(
+                    f"fixed_noise=True starts from the saved eval_noise of n_particles={self.n_particles} "
+                    f"particles; it cannot give n_particles={m}. Use fixed_noise=False for another count."
+                )
+            return self.eval_noise.unsqueeze(0).expand(batch, -1, -1).to(like.dtype)
+        return truncated_standard_normal((batch, m, self.particle_dim), self.bound_std, like)
+
+    def particle_bounds(self, mean: th.Tensor, std: th.Tensor) -> BoxAugmentedLagrangian | None:
+        """Constraint on the particles during the flow (Q-STAC's Eq. 12-15); S²AC has none: its
+        ``mu +- t sigma`` bound applies to the initial particles only (the flow stays invertible)."""
+        return None
+
+    def q_score(self, obs: PyTorchObs, u: th.Tensor, critic: ParticleCritic) -> th.Tensor:
+        """``grad_U`` of the Q part of the target, ``(B, m, particle_dim)`` for particles ``u``.
+
+        S²AC: ``grad_u Q(s, tanh u) = (1 - a^2) grad_a Q`` with ``a = tanh(u)`` at the bound states.
+        """
+        actions = th.tanh(u)
+        _, dq_da = critic.min_q_and_grad(actions)
+        assert dq_da is not None
+        return (1.0 - actions.pow(2)) * dq_da
+
+    def target_score(
+        self,
+        obs: PyTorchObs,
+        u: th.Tensor,
+        critic: ParticleCritic,
+        mean: th.Tensor | None = None,
+        log_std: th.Tensor | None = None,
+    ) -> th.Tensor:
+        """Score of the sampler's target in pre-tanh units, in the paper's ``h = alpha * phi`` scaling.
+
+        ``alpha * grad_U [Q-part / alpha + w log q0(U) + (1 - w) log|det J_tanh(U)|]`` with the Q part
+        from :meth:`q_score` and ``w = prior_weight``. With ``w = 0`` (S²AC) it is the density of ``u``
+        whose image under tanh is ``exp(Q / alpha)``. With a prior (Q-STAC, Eq. 11) the posterior is
+        over action sequences with the prior the tanh image of the Gaussian: in pre-tanh units its
+        log-determinant cancels the Jacobian of the change of variables, which remains only for the
+        part ``1 - w`` without prior. Shared by the SVGD sampler and the amortized sampler's update.
+
+        :param mean: the prior's mean ``(B, particle_dim)`` (needed when ``prior_weight > 0``).
+        :param log_std: its log-std, same shape.
+        """
+        score = self.q_score(obs, u, critic)
+        jacobian = -2.0 * th.tanh(u)  # grad log|det J_tanh(u)|
+        if self.prior_weight == 0.0:
+            return score + self.alpha * jacobian
+        assert mean is not None and log_std is not None
+        prior = -(u - mean.unsqueeze(1)) / log_std.exp().unsqueeze(1).pow(2)  # grad log N(u; mu, sigma^2)
+        return score + self.alpha * (self.prior_weight * prior + (1.0 - self.prior_weight) * jacobian)
+
+    def record_sample(self, result: SVGDResult, bounds: BoxAugmentedLagrangian | None) -> None:
+        """Hook for per-sample diagnostics (Q-STAC's constraint and sequence statistics)."""
 
     def critic_at(self, obs: PyTorchObs, cache_weights: bool = False) -> ParticleCritic:
         """The critic bound to ``obs`` for repeated evaluation on particles (weights detached).
@@ -487,26 +610,15 @@ class S2ACPolicy(BasePolicy):
         """
         return ParticleCritic(self.critic, obs, cache_weights=cache_weights)
 
-    @staticmethod
-    def pre_tanh_score(critic: ParticleCritic, u: th.Tensor, alpha: th.Tensor) -> th.Tensor:
-        """Score of the sampler's target in pre-tanh space, ``(B, m, A)`` for particles ``u`` ``(B, m, A)``.
-
-        ``grad_u Q(s, tanh u) + alpha * grad_u log|det J_tanh(u)| = (1 - a^2) grad_a Q - 2 alpha a``
-        with ``a = tanh(u)``: the density of ``u`` whose image is ``exp(Q / alpha)``, in the paper's
-        ``h = alpha * phi`` scaling. Shared by the SVGD sampler and the amortized sampler's update.
-        """
-        actions = th.tanh(u)
-        _, dq_da = critic.min_q_and_grad(actions)
-        assert dq_da is not None
-        return (1.0 - actions.pow(2)) * dq_da - 2.0 * alpha * actions
-
     def select(self, critic: ParticleCritic, actions: th.Tensor, deterministic: bool) -> th.Tensor:
         """One particle per state ``(B, A)`` out of ``actions`` ``(B, m, A)``.
 
         Training (``deterministic=False``): a uniformly random particle (Algorithm 1, line 5).
-        Evaluation: ``eval_action_selection`` (highest Q, or a draw from ``softmax(Q / alpha)``).
-        ``predict(deterministic=True)`` runs the sampler from the saved ``eval_noise``, so with
-        ``"max_q"`` it is a deterministic function of the state; ``"softmax"`` stays a random draw.
+        Evaluation: ``eval_action_selection``, the highest-Q particle, or (``"softmax"``) the particle
+        ``argmax_i Q_i / alpha + G_i`` with Gumbel noise ``G`` drawn once and saved (``eval_gumbel``):
+        over the draw of ``G`` that is a sample of ``softmax(Q / alpha)``, and for the saved ``G`` a
+        function of the state. ``predict(deterministic=True)`` runs the sampler from the saved
+        ``eval_noise`` too, so deterministic means deterministic with either selection.
         """
         batch, m, _ = actions.shape
         if not deterministic:
@@ -516,7 +628,12 @@ class S2ACPolicy(BasePolicy):
             if self.eval_action_selection == "max_q":
                 index = q.argmax(-1)
             else:
-                index = th.multinomial(th.softmax(q / self.alpha.clamp_min(1e-8), dim=-1), 1).squeeze(-1)
+                gumbel = self.eval_gumbel.to(q.dtype)[:m] if m <= self.n_particles else None
+                if gumbel is None:  # more particles than saved noise: no fixed draw exists
+                    raise ValueError(
+                        f"eval_action_selection='softmax' has Gumbel noise for {self.n_particles} particles"
+                    )
+                index = (q / self.alpha.clamp_min(1e-8) + gumbel).argmax(-1)
         return actions.gather(1, index.view(batch, 1, 1).expand(batch, 1, actions.shape[-1])).squeeze(1)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
@@ -531,16 +648,59 @@ class S2ACPolicy(BasePolicy):
         # inference_mode skips autograd's bookkeeping, a large part of the cost of the ~200 small
         # tensor operations of one action; critics off the ReLU fast path need autograd for grad_a Q.
         # (inference_mode(False) would switch grad mode on, hence nullcontext.)
-        with th.inference_mode() if critic.layers is not None else contextlib.nullcontext():
-            sample = self.sample(observation, with_log_prob=False, fixed_noise=deterministic, critic=critic)
+        no_graph = critic.layers is not None and not self.acting_needs_autograd
+        with th.inference_mode() if no_graph else contextlib.nullcontext():
+            sample = self.sample(
+                observation,
+                with_log_prob=False,
+                fixed_noise=deterministic,
+                critic=critic,
+                steps=self.acting_steps,
+            )
             return self.select(critic, sample.actions, deterministic)
 
+    @property
+    def acting_steps(self) -> int | None:
+        """SVGD steps when acting (``None``: ``svgd_steps``)."""
+        return None
+
+    @property
+    def acting_needs_autograd(self) -> bool:
+        """Whether acting needs autograd even on the closed-form critic path."""
+        return False
+
     def set_training_mode(self, mode: bool) -> None:
-        self.actor.set_training_mode(mode)
+        self.initial_distribution.set_training_mode(mode)
         self.critic.set_training_mode(mode)
         if self.amortized_sampler is not None:
             self.amortized_sampler.set_training_mode(mode)
         self.training = mode
+
+
+def check_finite_observations(obs: PyTorchObs, owner: str, error: Exception) -> None:
+    """Name the observation, not the step size, when the flow diverged because its input was not finite.
+
+    Called on the error path only (no device sync on the hot path).
+
+    :raises ValueError: if ``obs`` holds NaN or inf.
+    """
+    values = list(obs.values()) if isinstance(obs, dict) else [obs]
+    if not all(bool(th.isfinite(v.float()).all()) for v in values):
+        raise ValueError(
+            f"{owner}: an observation is not finite (NaN or inf), so the sampler cannot run on it. "
+            "Check the environment (or a wrapper) that produced it; the step size is not the cause."
+        ) from error
+
+
+def _upgrade_state_dict(
+    module: nn.Module, state_dict: dict[str, th.Tensor], prefix: str, *args: Any, **kwargs: Any
+) -> None:
+    """Read policies saved before ``actor`` was renamed ``initial_distribution`` and before
+    ``eval_gumbel`` existed (a fresh draw then)."""
+    for key in [k for k in state_dict if k.startswith(prefix + "actor.")]:
+        state_dict[prefix + "initial_distribution." + key[len(prefix + "actor.") :]] = state_dict.pop(key)
+    if prefix + "eval_gumbel" not in state_dict and isinstance(module, S2ACPolicy):
+        state_dict[prefix + "eval_gumbel"] = module.eval_gumbel
 
 
 MlpPolicy = S2ACPolicy

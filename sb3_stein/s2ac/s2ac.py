@@ -10,12 +10,12 @@ import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
-from sb3_stein.common.critics import ParticleCritic, q_values_and_action_grads
+from sb3_stein.common.critics import ParticleCritic
 from sb3_stein.common.distributions import PAPER_INIT_STD
 from sb3_stein.common.svgd import (
     Bandwidth,
@@ -25,8 +25,16 @@ from sb3_stein.common.svgd import (
     rbf_kernel,
     stein_direction,
 )
-from sb3_stein.common.validation import check_box_action_space, check_choice, check_int, check_positive
-from sb3_stein.s2ac.policies import EVAL_SELECTIONS, MlpPolicy, S2ACPolicy
+from sb3_stein.common.validation import (
+    check_box_action_space,
+    check_choice,
+    check_ent_coef,
+    check_int,
+    check_observation_space,
+    check_positive,
+    check_update_schedule,
+)
+from sb3_stein.s2ac.policies import EVAL_SELECTIONS, MlpPolicy, ParticleSample, S2ACPolicy
 
 SelfS2AC = TypeVar("SelfS2AC", bound="S2AC")
 
@@ -155,6 +163,9 @@ class S2AC(SAC):
         _init_setup_model: bool = True,
     ):
         check_box_action_space(env, type(self).__name__)
+        check_observation_space(env, type(self).__name__)
+        check_update_schedule(batch_size, target_update_interval)
+        check_ent_coef(ent_coef)
         sampler_args: dict[str, Any] = dict(
             n_particles=n_particles,
             svgd_steps=svgd_steps,
@@ -181,8 +192,6 @@ class S2AC(SAC):
             ),
             amortized=bool(sampler_args["amortized"]),
         )
-        if not (isinstance(ent_coef, str) and ent_coef.startswith("auto")):
-            check_positive("ent_coef", ent_coef)
         policy_kwargs = {**(policy_kwargs or {}), **sampler_kwargs}
         super().__init__(
             policy,  # type: ignore[arg-type]
@@ -227,11 +236,10 @@ class S2AC(SAC):
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
-        actor_optimizer = self.actor.optimizer
         amortized = self.policy.amortized_sampler
         optimizers = [self.critic.optimizer]
         for optimizer in (
-            actor_optimizer,
+            self.actor.optimizer,
             self.ent_coef_optimizer,
             amortized.optimizer if amortized else None,
         ):
@@ -240,56 +248,20 @@ class S2AC(SAC):
         self._update_learning_rate(optimizers)
 
         ent_coefs, ent_coef_losses, actor_losses, critic_losses, amortized_losses = [], [], [], [], []
-        entropies, bandwidths, spreads, outside, init_stds, sample_ms, floored = [], [], [], [], [], [], []
-
+        diagnostics: list[dict[str, float]] = []
         for gradient_step in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
             ent_coef = self._current_ent_coef()
             ent_coefs.append(ent_coef.item())
             self.policy.alpha.copy_(ent_coef.squeeze())
 
-            # Critic targets (Eq. 8) with the closed-form entropy of the sampler on s' (Eq. 11).
-            with th.no_grad():
-                next_sample = self.policy.sample(replay_data.next_observations)
-                assert next_sample.log_prob is not None
-                next_q, _ = q_values_and_action_grads(
-                    self.critic_target, replay_data.next_observations, next_sample.actions, need_grad=False
-                )
-                soft_value = (next_q.min(0).values - ent_coef * next_sample.log_prob).mean(1, keepdim=True)
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * soft_value
+            critic_losses.append(self._critic_step(replay_data, ent_coef))
+            actor_loss, sample, sample_ms = self._actor_step(replay_data.observations, ent_coef)
+            actor_losses.append(actor_loss)
 
-            current_q_values = self.critic(replay_data.observations, replay_data.actions)
-            critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
-            assert isinstance(critic_loss, th.Tensor)
-            critic_losses.append(critic_loss.item())
-            self.critic.optimizer.zero_grad()
-            critic_loss.backward()
-            self.critic.optimizer.step()
-
-            # Actor loss (Eq. 9) through the unrolled SVGD steps, on the updated critic.
-            start = time.perf_counter()
-            with th.set_grad_enabled(actor_optimizer is not None):
-                critic = ParticleCritic(self.critic, replay_data.observations)
-                sample = self.policy.sample(replay_data.observations, critic=critic)
-                assert sample.log_prob is not None
-                q_pi, _ = critic.min_q_and_grad(sample.actions, need_grad=False)
-                actor_loss = (ent_coef * sample.log_prob - q_pi).mean()
-            sample_ms.append(1e3 * (time.perf_counter() - start))
-            actor_losses.append(actor_loss.item())
-            if actor_optimizer is not None:
-                actor_optimizer.zero_grad()
-                actor_loss.backward()
-                actor_optimizer.step()
-
-            log_prob = sample.log_prob.detach().mean(1, keepdim=True)  # (B, 1): -entropy per state
+            log_prob = sample.log_prob.detach().mean(1, keepdim=True)  # type: ignore[union-attr]  # (B, 1)
             if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
-                assert isinstance(self.target_entropy, float)
-                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy)).mean()
-                ent_coef_losses.append(ent_coef_loss.item())
-                self.ent_coef_optimizer.zero_grad()
-                ent_coef_loss.backward()
-                self.ent_coef_optimizer.step()
+                ent_coef_losses.append(self._ent_coef_step(log_prob))
 
             if amortized is not None:
                 amortized_losses.append(self._train_amortized(replay_data.observations, ent_coef))
@@ -298,15 +270,7 @@ class S2AC(SAC):
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 
-            with th.no_grad():
-                entropies.append(-log_prob.mean().item())
-                bandwidths.append(sample.bandwidth.mean().item())
-                floored.append(sample.bandwidth_floored)
-                spreads.append(sample.actions.std(1).mean().item())
-                init_stds.append(sample.init_std.mean().item())
-                if self.policy.bound_std is not None:
-                    z = (sample.pre_tanh - sample.init_mean.unsqueeze(1)) / sample.init_std.unsqueeze(1)
-                    outside.append((z.abs() > self.policy.bound_std).any(-1).float().mean().item())
+            diagnostics.append(self._sample_diagnostics(sample, sample_ms))
 
         self.policy.alpha.copy_(self._current_ent_coef().squeeze())
         self._n_updates += gradient_steps
@@ -316,16 +280,79 @@ class S2AC(SAC):
         self.logger.record("train/critic_loss", np.mean(critic_losses))
         if ent_coef_losses:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
-        self.logger.record("train/entropy", np.mean(entropies))
-        self.logger.record("train/kernel_bandwidth", np.mean(bandwidths))
-        self.logger.record("train/bandwidth_floored", np.mean(floored))
-        self.logger.record("train/particle_spread", np.mean(spreads))
-        self.logger.record("train/init_std", np.mean(init_stds))
-        self.logger.record("train/actor_sampling_ms", np.mean(sample_ms))
-        if outside:
-            self.logger.record("train/particles_outside_bound", np.mean(outside))
+        for key in diagnostics[0] if diagnostics else ():
+            self.logger.record(f"train/{key}", np.mean([d[key] for d in diagnostics]))
         if amortized_losses:
             self.logger.record("train/amortized_loss", np.mean(amortized_losses))
+
+    def _critic_step(self, replay_data: ReplayBufferSamples, ent_coef: th.Tensor) -> float:
+        """Critic targets (Eq. 8) with the closed-form entropy of the sampler on ``s'`` (Eq. 11), SAC's
+        MSE loss, one optimizer step. Returns the loss."""
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        with th.no_grad():
+            next_sample = self.policy.sample(replay_data.next_observations)
+            assert next_sample.log_prob is not None
+            next_q, _ = ParticleCritic(self.critic_target, replay_data.next_observations).values_and_grads(
+                next_sample.actions, need_grad=False
+            )
+            soft_value = (next_q.min(0).values - ent_coef * next_sample.log_prob).mean(1, keepdim=True)
+            target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * soft_value
+
+        current_q_values = self.critic(replay_data.observations, replay_data.actions)
+        critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+        assert isinstance(critic_loss, th.Tensor)
+        self.critic.optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic.optimizer.step()
+        return critic_loss.item()
+
+    def _actor_step(self, obs: th.Tensor, ent_coef: th.Tensor) -> tuple[float, ParticleSample, float]:
+        """Actor loss (Eq. 9) through the unrolled SVGD steps, on the updated critic, and one step of
+        the initial distribution's optimizer (none for S²AC(phi)). Returns the loss, the sample and
+        the sampler's wall time in ms."""
+        actor_optimizer = self.actor.optimizer
+        start = time.perf_counter()
+        with th.set_grad_enabled(actor_optimizer is not None):
+            critic = ParticleCritic(self.critic, obs)
+            sample = self.policy.sample(obs, critic=critic)
+            assert sample.log_prob is not None
+            q_pi, _ = critic.min_q_and_grad(sample.actions, need_grad=False)
+            actor_loss = (ent_coef * sample.log_prob - q_pi).mean()
+        sample_ms = 1e3 * (time.perf_counter() - start)
+        if actor_optimizer is not None:
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+        return actor_loss.item(), sample, sample_ms
+
+    def _ent_coef_step(self, log_prob: th.Tensor) -> float:
+        """SAC's temperature update towards ``target_entropy`` with the Eq. 11 estimate."""
+        assert self.ent_coef_optimizer is not None and self.log_ent_coef is not None
+        assert isinstance(self.target_entropy, float)
+        ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy)).mean()
+        self.ent_coef_optimizer.zero_grad()
+        ent_coef_loss.backward()
+        self.ent_coef_optimizer.step()
+        return ent_coef_loss.item()
+
+    def _sample_diagnostics(self, sample: ParticleSample, sample_ms: float) -> dict[str, float]:
+        """What a user needs to trust the sampler, per gradient step (logged as ``train/<key>``)."""
+        with th.no_grad():
+            assert sample.log_prob is not None
+            stats = dict(
+                entropy=-sample.log_prob.mean().item(),
+                kernel_bandwidth=sample.bandwidth.mean().item(),
+                bandwidth_floored=sample.bandwidth_floored,
+                particle_spread=sample.actions.std(1).mean().item(),
+                init_std=sample.init_std.mean().item(),
+                actor_sampling_ms=sample_ms,
+            )
+            if self.policy.bound_std is not None:
+                z = (sample.pre_tanh - sample.init_mean.unsqueeze(1)) / sample.init_std.unsqueeze(1)
+                stats["particles_outside_bound"] = (
+                    (z.abs() > self.policy.bound_std).any(-1).float().mean().item()
+                )
+        return stats
 
     def _train_amortized(self, obs: th.Tensor, ent_coef: th.Tensor) -> float:
         """One step of the amortized sampler ``f_psi`` (Appendix K, Eq. 24-25).
@@ -347,7 +374,7 @@ class S2AC(SAC):
         samples = sampler(obs, noise)  # (B, m, A): f_psi(s, z_k), pre-tanh
         with th.no_grad():
             points = samples.detach()
-            score = self.policy.pre_tanh_score(self.policy.critic_at(obs), points, ent_coef)  # (B, m, A)
+            score = self.policy.target_score(obs, points, self.policy.critic_at(obs))  # (B, m, A)
             sq_dists = pairwise_sq_dists(points)  # (B, m, m)
             sigma2 = kernel_bandwidth(sq_dists, self.policy.kernel_bandwidth)
             direction = stein_direction(points, score, rbf_kernel(sq_dists, sigma2), sigma2, ent_coef)
