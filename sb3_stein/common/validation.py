@@ -98,6 +98,7 @@ def check_observation_space(env: Any, owner: str) -> None:
     """
     if env is None:
         return
+    space: spaces.Space | None
     if isinstance(env, str):
         made = gym.make(env)
         try:
@@ -134,8 +135,10 @@ def check_ent_coef(ent_coef: Any) -> str | float:
         raise ValueError(
             f"ent_coef must be 'auto', 'auto_<initial value > 0>' or a finite number > 0, got {ent_coef!r}"
         )
-    if isinstance(ent_coef, bool) or not isinstance(ent_coef, (int, float, np.floating)) or not (
-        np.isfinite(ent_coef) and ent_coef > 0
+    if (
+        isinstance(ent_coef, bool)
+        or not isinstance(ent_coef, (int, float, np.floating))
+        or not (np.isfinite(ent_coef) and ent_coef > 0)
     ):
         raise ValueError(
             f"ent_coef must be 'auto', 'auto_<initial value > 0>' or a finite number > 0, got {ent_coef!r}"

@@ -60,6 +60,10 @@ class QSTAC(S2AC):
       approximation. The whole sequence's entropy is logged too (``train/sequence_entropy``).
     * Next actions for the critic targets: the first controls of the sampler run on ``s'`` with the
       current critic, as S²AC does.
+    * Terminal states: where the dynamics model has ``is_terminal(obs)`` (the shipped models of
+      environments that terminate do), the Q-values of the steps from the first terminal state of a
+      rollout on get weight 0: the episode ends there, no control is applied, so they are not part
+      of the plan's value. The share of masked steps is logged as ``train/terminal_masked``.
     * Highest-Q particle: the one whose first control has the highest ``Q(s, a_1)`` (what executing
       it is worth), not the highest Eq. 11 sum.
     * Multipliers: one per particle coordinate, zero at the start of every SVGD run, updated at
@@ -274,6 +278,8 @@ class QSTAC(S2AC):
             self.logger.record("train/sequence_entropy", np.mean(stats["sequence_entropy"]))
         if stats["multiplier_abs"]:
             self.logger.record("train/multiplier_abs_mean", np.mean(stats["multiplier_abs"]))
+        if stats["terminal_masked"]:
+            self.logger.record("train/terminal_masked", np.mean(stats["terminal_masked"]))
 
     def learn(
         self: SelfQSTAC,

@@ -231,11 +231,12 @@ class S2ACPolicy(BasePolicy):
     :param svgd_step_size: ``eps`` > 0.
     :param kernel_bandwidth: ``"paper"``, ``"median"`` or a fixed kernel variance.
     :param learn_init: S²AC(phi, theta) (True) or S²AC(phi) (False).
-    :param init_std: std of the fixed initial Gaussian / initial std of the learned one.
+    :param init_std: std of the fixed initial Gaussian / initial std of the learned one (default
+        ``sqrt(0.5)``, Table 4's ``N(0, 0.5 I)`` read as a covariance).
     :param bound_std: ``t``: initial particles are drawn within ``mu +- t sigma``; ``None`` disables.
     :param eval_action_selection: particle chosen for ``deterministic=True``: ``"max_q"`` (the
-        highest-Q particle of each state) or ``"softmax"`` (a particle drawn with probability
-        ``softmax(Q / alpha)``).
+        highest-Q particle of each state) or ``"softmax"`` (see :meth:`select`: a softmax draw made
+        deterministic by saved Gumbel noise).
     :param amortized: also build the amortized sampler ``f_psi`` (Appendix K); ``predict`` uses it.
     :param amortized_net_arch: hidden sizes of ``f_psi`` (default: the actor's).
     :param features_extractor_class: SB3 features extractor class.

@@ -75,10 +75,15 @@ class S2AC(SAC):
       truncated (that would break invertibility). The share of final particles outside the band
       is logged as ``train/particles_outside_bound``.
     * Kernel bandwidth: computed per state from detached particles at every step, and floored at
-      ``eps * alpha * dim / 0.25`` so that the closed-form entropy stays in the domain of Theorem
-      3.1 (``eps * ||grad h|| << 1``). Without the floor the actor can shrink its Gaussian until
-      the spread-based bandwidth vanishes and the first-order trace reports unbounded entropy
-      (observed on Pendulum-v1 before the floor existed). Logged as ``train/bandwidth_floored``.
+      ``eps * alpha / 0.25`` so that the closed-form entropy stays in the domain of Theorem 3.1
+      (``eps * ||grad h|| << 1``; the floor bounds the operator norm of the repulsive Jacobian, see
+      ``max_expansion`` in :func:`sb3_stein.common.svgd.svgd`). Without the floor the actor can
+      shrink its Gaussian until the spread-based bandwidth vanishes and the first-order trace
+      reports unbounded entropy (observed on Pendulum-v1 before the floor existed). The share of
+      floored (step, state) pairs is logged as ``train/bandwidth_floored``.
+    * Notation: the papers' ``N(0, s I)`` are covariances (Table 2's ``q0 = N(0, 6 I)`` of Fig. 4),
+      so ``init_std`` defaults to ``sqrt(0.5)`` (Table 4, MuJoCo) and the multi-goal entry uses
+      ``sqrt(0.3)`` (Table 3).
     * ReLU critics: the SVGD scores ``grad_a Q`` are computed in closed form
       (:mod:`sb3_stein.common.critics`); since a ReLU network's action Hessian is zero, this gives
       the same actor gradient as autograd with ``create_graph=True`` at a fraction of the cost.
@@ -107,10 +112,12 @@ class S2AC(SAC):
     :param kernel_bandwidth: ``"paper"`` (Tables 3-4 formula), ``"median"`` (Liu & Wang's
         heuristic) or a fixed kernel variance.
     :param learn_init: learn the initial Gaussian (S²AC(phi, theta)) or keep ``N(0, init_std^2)`` (S²AC(phi)).
-    :param init_std: std of the fixed initial Gaussian / initial std of the learned one.
+    :param init_std: std of the fixed initial Gaussian / initial std of the learned one (default
+        ``sqrt(0.5)``: Table 4's ``N(0, 0.5 I)`` read as a covariance).
     :param bound_std: ``t``: initial particles within ``mu +- t sigma`` (paper: 3); ``None`` disables.
     :param eval_action_selection: particle executed by ``predict(deterministic=True)``: ``"max_q"``
-        or ``"softmax"`` (drawn with probability ``softmax(Q / alpha)``).
+        or ``"softmax"`` (``argmax Q / alpha + G`` with Gumbel noise ``G`` drawn once and saved: a
+        softmax draw over ``G``, and deterministic, as ``deterministic=True`` promises).
     :param amortized: train the amortized test-time sampler ``f_psi(s, z)`` alongside
         (Algorithm 2); ``predict`` then uses it (one forward pass instead of SVGD).
     :param stats_window_size: window for rollout statistics.
