@@ -1,7 +1,12 @@
 """Environments of sb3-stein, registered with gymnasium on import (``import sb3_stein`` imports this).
 
 Registration is cheap (entry points are strings; no environment module, and hence no ``torch``, is imported
-here) and idempotent (ids already in ``gymnasium.registry`` are left untouched).
+here) and idempotent (ids already in ``gymnasium.registry`` are left untouched). The same table is registered
+by the start-up hook (``_sb3_stein_zoo``, installed as a ``.pth``) as soon as any process imports gymnasium,
+so the ids are known wherever the package is installed, ``SubprocVecEnv`` workers started by spawn or
+forkserver included. Where ``.pth`` files do not run (``python -S``, ``pip install --target``,
+PYTHONPATH-only installs), ``import sb3_stein`` in that process first, or name the module in the id:
+``gymnasium.make("sb3_stein.envs:Nav2DEasy-v0")``.
 
 Registered ids (see :data:`ENV_IDS`):
 
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium
+from _sb3_stein_zoo import ENVIRONMENTS, register_environments
 
 __all__ = [
     "ENV_IDS",
@@ -59,44 +64,15 @@ _LAZY = {
     "ChainOCP": "chain",
 }
 
-# id -> keyword arguments of gymnasium.register
-_REGISTRATIONS: dict[str, dict[str, Any]] = {
-    "MultiGoal-v0": {
-        "entry_point": "sb3_stein.envs.multigoal:MultiGoalEnv",
-        "max_episode_steps": 30,  # == multigoal.MAX_EPISODE_STEPS (not imported, to keep this module light)
-    },
-    **{
-        f"Nav2D{level.capitalize()}-v0": {
-            "entry_point": "sb3_stein.envs.nav2d:Nav2DEnv",
-            "max_episode_steps": 200,  # == nav2d.MAX_EPISODE_STEPS
-            "kwargs": {"level": level},
-        }
-        for level in ("easy", "medium", "hard")
-    },
-    # The leap-c lecture's environments (SAC-ZOP/FOP); each also has an OCP (sb3_stein.common.ocp).
-    "CartPoleSwingUp-v0": {
-        "entry_point": "sb3_stein.envs.cartpole_swingup:CartPoleSwingUpEnv",
-        "max_episode_steps": 200,  # 10 s at dt = 0.05
-    },
-    "PointMassWindMaze-v0": {
-        "entry_point": "sb3_stein.envs.windmaze:WindMazeEnv",
-        "max_episode_steps": 100,  # 10 s at dt = 0.1
-    },
-    "Chain-v0": {
-        "entry_point": "sb3_stein.envs.chain:ChainEnv",
-        "max_episode_steps": 200,  # 10 s at dt = 0.05
-    },
-}
-
-#: Environment ids registered by this package.
-ENV_IDS: list[str] = list(_REGISTRATIONS)
+#: Environment ids registered by this package. The table itself lives in the standard-library-only
+#: start-up hook (``_sb3_stein_zoo.ENVIRONMENTS``), which registers it whenever gymnasium is imported,
+#: so that processes that never import ``sb3_stein`` (e.g. ``SubprocVecEnv`` workers) know the ids.
+ENV_IDS: list[str] = list(ENVIRONMENTS)
 
 
 def register_envs() -> None:
     """Register each id of :data:`ENV_IDS` not yet in ``gymnasium.registry`` (safe to call repeatedly)."""
-    for env_id, kwargs in _REGISTRATIONS.items():
-        if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, **kwargs)
+    register_environments()
 
 
 register_envs()

@@ -79,7 +79,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from sb3_stein.common.backends import CASADI, NUMPY, TORCH, Backend, rk4_step
+from sb3_stein.common.backends import CASADI, NUMPY, TORCH, Backend, rk4_step, to_float64
 from sb3_stein.common.ocp import OptimalControlProblem
 
 from .raster import draw_segment, pixel_grid
@@ -341,7 +341,9 @@ class CartPoleSwingUpEnv(gym.Env[Float32Array, Float32Array]):
 
     def dynamics_model(self) -> CartPoleSwingUpDynamics:
         """A :class:`CartPoleSwingUpDynamics` with this environment's parameters."""
-        return CartPoleSwingUpDynamics(force_max=self.force_max, dt=self.dt, **self.physics)
+        return CartPoleSwingUpDynamics(
+            force_max=self.force_max, dt=self.dt, x_threshold=self.x_threshold, **self.physics
+        )
 
     def _obs(self) -> Float32Array:
         return self._state.astype(np.float32)
@@ -423,11 +425,15 @@ class CartPoleSwingUpDynamics(nn.Module):
     ``forward(obs, action)`` maps ``(..., 4)`` observations and ``(..., 1)`` forces in N to the next
     observation exactly as :meth:`CartPoleSwingUpEnv.step`: the force clipped to ``[-force_max,
     force_max]``, one RK4 step of :func:`cartpole_ode`, the angle folded with :func:`fold_angle`. Batched,
-    differentiable, in the inputs' dtype and device. Parameters as for :class:`CartPoleSwingUpEnv`.
+    differentiable, in the inputs' dtype and device. :meth:`is_terminal` is the environment's termination
+    (the cart off ``[-x_threshold, x_threshold]``). Parameters as for :class:`CartPoleSwingUpEnv`.
     """
 
     obs_dim: int = 4
     act_dim: int = 1
+    #: Class-level default, so that a model pickled before the attribute existed (inside a saved agent)
+    #: still has it when loaded.
+    x_threshold: float = X_THRESHOLD
 
     def __init__(
         self,
@@ -437,13 +443,15 @@ class CartPoleSwingUpDynamics(nn.Module):
         length: float = POLE_LENGTH,
         force_max: float = FORCE_MAX,
         dt: float = DT,
+        x_threshold: float = X_THRESHOLD,
     ) -> None:
         super().__init__()
         _check_physics(gravity, masscart, masspole, length, force_max)
-        if not (math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be finite and > 0, got {dt!r}")
+        if not (math.isfinite(dt) and dt > 0) or not (math.isfinite(x_threshold) and x_threshold > 0):
+            raise ValueError(f"dt and x_threshold must be finite and > 0, got {dt!r} and {x_threshold!r}")
         self.gravity, self.masscart, self.masspole = float(gravity), float(masscart), float(masspole)
         self.length, self.force_max, self.dt = float(length), float(force_max), float(dt)
+        self.x_threshold = float(x_threshold)
 
     @classmethod
     def from_env(cls, env: Any = None) -> CartPoleSwingUpDynamics:
@@ -454,7 +462,7 @@ class CartPoleSwingUpDynamics(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"gravity={self.gravity}, masscart={self.masscart}, masspole={self.masspole}, "
-            f"length={self.length}, force_max={self.force_max}, dt={self.dt}"
+            f"length={self.length}, force_max={self.force_max}, dt={self.dt}, x_threshold={self.x_threshold}"
         )
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -471,6 +479,18 @@ class CartPoleSwingUpDynamics(nn.Module):
             length=self.length,
         )
         return torch.cat([nxt[..., :1], fold_angle(nxt[..., 1:2]), nxt[..., 2:]], dim=-1)
+
+    @torch.no_grad()
+    def is_terminal(self, obs: torch.Tensor) -> torch.Tensor:
+        """Whether observations ``(..., 4)`` end the episode, bool ``(...)``: the cart outside
+        ``[-x_threshold, x_threshold]`` (NaN included), :meth:`CartPoleSwingUpEnv.step`'s rule.
+
+        Compared in float64, as the environment compares its float64 state; on a float32 observation
+        the verdict can differ from the environment's only within the observation's rounding of the bound
+        (about 1e-7 m).
+        """
+        x = to_float64(obs[..., 0])
+        return ~((x >= -self.x_threshold) & (x <= self.x_threshold))
 
     def reward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """The environment's reward of the transition: :func:`swingup_reward` of the next angle."""

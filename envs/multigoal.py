@@ -51,6 +51,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from sb3_stein.common.backends import to_float64
+
 from .raster import blend, draw_segment, pixel_grid
 
 __all__ = [
@@ -576,8 +578,16 @@ class MultiGoalDynamics(nn.Module):
         return torch.where(min_dist < self.goal_threshold, idx, torch.full_like(idx, -1))
 
     def terminated(self, next_obs: torch.Tensor) -> torch.Tensor:
-        """Whether ``next_obs`` is within ``goal_threshold`` of a goal (ends the episode); bool ``(...)``."""
+        """Whether ``next_obs`` is within ``goal_threshold`` of a goal (ends the episode); bool ``(...)``.
+        Computed in ``next_obs``'s dtype; :meth:`is_terminal` is the protocol's float64 version."""
         return self.goal_distances(next_obs).min(dim=-1).values < self.goal_threshold
+
+    @torch.no_grad()
+    def is_terminal(self, obs: torch.Tensor) -> torch.Tensor:
+        """Whether positions ``(..., 2)`` end the episode, bool ``(...)``: within ``goal_threshold`` of a
+        goal, :meth:`MultiGoalEnv.step`'s rule, compared in float64 as the environment does (so the
+        verdict on the environment's float32 observations is the environment's)."""
+        return self.terminated(to_float64(obs))
 
     def reward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """Env reward ``-c_a ||clip(a)||^2 - c_d min_k ||s' - g_k||^2 + bonus * [reached]``, shape ``(...)``.

@@ -4,11 +4,17 @@ A point mass under direct force control must reach a target through a field of G
 
 * observation ``(x, y, vx, vy)``: position in ``[-10, 10]^2``, velocity in ``[-5, 5]^2`` (``float32``);
 * action: force ``(u1, u2)`` in ``[-10, 10]^2``;
-* dynamics (double integrator with viscous friction, semi-implicit Euler, ``dt = 0.1``)::
+* dynamics (double integrator, semi-implicit Euler, ``dt = 0.1``)::
 
       acc = clip((clip(u, -10, 10) - friction * v) / mass, -10, 10)
       v'  = clip(v + acc * dt, -5, 5)
       p'  = clip(p + v' * dt, -10, 10)
+
+  with ``friction = 0`` by default: the paper's ``x'' = u / m`` (§V-A). Viscous friction (force per unit
+  speed) is one of the paper's "configurable parameters" and stays an option. The first version had
+  ``friction = 0.1`` by default; the benchmark runs committed under ``benchmarks/results/nav2d*`` and
+  ``benchmarks/results/qstac_plans`` were made with it (their ``NOTE.md`` says so; pass
+  ``friction=0.1``, rl_zoo3 ``--env-kwargs friction:0.1``, to reproduce them);
 
 * reward of a step ``p -> p'`` (the paper gives no formula; this one is ours)::
 
@@ -19,8 +25,8 @@ A point mass under direct force control must reach a target through a field of G
   Progress telescopes over an episode, so every successful path earns the same progress and bonus:
   returns differ by the obstacle cost and, through discounting, by the time taken. Detours are
   free apart from time, so crossing a bump is a deliberate trade-off.
-* an episode terminates on success (``info["is_success"]``) and is truncated after 200 steps by the
-  registered ids.
+* an episode terminates on success (``info["is_success"]``, ``||p' - target|| < target_radius``) and is
+  truncated after 200 steps by the registered ids.
 
 Levels (start ``(-8, -8)`` plus uniform noise of ``start_noise``, target ``(8, 8)``):
 
@@ -30,12 +36,13 @@ Levels (start ``(-8, -8)`` plus uniform noise of ``start_noise``, target ``(8, 8
   that is open only in the top-left corner, plus bumps before the opening. Local avoidance leads into
   the wall; the agent must choose the long way round (global path choice). The wall is tall enough that
   pushing through it at full speed costs about as much as the whole progress and success bonus (a
-  scripted straight run returns about 4, a scripted detour about 305); with the first version's
-  amplitude of 20 the straight run still returned 208 and a trained Q-STAC agent simply crossed.
+  scripted straight run returns about 4, a scripted detour about 307; -1 and 305 with ``friction=0.1``);
+  with the first version's amplitude of 20 the straight run still returned 208 and a trained Q-STAC
+  agent simply crossed.
 
 ``obstacles=`` takes any ``(K, 4)`` array of ``(cx, cy, s, A)`` rows instead; ``mass``, ``friction``,
 ``target`` and the reward coefficients are constructor arguments too. :class:`Nav2DDynamics` is the matching
-``torch`` model (next observation and reward), registered for the three ids.
+``torch`` model (next observation, reward and termination), registered for the three ids.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ import numpy.typing as npt
 import torch
 from gymnasium import spaces
 from torch import nn
+
+from sb3_stein.common.backends import to_float64
 
 from .raster import blend, draw_segment, pixel_grid
 
@@ -102,7 +111,8 @@ class Nav2DEnv(gym.Env[Float32Array, Float32Array]):
     :param start: mean start position.
     :param start_noise: half-width of the uniform start noise per coordinate.
     :param mass: point mass.
-    :param friction: viscous friction coefficient (force per unit speed).
+    :param friction: viscous friction coefficient (force per unit speed); 0 (default) is the paper's
+        ``x'' = u / m``. The committed benchmark runs used 0.1 (module docstring).
     :param dt: time step.
     :param target_radius: success radius.
     :param progress_coeff: reward per unit of distance gained towards the target.
@@ -121,7 +131,7 @@ class Nav2DEnv(gym.Env[Float32Array, Float32Array]):
         start: Sequence[float] = (-8.0, -8.0),
         start_noise: float = 0.5,
         mass: float = 1.0,
-        friction: float = 0.1,
+        friction: float = 0.0,
         dt: float = 0.1,
         target_radius: float = 0.5,
         progress_coeff: float = 10.0,
@@ -255,9 +265,10 @@ class Nav2DDynamics(nn.Module):
     """Known dynamics and reward of :class:`Nav2DEnv` in ``torch``.
 
     ``forward(obs, action)`` maps ``(..., 4)`` observations and ``(..., 2)`` forces (environment units) to
-    the next observation, exactly as :meth:`Nav2DEnv.step` (clipping included).
+    the next observation, exactly as :meth:`Nav2DEnv.step` (clipping and any ``friction`` included);
+    :meth:`reward` and :meth:`is_terminal` are the step's reward and termination.
 
-    Parameters as for :class:`Nav2DEnv`.
+    Parameters as for :class:`Nav2DEnv` (``friction`` 0 by default, as there).
     """
 
     obstacles: torch.Tensor
@@ -269,7 +280,7 @@ class Nav2DDynamics(nn.Module):
         obstacles: npt.ArrayLike | None = None,
         target: Sequence[float] | npt.ArrayLike = (8.0, 8.0),
         mass: float = 1.0,
-        friction: float = 0.1,
+        friction: float = 0.0,
         dt: float = 0.1,
         target_radius: float = 0.5,
         progress_coeff: float = 10.0,
@@ -278,8 +289,9 @@ class Nav2DDynamics(nn.Module):
         super().__init__()
         rows = resolve_obstacles(level, obstacles)
         self.register_buffer("obstacles", torch.as_tensor(rows, dtype=torch.float32), persistent=False)
+        # float64, so that is_terminal compares as the environment does; reward() casts to the input's dtype.
         self.register_buffer(
-            "target", torch.as_tensor(np.asarray(target, dtype=np.float32).reshape(2)), persistent=False
+            "target", torch.as_tensor(np.asarray(target, dtype=np.float64).reshape(2)), persistent=False
         )
         self.mass, self.friction, self.dt = float(mass), float(friction), float(dt)
         self.target_radius = float(target_radius)
@@ -302,6 +314,18 @@ class Nav2DDynamics(nn.Module):
         v_next = (v + acc * self.dt).clamp(-SPEED_BOUND, SPEED_BOUND)
         p_next = (p + v_next * self.dt).clamp(-POSITION_BOUND, POSITION_BOUND)
         return torch.cat([p_next, v_next], dim=-1)
+
+    @torch.no_grad()
+    def is_terminal(self, obs: torch.Tensor) -> torch.Tensor:
+        """Whether observations ``(..., 4)`` end the episode, bool ``(...)``: the position within
+        ``target_radius`` of the target (success), :meth:`Nav2DEnv.step`'s rule.
+
+        Compared in float64, as the environment compares its float64 state; on a float32 observation
+        the verdict can differ from the environment's only within the observation's rounding (~1e-6).
+        """
+        position = to_float64(obs[..., :2])
+        distance = torch.linalg.vector_norm(position - self.target.to(position), dim=-1)
+        return distance < self.target_radius
 
     def obstacle_cost(self, positions: torch.Tensor) -> torch.Tensor:
         """Sum of the Gaussian bumps at positions ``(..., 2)``."""

@@ -68,7 +68,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from sb3_stein.common.backends import CASADI, NUMPY, TORCH, Backend
+from sb3_stein.common.backends import CASADI, NUMPY, TORCH, Backend, to_float64
 from sb3_stein.common.ocp import OptimalControlProblem
 
 from .raster import blend
@@ -321,6 +321,9 @@ class WindMazeEnv(gym.Env[Float32Array, Float32Array]):
             damping=self.damping,
             dt=self.dt,
             force_bound=self.force_bound,
+            max_speed=self.max_speed,
+            goal=self.goal,
+            radius=self.radius,
         )
 
     @property
@@ -497,13 +500,19 @@ class WindMazeDynamics(nn.Module):
     dtype and device as ``obs``, differentiable in ``obs`` and ``action`` (the wind is piecewise
     constant in the position, so it contributes no gradient). The wind acting during the step is
     recomputed from the position ``obs[..., :2]`` (for observations of the environment it equals
-    ``obs[..., 4:]``); positions are not clipped, as in the environment.
+    ``obs[..., 4:]``); positions are not clipped, as in the environment. :meth:`is_terminal` is the
+    environment's termination (the goal disc, or leaving the state box).
 
     Parameters as for :class:`WindMazeEnv` (``wind_boxes=None`` takes ``difficulty``'s boxes).
     """
 
     obs_dim = 6
     act_dim = 2
+    # Class-level defaults of the termination parameters, so that a model pickled before they existed
+    # (inside a saved agent) still has them when loaded.
+    max_speed: float = MAX_SPEED
+    goal: FloatArray = np.asarray(GOAL, dtype=np.float64)
+    radius: float = RADIUS
 
     def __init__(
         self,
@@ -514,12 +523,17 @@ class WindMazeDynamics(nn.Module):
         damping: float = DAMPING,
         dt: float = DT,
         force_bound: float = FORCE_BOUND,
+        max_speed: float = MAX_SPEED,
+        goal: Sequence[float] | npt.ArrayLike = GOAL,
+        radius: float = RADIUS,
     ) -> None:
         super().__init__()
         self.wind_boxes = resolve_wind_boxes(difficulty, wind_boxes)
         self.wind_magnitude = _positive("wind_magnitude", wind_magnitude)
         self.mass, self.damping = _positive("mass", mass), _positive("damping", damping)
         self.dt, self.force_bound = _positive("dt", dt), _positive("force_bound", force_bound)
+        self.max_speed, self.radius = _positive("max_speed", max_speed), _positive("radius", radius)
+        self.goal = _point("goal", goal)
         self._a, self._b = velocity_coefficients(self.mass, self.damping, self.dt)
 
     @classmethod
@@ -531,7 +545,8 @@ class WindMazeDynamics(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"wind_boxes={self.wind_boxes}, wind_magnitude={self.wind_magnitude}, mass={self.mass}, "
-            f"damping={self.damping}, dt={self.dt}, force_bound={self.force_bound}"
+            f"damping={self.damping}, dt={self.dt}, force_bound={self.force_bound}, "
+            f"max_speed={self.max_speed}, goal={self.goal.tolist()}, radius={self.radius}"
         )
 
     def wind_x(self, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
@@ -545,6 +560,25 @@ class WindMazeDynamics(nn.Module):
         state = pointmass_step(obs[..., :4], force, TORCH, self.dt, self._a, self._b)
         wind = self.wind_x(state[..., 0], state[..., 1])
         return torch.cat([state, torch.stack([wind, torch.zeros_like(wind)], dim=-1)], dim=-1)
+
+    @torch.no_grad()
+    def is_terminal(self, obs: torch.Tensor) -> torch.Tensor:
+        """Whether observations ``(..., 6)`` end the episode, bool ``(...)``, by
+        :meth:`WindMazeEnv.step`'s rule: the position in the goal disc (boundary included), or the state
+        ``(x, y, vx, vy)`` outside the box ``[0, 4] x [0, 1] x [-max_speed, max_speed]^2``.
+
+        Compared in float64, as the environment compares its float64 state; on a float32 observation
+        the verdict can differ from the environment's only within the observation's rounding of a bound.
+        A NaN state is not terminal, as in the environment (its comparisons are all false).
+        """
+        state = to_float64(obs[..., :4])
+        low = state.new_tensor([*MAZE_LOW, -self.max_speed, -self.max_speed])
+        high = state.new_tensor([*MAZE_HIGH, self.max_speed, self.max_speed])
+        violation = (state < low).any(dim=-1) | (state > high).any(dim=-1)
+        success = (
+            torch.linalg.vector_norm(state[..., :2] - state.new_tensor(self.goal), dim=-1) <= self.radius
+        )
+        return violation | success
 
 
 # ----------------------------------------------------------------------------- MPC problem

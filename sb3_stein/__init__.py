@@ -1,6 +1,7 @@
 """sb3-stein: Stein-variational and model-predictive actor-critics for Stable-Baselines3.
 
-Importing the package registers its gymnasium environments (``MultiGoal-v0``, ...).
+Importing the package registers its gymnasium environments (``MultiGoal-v0``, ...). So does the
+start-up hook (``_sb3_stein_zoo``) in every process that imports gymnasium, without this import.
 """
 
 import os as _os

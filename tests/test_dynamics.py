@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium.utils.env_checker import check_env
-from sb3_stein.envs.nav2d import LEVELS, Nav2DEnv
+from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
+from sb3_stein.envs.nav2d import LEVELS, Nav2DDynamics, Nav2DEnv
 from sb3_stein.envs.pendulum import PendulumDynamics
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_vec_env
@@ -14,6 +15,7 @@ from torch import nn
 
 import sb3_stein
 from sb3_stein.common import dynamics as dyn
+from sb3_stein.common.ocp import resolve_ocp
 
 # float32 model vs float64/float32 env arithmetic: 1e-5 relative, 1e-4 absolute.
 TOL = dict(rtol=1e-5, atol=1e-4)
@@ -90,6 +92,98 @@ def test_models_are_batched_and_differentiable():
         assert act.grad is not None and th.isfinite(act.grad).all()
 
 
+# ------------------------------------------------------------------ termination (is_terminal)
+def _cartpole_state(env, rng):
+    # Around the track's ends, so that about half the steps leave it.
+    return env.set_state([rng.uniform(-2.7, 2.7), rng.uniform(-np.pi, np.pi), *rng.uniform(-6, 6, 2)])
+
+
+def _windmaze_state(env, rng):
+    if rng.uniform() < 0.5:  # near the goal disc
+        position = env.goal + rng.uniform(-0.4, 0.4, 2)
+    else:  # near the walls
+        position = rng.uniform([-0.3, -0.3], [4.3, 1.3])
+    # Speeds beyond max_speed too: the next speed a * v + b * F stays inside, the position may not.
+    return env.set_state([*position, *rng.uniform(-25.0, 25.0, 2) * rng.uniform() ** 2])
+
+
+def _nav_state_near_target(env, rng):
+    env._state = np.concatenate([env.target + rng.uniform(-1.2, 1.2, 2), rng.uniform(-5, 5, 2)])
+    return env._state.astype(np.float32)
+
+
+def _multigoal_state_near_goals(env, rng):
+    env.set_state(env.goals[rng.integers(len(env.goals))] + rng.uniform(-1.0, 1.0, 2))
+    return env.state.copy()
+
+
+@pytest.mark.parametrize(
+    ("env_id", "set_state", "make_kwargs"),
+    [
+        ("CartPoleSwingUp-v0", _cartpole_state, {}),
+        ("CartPoleSwingUp-v0", _cartpole_state, {"x_threshold": 1.0}),
+        ("PointMassWindMaze-v0", _windmaze_state, {}),
+        ("PointMassWindMaze-v0", _windmaze_state, {"goal": (2.0, 0.5), "radius": 0.3, "max_speed": 8.0}),
+        ("Nav2DEasy-v0", _nav_state_near_target, {}),
+        ("Nav2DHard-v0", _nav_state_near_target, {"target": (1.3, -2.7), "target_radius": 0.8}),
+        ("MultiGoal-v0", _multigoal_state_near_goals, {}),
+        ("MultiGoal-v0", _multigoal_state_near_goals, {"goals": "symmetric", "goal_threshold": 0.9}),
+    ],
+)
+def test_is_terminal_is_the_env_termination(env_id, set_state, make_kwargs):
+    env = gym.make(env_id, **make_kwargs)
+    model = sb3_stein.make_dynamics_model(env)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    next_obs, terminated = [], []
+    for _ in range(300):
+        set_state(env.unwrapped, rng)
+        action = rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
+        obs, _, term, _, _ = env.unwrapped.step(action)
+        next_obs.append(obs)
+        terminated.append(term)
+    batch = th.as_tensor(np.stack(next_obs)).view(3, 100, -1)  # batched over leading dimensions
+    flags = model.is_terminal(batch)
+    assert flags.dtype == th.bool and flags.shape == (3, 100)
+    assert flags.flatten().tolist() == terminated  # exactly the environment's verdict
+    assert 0.1 < np.mean(terminated) < 0.9  # both outcomes were exercised
+    assert not flags.requires_grad
+
+
+def test_models_without_termination_have_no_is_terminal():
+    # Pendulum and the chain never terminate: a planner treats a model without is_terminal so.
+    for env_id in ("Pendulum-v1", "Chain-v0"):
+        assert not hasattr(sb3_stein.make_dynamics_model(gym.make(env_id)), "is_terminal")
+
+
+class _BadTerminal(nn.Module):
+    def forward(self, obs, action):
+        return obs
+
+    def is_terminal(self, obs):
+        return obs[..., 0] > 0  # fine
+
+
+class _TerminalWrongShape(_BadTerminal):
+    def is_terminal(self, obs):
+        return obs > 0
+
+
+class _TerminalNotBool(_BadTerminal):
+    def is_terminal(self, obs):
+        return (obs[..., 0] > 0).float()
+
+
+def test_check_dynamics_model_probes_is_terminal():
+    env = gym.make("Pendulum-v1")
+    dyn.check_dynamics_model(_BadTerminal(), env.observation_space, env.action_space, "QSTAC")
+    for model in (_TerminalWrongShape(), _TerminalNotBool()):
+        with pytest.raises(
+            ValueError, match=r"is_terminal maps .* expected a torch.bool tensor of shape \(3, 2\)"
+        ):
+            dyn.check_dynamics_model(model, env.observation_space, env.action_space, "QSTAC")
+
+
 def test_registry_lists_and_errors():
     assert {"Pendulum-v1", "MultiGoal-v0", "Nav2DEasy-v0", "Nav2DMedium-v0", "Nav2DHard-v0"} <= set(
         sb3_stein.registered_dynamics_models()
@@ -115,8 +209,51 @@ def test_register_and_resolve_user_models(monkeypatch):
         dyn.resolve_dynamics_model(3, env, "QSTAC")
 
 
+def make_linear(env, size):  # a factory that needs more than the environment
+    return nn.Linear(size, size)
+
+
+def make_nothing(env):
+    return "not a model"
+
+
+#: A module-level model instance, as an import path may name one.
+SHARED_MODEL = PendulumDynamics()
+
+
+@pytest.mark.parametrize(
+    ("path", "match"),
+    [
+        (f"{__name__}:make_linear", r"make_linear\(env, size\) needs arguments it cannot be given"),
+        ("torch.nn:Linear", r"the class Linear\(in_features.*needs constructor arguments"),
+        (f"{__name__}:make_nothing", r"make_nothing\(\.\.\.\) returned str, not a torch.nn.Module"),
+        ("math:pi", r"is float 3.14159.*, neither a torch.nn.Module"),
+        ("collections:OrderedDict", r"is the class OrderedDict, not a subclass of a torch.nn.Module"),
+        ("sb3_stein.envs.nav2d", r"is module <module 'sb3_stein.envs.nav2d'.*neither a torch.nn.Module"),
+        ("nav2d", "is not an import path"),
+        ("sb3_stein.envs.nav2d:NoSuchModel", "has no attribute 'NoSuchModel'"),
+    ],
+)
+def test_import_paths_that_give_no_model_are_clear_value_errors(path, match):
+    with pytest.raises(ValueError, match=match) as error:
+        dyn.resolve_dynamics_model(path, gym.make("Pendulum-v1"), "QSTAC")
+    message = str(error.value)
+    assert message.startswith(f"QSTAC: dynamics_model={path!r}")  # the parameter and the path
+    if "import path of the form" not in message and "has no attribute" not in message:
+        assert "Allowed: 'auto', a torch.nn.Module instance" in message  # and what is allowed
+
+
+def test_import_paths_to_instances_classes_and_factories():
+    env = gym.make("Pendulum-v1", g=3.7)
+    assert dyn.resolve_dynamics_model(f"{__name__}:SHARED_MODEL", env, "QSTAC") is SHARED_MODEL
+    by_class = dyn.resolve_dynamics_model("sb3_stein.envs.pendulum:PendulumDynamics", env, "QSTAC")
+    assert by_class.g == pytest.approx(3.7)  # through from_env
+    by_factory = dyn.resolve_dynamics_model(f"{__name__}:_Shift", env, "QSTAC")  # no from_env
+    assert isinstance(by_factory, _Shift)
+
+
 class _Shift(nn.Module):
-    def __init__(self, obs_dim: int):
+    def __init__(self, obs_dim: int = 3):
         super().__init__()
         self.obs_dim = obs_dim
 
@@ -230,3 +367,45 @@ def test_nav2d_bad_arguments():
         Nav2DEnv(level="extreme")
     with pytest.raises(ValueError, match=r"obstacles must be a \(K, 4\)"):
         Nav2DEnv(obstacles=[[0.0, 0.0, -1.0, 1.0]])
+
+
+def test_nav2d_default_is_the_papers_double_integrator():
+    # Q-STAC §V-A: x'' = u / m, no friction, by default; friction stays an option (and in the model).
+    env = Nav2DEnv(mass=2.0, start_noise=0.0)
+    assert env.friction == 0.0 and Nav2DDynamics().friction == 0.0
+    env.reset(seed=0)
+    env._state = np.array([0.0, 0.0, 1.0, -2.0])
+    obs, *_ = env.step(np.array([3.0, 4.0], dtype=np.float32))
+    v = np.array([1.0, -2.0]) + np.array([3.0, 4.0]) / 2.0 * env.dt
+    np.testing.assert_allclose(obs, [*(v * env.dt), *v], rtol=1e-6)
+    assert gym.make("Nav2DMedium-v0").unwrapped.friction == 0.0
+    assert sb3_stein.make_dynamics_model(gym.make("Nav2DHard-v0", friction=0.1)).friction == 0.1
+    _compare_on_random_transitions("Nav2DMedium-v0", _nav_state, n=50, friction=0.1)  # the old setting
+
+
+# ------------------------------------------------------------------ OCP import paths (resolved like models)
+def make_ocp_with_arguments(env, horizon):
+    return CartPoleSwingUpOCP.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("path", "match"),
+    [
+        ("pkg:Missing", "cannot import module 'pkg'"),
+        (f"{__name__}:make_ocp_with_arguments", r"make_ocp_with_arguments\(env, horizon\) needs arguments"),
+        (f"{__name__}:make_nothing", r"returned str, not an OptimalControlProblem"),
+        ("sb3_stein.envs.nav2d:Nav2DDynamics", "is the class Nav2DDynamics, not a subclass of an Optimal"),
+        ("math:pi", "is float 3.14159.*, neither an OptimalControlProblem"),
+    ],
+)
+def test_ocp_import_paths_name_the_ocp_parameter(path, match):
+    with pytest.raises(ValueError, match=match) as error:
+        resolve_ocp(path, gym.make("CartPoleSwingUp-v0"), "SACZOP")
+    assert str(error.value).startswith(f"SACZOP: ocp={path!r}")
+    assert "dynamics_model" not in str(error.value)
+
+
+def test_ocp_import_path_to_a_class_uses_from_env():
+    env = gym.make("CartPoleSwingUp-v0", x_threshold=1.5)
+    ocp = resolve_ocp("sb3_stein.envs.cartpole_swingup:CartPoleSwingUpOCP", env, "SACZOP")
+    assert isinstance(ocp, CartPoleSwingUpOCP) and ocp.x_threshold == 1.5

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
-__all__ = ["CASADI", "NUMPY", "TORCH", "Backend", "rk4_step"]
+__all__ = ["CASADI", "NUMPY", "TORCH", "Backend", "rk4_step", "to_float64"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,12 @@ def rk4_step(ode: Callable[[Any, Any, Backend], Any], x: Any, u: Any, dt: float,
     k3 = ode(x + 0.5 * dt * k2, u, be)
     k4 = ode(x + dt * k3, u, be)
     return x + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+def to_float64(x: th.Tensor) -> th.Tensor:
+    """``x`` in float64 where its device has that dtype (not on Apple's MPS: there ``x`` as it is).
+
+    For the termination rules of the dynamics models (``is_terminal``): the environments compare
+    float64 numbers, and a float32 comparison would move the bound by its float32 rounding.
+    """
+    return x if x.device.type == "mps" else x.to(th.float64)

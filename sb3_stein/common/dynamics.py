@@ -3,19 +3,34 @@
 Protocol (shared/DESIGN.md): a dynamics model is a ``torch.nn.Module`` whose ``forward(obs, action)``
 maps batched observations ``(..., obs_dim)`` and actions ``(..., act_dim)`` in *environment units*
 (not SB3's ``[-1, 1]``) to the next observation ``(..., obs_dim)``: differentiable, no Python loop
-over the batch, same dtype and device as its inputs. A model may also offer
-``reward(obs, action, next_obs)`` for algorithms that need a reward model.
+over the batch, same dtype and device as its inputs. Optional parts:
+
+* ``reward(obs, action, next_obs) -> (...)``: the environment's reward of a transition, for
+  algorithms that need a reward model;
+* ``is_terminal(obs) -> bool tensor (...)``: whether ``obs`` (a state the model reached, shape
+  ``(..., obs_dim)``, environment units) ends an episode, by the environment's own termination rule
+  (``terminated``, not the time limit's ``truncated``). Batched, no gradient (a step function), any
+  dtype. Planners that sum values along a model rollout (Q-STAC) use it to drop the steps after a
+  terminal state; a model without it is taken never to terminate. The shipped models have it where
+  their environment terminates (``MultiGoal-v0``, the ``Nav2D*-v0`` ids: reaching the goal;
+  ``CartPoleSwingUp-v0``: the cart off the track; ``PointMassWindMaze-v0``: the goal or leaving the
+  maze's state box), each tested against ``env.step``'s ``terminated``; ``Pendulum-v1`` and
+  ``Chain-v0`` never terminate and have none.
 
 Algorithms take ``dynamics_model="auto" | nn.Module | "package.module:attribute"``:
 
 * ``"auto"`` looks the environment's id up in the registry (:func:`register_dynamics_model`);
 * an ``nn.Module`` is used as given;
-* a string ``"pkg.mod:attr"`` (or ``"pkg.mod.attr"``) is imported; a class or factory is called with
-  the environment (or ``None``; a model class through its ``from_env`` classmethod if it has one,
-  else without arguments), anything else must be a module.
+* a string ``"pkg.mod:attr"`` (or ``"pkg.mod.attr"``) is imported (:func:`import_object`) and built
+  (:func:`build_from_object`): a module instance as given, a module class through its ``from_env(env)``
+  classmethod if it has one, else without arguments, any other callable as a factory called with the
+  environment (or ``None``) or with no argument. Anything else, a class or factory that needs other
+  arguments, or a factory that returns something else, is a ``ValueError`` naming the parameter, the
+  path and what is allowed. OCPs (:mod:`sb3_stein.common.ocp`) resolve the same way.
 
 :func:`check_dynamics_model` probes the model once at construction, so a wrong shape, dtype,
-device or a non-finite output fails with a clear message instead of broadcasting silently later.
+device, a non-finite output or a malformed ``is_terminal`` fails with a clear message instead of
+broadcasting silently later.
 """
 
 from __future__ import annotations
@@ -78,47 +93,131 @@ def registered_dynamics_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _import(path: str) -> Any:
+def import_object(path: str, what: str) -> Any:
+    """The object at ``path``, ``"package.module:attribute"`` or ``"package.module.attribute"``.
+
+    :param what: how messages name the value, e.g. ``"dynamics_model='pkg.mod:Model'"``.
+    :raises ValueError: naming ``what`` when the path is malformed, the module cannot be imported or
+        has no such attribute.
+    """
     module_name, sep, attribute = path.partition(":")
     if not sep:
         module_name, _, attribute = path.rpartition(".")
     if not module_name or not attribute:
-        raise ValueError(
-            f"dynamics_model={path!r} is not an import path of the form 'package.module:attribute'"
-        )
+        raise ValueError(f"{what} is not an import path of the form 'package.module:attribute'")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"dynamics_model={path!r}: cannot import module {module_name!r}: {error}") from error
+        raise ValueError(f"{what}: cannot import module {module_name!r}: {error}") from error
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError as error:
-            raise ValueError(
-                f"dynamics_model={path!r}: {module_name!r} has no attribute {attribute!r}"
-            ) from error
+            raise ValueError(f"{what}: {module_name!r} has no attribute {attribute!r}") from error
     return obj
 
 
-def _build(obj: Any, env: gym.Env | None, what: str) -> nn.Module:
-    if isinstance(obj, nn.Module):
-        return obj
-    if isinstance(obj, type) and issubclass(obj, nn.Module):
-        # A model class: its ``from_env`` if it has one (the shipped models do), else no arguments.
-        from_env = getattr(obj, "from_env", None)
-        model = from_env(env) if callable(from_env) else obj()
-    elif callable(obj):
-        accepts_env = True
+def _call_with_env(
+    factory: Callable[..., Any], env: gym.Env | None, name: str, what: str, allowed: str
+) -> Any:
+    """``factory(env)`` if its signature takes one positional argument, else ``factory()``.
+
+    Binding the signature first tells "this factory needs other arguments" (a ``ValueError`` that says
+    what is allowed) apart from a ``TypeError`` raised inside a factory, which propagates unchanged.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature (some builtins): the documented call
+        return factory(env)
+    for args in ((env,), ()):
         try:
-            accepts_env = len(inspect.signature(obj).parameters) > 0
-        except (TypeError, ValueError):
-            pass
-        model = obj(env) if accepts_env else obj()
+            signature.bind(*args)
+        except TypeError:
+            continue
+        return factory(*args)
+    raise ValueError(
+        f"{what}: {name}{signature} needs arguments it cannot be given: a factory is called with the "
+        f"environment (or None) as its only argument, or with none. {allowed}"
+    )
+
+
+def build_from_object(
+    obj: Any, env: gym.Env | None, what: str, kind: type, kind_name: str, allowed: str
+) -> Any:
+    """An instance of ``kind`` from what an import path or a registry entry gave (shared by the
+    dynamics-model and OCP resolution).
+
+    * an instance of ``kind`` is used as given;
+    * a subclass of ``kind`` is built by its ``from_env(env)`` classmethod if it has one, else with no
+      arguments (its other constructor arguments are the user's to give: pass an instance);
+    * any other callable is a factory, called with the environment (or ``None``) if it takes an
+      argument, else with none, and must return an instance of ``kind``.
+
+    :param what: how messages name the value (``"QSTAC: dynamics_model='pkg:Model'"``).
+    :param kind_name: how messages name ``kind``, article included (``"a torch.nn.Module"``).
+    :param allowed: the sentence that tells the user what they may pass instead.
+    :raises ValueError: for anything else, a class that needs constructor arguments, a factory that
+        needs other arguments or one that returns something else, naming ``what`` and ``allowed``.
+    """
+    if isinstance(obj, kind):
+        return obj
+    if isinstance(obj, type):
+        if not issubclass(obj, kind):
+            raise ValueError(
+                f"{what} is the class {obj.__qualname__}, not a subclass of {kind_name}. {allowed}"
+            )
+        from_env = getattr(obj, "from_env", None)
+        if callable(from_env):
+            name = f"{obj.__qualname__}.from_env"
+            made = _call_with_env(from_env, env, name, what, allowed)
+        else:
+            name = obj.__qualname__
+            _refuse_required_arguments(obj, what, allowed)
+            made = obj()
+    elif callable(obj):
+        name = getattr(obj, "__qualname__", type(obj).__name__)
+        made = _call_with_env(obj, env, name, what, allowed)
     else:
-        raise TypeError(f"{what} is {type(obj).__name__}, neither a torch.nn.Module nor a factory of one")
-    if isinstance(model, nn.Module):
-        return model
-    raise TypeError(f"{what} returned {type(model).__name__}, not a torch.nn.Module")
+        raise ValueError(
+            f"{what} is {type(obj).__name__} {_short_repr(obj)}, neither {kind_name}, a subclass of it, "
+            f"nor a factory of one. {allowed}"
+        )
+    if not isinstance(made, kind):
+        raise ValueError(f"{what}: {name}(...) returned {type(made).__name__}, not {kind_name}. {allowed}")
+    return made
+
+
+def _refuse_required_arguments(cls: type, what: str, allowed: str) -> None:
+    """A class without ``from_env`` is built with no arguments: say so if it needs some."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # no signature to check: the call will tell
+        return
+    try:
+        signature.bind()
+    except TypeError:
+        raise ValueError(
+            f"{what}: the class {cls.__qualname__}{signature} needs constructor arguments; a class is "
+            f"built by its from_env(env) classmethod if it has one, else with no arguments. {allowed}"
+        ) from None
+
+
+def _short_repr(obj: Any, limit: int = 60) -> str:
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: What ``dynamics_model`` may be, for error messages.
+ALLOWED_MODELS = (
+    "Allowed: 'auto', a torch.nn.Module instance, or an import path 'package.module:attribute' to an "
+    "nn.Module instance, an nn.Module subclass (built by its from_env(env) classmethod, else with no "
+    "arguments) or a factory f(env) -> nn.Module."
+)
+
+
+def _build(obj: Any, env: gym.Env | None, what: str) -> nn.Module:
+    model: nn.Module = build_from_object(obj, env, what, nn.Module, "a torch.nn.Module", ALLOWED_MODELS)
+    return model
 
 
 def env_id_of(env: Any) -> str | None:
@@ -159,8 +258,9 @@ def make_dynamics_model(env_or_id: Any) -> nn.Module:
             "sb3_stein.register_dynamics_model(env_id, factory) first."
         )
     entry = _REGISTRY[env_id]
-    obj = _import(entry) if isinstance(entry, str) else entry
-    return _build(obj, unwrapped_env(env_or_id), f"the dynamics model factory registered for {env_id!r}")
+    what = f"the dynamics model registered for {env_id!r} ({entry!r})"
+    obj = import_object(entry, what) if isinstance(entry, str) else entry
+    return _build(obj, unwrapped_env(env_or_id), what)
 
 
 def resolve_dynamics_model(spec: Any, env: Any, owner: str) -> nn.Module:
@@ -180,7 +280,8 @@ def resolve_dynamics_model(spec: Any, env: Any, owner: str) -> nn.Module:
             )
         return make_dynamics_model(env)
     if isinstance(spec, str):
-        return _build(_import(spec), unwrapped_env(env), f"dynamics_model={spec!r}")
+        what = f"{owner}: dynamics_model={spec!r}"
+        return _build(import_object(spec, what), unwrapped_env(env), what)
     raise TypeError(
         f"{owner}: dynamics_model must be 'auto', a torch.nn.Module or an import path string, got {spec!r}"
     )
@@ -252,3 +353,24 @@ def check_dynamics_model(
         )
     if not bool(th.isfinite(out).all()):
         raise ValueError(f"{owner}: dynamics model {name} returned NaN/inf on a probe batch of valid inputs")
+    is_terminal = getattr(model, "is_terminal", None)
+    if is_terminal is None:
+        return
+    try:
+        with th.no_grad():
+            terminal = is_terminal(out)
+    except Exception as error:
+        raise ValueError(
+            f"{owner}: dynamics model {name}.is_terminal failed on a probe batch of next observations "
+            f"{tuple(out.shape)}: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(terminal, th.Tensor) or terminal.dtype != th.bool or terminal.shape != out.shape[:-1]:
+        got = (
+            f"{terminal.dtype} {tuple(terminal.shape)}"
+            if isinstance(terminal, th.Tensor)
+            else type(terminal).__name__
+        )
+        raise ValueError(
+            f"{owner}: dynamics model {name}.is_terminal maps next observations {tuple(out.shape)} to {got}; "
+            f"expected a torch.bool tensor of shape {tuple(out.shape[:-1])} (one flag per state)"
+        )

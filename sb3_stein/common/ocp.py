@@ -219,13 +219,27 @@ def registered_ocps() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: What ``ocp`` may be, for error messages.
+ALLOWED_OCPS = (
+    "Allowed: 'auto', an OptimalControlProblem instance, or an import path 'package.module:attribute' to "
+    "an instance, an OptimalControlProblem subclass (built by its from_env(env) classmethod, else with no "
+    "arguments) or a factory f(env) -> OptimalControlProblem."
+)
+
+
 def resolve_ocp(spec: Any, env: Any, owner: str) -> OptimalControlProblem:
     """``ocp`` as an algorithm receives it (``"auto"``, an instance, or an import path) -> the OCP.
 
+    Import paths and registry entries are resolved as dynamics models are
+    (:func:`sb3_stein.common.dynamics.build_from_object`): an instance as given, a subclass through
+    its ``from_env(env)`` (else without arguments), a factory with the environment (or ``None``).
+
     :raises ValueError: when ``"auto"`` finds no registration for the environment's id, naming
-        the registered ids and how to pass one.
+        the registered ids and how to pass one; when an import path or a registered factory does not
+        give an :class:`OptimalControlProblem`, naming ``ocp``, the path and what is allowed.
+    :raises TypeError: when ``spec`` is neither ``"auto"``, an OCP nor a string.
     """
-    from sb3_stein.common.dynamics import _import, env_id_of, unwrapped_env
+    from sb3_stein.common.dynamics import build_from_object, env_id_of, import_object, unwrapped_env
 
     if isinstance(spec, OptimalControlProblem):
         ocp = spec
@@ -238,16 +252,24 @@ def resolve_ocp(spec: Any, env: Any, owner: str) -> OptimalControlProblem:
                 "import path 'package.module:Factory', or call sb3_stein.register_ocp(env_id, factory) first."
             )
         entry = _REGISTRY[env_id]
-        factory = _import(entry) if isinstance(entry, str) else entry
-        ocp = factory(unwrapped_env(env))
+        what = f"{owner}: the OCP registered for {env_id!r} ({entry!r})"
+        factory = import_object(entry, what) if isinstance(entry, str) else entry
+        ocp = build_from_object(
+            factory, unwrapped_env(env), what, OptimalControlProblem, "an OptimalControlProblem", ALLOWED_OCPS
+        )
     elif isinstance(spec, str):
-        obj = _import(spec)
-        ocp = obj(unwrapped_env(env)) if callable(obj) and not isinstance(obj, OptimalControlProblem) else obj
+        what = f"{owner}: ocp={spec!r}"
+        ocp = build_from_object(
+            import_object(spec, what),
+            unwrapped_env(env),
+            what,
+            OptimalControlProblem,
+            "an OptimalControlProblem",
+            ALLOWED_OCPS,
+        )
     else:
         raise TypeError(
             f"{owner}: ocp must be 'auto', an OptimalControlProblem or an import path string, got {spec!r}"
         )
-    if not isinstance(ocp, OptimalControlProblem):
-        raise TypeError(f"{owner}: ocp={spec!r} gave {type(ocp).__name__}, not an OptimalControlProblem")
     ocp.validate()
     return ocp
