@@ -253,3 +253,45 @@ def test_rows_without_sensitivities_get_zero_gradient_and_are_counted(monkeypatc
     np.testing.assert_allclose(grad[[0, 1, 3]], expected[[0, 1, 3]], atol=1e-9)
     assert not grad[2].any()
     assert layer.sensitivity_failures == 1
+
+
+# ----------------------------------------------------------------------------- warm starts and diagnostics
+
+
+def test_warm_start_shifts_plans_cold_starts_rows_without_one_and_fixes_x0(layer):
+    states, params = _batch(3, seed=10)
+    plans = layer.solve(states, params).z
+    plans[1] = 0.0  # what the replay buffer stores for "no plan"
+    moved = states + 0.1
+    guess = layer.warm_start(moved, plans, shift=True)
+    np.testing.assert_allclose(guess[[0, 2], layer.nx :], layer.shift(plans)[[0, 2], layer.nx :])
+    np.testing.assert_allclose(guess[1], layer.cold_start(moved[1:2])[0])
+    np.testing.assert_allclose(guess[:, : layer.nx], moved)
+    # An explicit has_plan wins over the all-zero rule (acting forgets a plan without erasing it).
+    unshifted = layer.warm_start(moved, plans, has_plan=np.array([False, True, True]), shift=False)
+    np.testing.assert_allclose(unshifted[0], layer.cold_start(moved[:1])[0])
+    np.testing.assert_allclose(unshifted[1:, layer.nx :], plans[1:, layer.nx :])
+    np.testing.assert_allclose(layer.warm_start(moved, None), layer.cold_start(moved))
+
+
+def test_controls_at_bound_on_a_constructed_batch(layer):
+    # |u| <= 10, tol 1e-8: "at" means within sqrt(1e-8) * (1 + 10) = 1.1e-3 of a bound.
+    u0 = np.array([[10.0], [-10.0], [10.0 - 1e-3], [-10.0 + 1e-3], [9.99], [-9.99], [0.0], [3.0]])
+    expected = [True, True, True, True, False, False, False, False]
+    np.testing.assert_array_equal(layer.controls_at_bound(u0)[:, 0], expected)
+    assert layer.controls_at_bound(u0).mean() == 0.5
+
+
+def test_params_jacobian_matches_finite_differences_and_is_zero_at_a_bound(layer):
+    states, params = _batch(6, seed=1)
+    solution = layer.solve(states, params)
+    failures = layer.sensitivity_failures
+    jacobian = layer.params_jacobian(solution)
+    assert jacobian.shape == (6, 1, 2)
+    assert layer.sensitivity_failures == failures  # a diagnostic: not a training gradient's failure
+    _, fd_p = _central_differences(layer, states, params, np.ones((6, 1)))
+    np.testing.assert_allclose(jacobian[:, 0], fd_p, rtol=1e-4, atol=1e-5)
+    saturated = layer.controls_at_bound(solution.u0)[:, 0]
+    assert saturated.any() and (~saturated).any()
+    np.testing.assert_allclose(jacobian[saturated], 0.0, atol=1e-8)
+    assert np.abs(jacobian[~saturated]).max() > 1e-2

@@ -3,9 +3,11 @@ trains on, masking of failed solves, violation counting, acting fallbacks, save/
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
@@ -373,3 +375,148 @@ def test_register_ocp_makes_auto_find_it_and_refuses_duplicates(monkeypatch):
     assert resolved.horizon == 3
     with pytest.raises(TypeError, match="factory must be callable"):
         sb3_stein.register_ocp("Other-v0", 3)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+def _recording_logger(model):
+    recorded = {}
+    original = model.logger.record
+
+    def record(key, value, exclude=None):
+        recorded[key] = value
+        original(key, value, exclude)
+
+    model.logger.record = record
+    return recorded
+
+
+def test_fop_logs_first_controls_at_a_bound_and_the_sensitivity_norm(monkeypatch):
+    model = SACFOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    model.learn(130)
+    solutions = []
+    original = MPCLayer.solve
+
+    def recording(self, states, params, initial_guess=None):
+        solution = original(self, states, params, initial_guess)
+        solutions.append((np.array(states), np.array(params), solution))
+        return solution
+
+    monkeypatch.setattr(MPCLayer, "solve", recording)
+    recorded = _recording_logger(model)
+    model.train(gradient_steps=2, batch_size=8)
+    monkeypatch.setattr(MPCLayer, "solve", original)
+    actor = [solutions[0], solutions[2]]  # each gradient step solves at s (actor), then at s' (target)
+    layer, force_max = model.policy.mpc, 80.0
+    margin = np.sqrt(layer.tol) * (1.0 + force_max)  # the interior point's distance to an active bound
+    shares = [np.mean(np.abs(sol.u0[sol.success]) >= force_max - margin) for _, _, sol in actor]
+    assert recorded["train/mpc_u0_at_bound"] == pytest.approx(np.mean(shares))
+    # The last step's mean |d a / d phi| in [-1, 1] units, against central differences that restart
+    # from the solution itself (the swing-up OCP is non-convex: stay on the same local solution).
+    states, params, solution = actor[-1]
+    h, fd = 1e-5, []
+    for b in np.flatnonzero(solution.success):
+        plus, minus = params[b : b + 1] + h, params[b : b + 1] - h
+        guess = solution.z[b : b + 1]
+        du = layer.solve(states[b : b + 1], plus, guess).u0 - layer.solve(states[b : b + 1], minus, guess).u0
+        fd.append(abs(du[0, 0] / (2 * h)))
+    low, high = model.policy.parameter_space.low[0], model.policy.parameter_space.high[0]
+    expected = np.mean(fd) * (2.0 / (2 * force_max)) * (high - low) / 2.0
+    assert recorded["train/mpc_du0_dphi_norm"] == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    norms = model.policy.scaled_sensitivity_norms(solution)
+    at_bound = layer.controls_at_bound(solution.u0)[:, 0] & solution.success
+    np.testing.assert_allclose(norms[at_bound], 0.0, atol=1e-9)  # saturated: no actor gradient
+
+
+def test_acting_counts_first_controls_at_a_bound_and_logs_the_share_per_window():
+    model = SACZOP("MlpPolicy", "CartPoleSwingUp-v0", **{**FAST, "learning_starts": 1000})
+    obs = np.array([[0.0, 0.0, 0.0, 0.0], [0.5, 3.0, 0.0, 0.0], [0.0, 0.1, 0.0, 0.0]], dtype=np.float32)
+    actions, _ = model.predict(obs, deterministic=True)
+    stats = model.policy.acting["predict"].stats
+    assert stats["failures"] == 0 and stats["u0_solved"] == 3
+    assert stats["u0_at_bound"] == int(model.policy.mpc.controls_at_bound(actions).sum())
+    model.learn(40)  # no update: acting only
+    recorded = _recording_logger(model)
+    act = model.policy.act_stats
+    model.dump_logs()
+    assert recorded["mpc/act_u0_at_bound"] == pytest.approx(act["u0_at_bound"] / act["u0_solved"])
+    act["u0_solved"] += 4  # the next window: 4 more controls, one at a bound
+    act["u0_at_bound"] += 1
+    model.dump_logs()
+    assert recorded["mpc/act_u0_at_bound"] == pytest.approx(0.25)
+
+
+# ----------------------------------------------------------------------------- more bad input
+
+
+class _DictObservationEnv(gym.Env):
+    """A Dict observation space with a Box action space: refused before SB3's policy check."""
+
+    observation_space = spaces.Dict({"x": spaces.Box(-1.0, 1.0, (4,), np.float32)})
+    action_space = spaces.Box(-80.0, 80.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        return {"x": np.zeros(4, np.float32)}, {}
+
+    def step(self, action):
+        return {"x": np.zeros(4, np.float32)}, 0.0, False, False, {}
+
+
+@pytest.mark.parametrize("cls", ALGOS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(ent_coef=0.0), "ent_coef must be"),
+        (dict(ent_coef=-1.0), "ent_coef must be"),
+        (dict(ent_coef="auto_0"), "ent_coef must be"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(target_update_interval=0), "target_update_interval must be an integer >= 1"),
+    ],
+)
+def test_settings_that_fail_later_are_refused_at_construction(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls("MlpPolicy", "CartPoleSwingUp-v0", **kwargs)
+
+
+@pytest.mark.parametrize("cls", ALGOS, ids=lambda c: c.__name__)
+def test_dict_observations_are_refused_naming_what_is_supported(cls):
+    with pytest.raises(ValueError, match="flat observation spaces only") as info:
+        cls("MlpPolicy", _DictObservationEnv(), ocp=CartPoleSwingUpOCP())
+    assert "use MultiInputPolicy" not in str(info.value)
+
+
+def _normalized(norm_obs: bool = True) -> VecNormalize:
+    return VecNormalize(make_vec_env("CartPoleSwingUp-v0", n_envs=1), norm_obs=norm_obs)
+
+
+@pytest.mark.parametrize("cls", ALGOS, ids=lambda c: c.__name__)
+def test_set_env_refuses_normalized_observations(cls):
+    model = cls("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    with pytest.raises(ValueError, match=r"VecNormalize\(norm_obs=True\)"):
+        model.set_env(_normalized())
+    model.set_env(_normalized(norm_obs=False))  # normalised rewards only: the MPC sees raw states
+    assert model.get_vec_normalize_env() is not None
+
+
+@pytest.mark.parametrize("cls", ALGOS, ids=lambda c: c.__name__)
+def test_load_with_an_env_refuses_normalized_observations(cls, tmp_path):
+    cls("MlpPolicy", "CartPoleSwingUp-v0", **FAST).save(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"VecNormalize\(norm_obs=True\)"):
+        cls.load(tmp_path / "model", env=_normalized())
+    assert cls.load(tmp_path / "model", env=_normalized(norm_obs=False)).get_vec_normalize_env() is not None
+
+
+@pytest.mark.parametrize(
+    ("ocp", "match"),
+    [
+        ("no_such_package_xyz:Missing", r"ocp='no_such_package_xyz:Missing': cannot import module"),
+        ("sb3_stein:NoSuchOCP", r"ocp='sb3_stein:NoSuchOCP': 'sb3_stein' has no attribute"),
+        ("numpy:linspace", r"ocp='numpy:linspace': linspace.* needs arguments"),
+    ],
+)
+def test_ocp_import_path_errors_name_the_ocp_parameter(ocp, match):
+    # The message comes from the registry (common/ocp.py); what SAC-ZOP/FOP/FOA users see is checked here.
+    with pytest.raises(ValueError, match=match) as info:
+        SACFOP("MlpPolicy", "CartPoleSwingUp-v0", ocp=ocp)
+    assert "dynamics_model" not in str(info.value)

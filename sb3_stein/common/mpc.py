@@ -25,8 +25,11 @@ How (measured in shared/notes/differentiable-mpc.md):
   (clipped) last iterate, and its gradient is zero. Callers decide what to do (SAC-FOP masks such
   samples out of its losses; acting falls back to a safe action, see
   :meth:`MPCLayer.fallback_controls`).
-* Warm starts: :meth:`MPCLayer.solve` takes an initial guess (for instance the previous solution
-  shifted by one stage, :meth:`MPCLayer.shift`).
+* Warm starts: :meth:`MPCLayer.solve` takes an initial guess; :meth:`MPCLayer.warm_start` builds
+  it from earlier plans (shifted by one stage when they are one time step old, cold where there is
+  none), the one recipe that acting and SAC-FOP's updates share.
+* Diagnostics: :meth:`MPCLayer.controls_at_bound` (first controls held at a control bound, where
+  the sensitivities vanish) and :meth:`MPCLayer.params_jacobian` (``d u0* / d phi``).
 
 Shapes: ``states (batch, nx)``, ``params (batch, n_phi)``, ``u0 (batch, nu)``, ``z (batch, nz)``.
 """
@@ -263,6 +266,39 @@ class MPCLayer:
         z = np.asarray(z, dtype=np.float64).reshape(-1, self.nz)
         return np.concatenate([z[:, self._stage :], z[:, -self._stage :]], axis=1)
 
+    def warm_start(
+        self,
+        states: np.ndarray,
+        plans: np.ndarray | None,
+        has_plan: np.ndarray | None = None,
+        shift: bool = True,
+    ) -> np.ndarray:
+        """``(batch, nz)``: the initial guess for solving at ``states`` from earlier plans.
+
+        The one warm-start recipe of the package (acting and SAC-FOP's updates both use it): each
+        row's plan, moved one stage ahead when it was made one time step before ``states``
+        (:meth:`shift`); rows without a plan get :meth:`cold_start`; every row's ``x_0`` is set to
+        its state, because the NLP fixes ``x_0 = s`` and a guess that violates it only costs
+        iterations.
+
+        :param states: ``(batch, nx)`` the states the next solve starts from.
+        :param plans: ``(batch, nz)`` earlier primal solutions, or ``None`` (no row has one).
+        :param has_plan: ``(batch,)`` which rows hold a plan; ``None``: the rows that are not all
+            zeros (what :class:`~sb3_stein.sac_mpc.buffers.MPCReplayBuffer` stores for "no plan").
+        :param shift: ``True``: the plans belong to the previous time step (acting, the target's
+            ``s'``); ``False``: to these very states (the actor's ``s`` in an update).
+        """
+        states = np.asarray(states, dtype=np.float64).reshape(-1, self.nx)
+        if plans is None:
+            return self.cold_start(states)
+        plans = np.asarray(plans, dtype=np.float64).reshape(len(states), self.nz)
+        planned = plans.any(axis=1) if has_plan is None else np.asarray(has_plan, dtype=bool)
+        guess = self.shift(plans) if shift else plans.copy()
+        if not planned.all():
+            guess[~planned] = self.cold_start(states[~planned])
+        guess[:, : self.nx] = states
+        return guess
+
     def fallback_controls(self, z: np.ndarray | None, batch: int) -> np.ndarray:
         """The safe action when a solve fails while acting: ``u_1`` of the previous *successful*
         plan of the same trajectory (its next control, which kept the previous plan feasible) when
@@ -277,6 +313,23 @@ class MPCLayer:
             return z[:, start : start + self.nu].copy()
         middle = 0.5 * (np.asarray(self.ocp.u_low, np.float64) + np.asarray(self.ocp.u_high, np.float64))
         return np.tile(middle, (batch, 1))
+
+    def controls_at_bound(self, u0: np.ndarray) -> np.ndarray:
+        """``(batch, nu)`` bool: which first controls sit at a control bound.
+
+        "At" means within ``sqrt(tol) * (1 + |bound|)`` (the margin the backward pass uses to call
+        a bound inactive, :meth:`_active_multipliers`): an interior-point solution stops about
+        that close to an active bound. A first control held at its bound by an active constraint
+        has zero sensitivity to the parameters, so SAC-FOP's actor gradient through it is exactly
+        zero.
+
+        :param u0: ``(batch, nu)`` first controls in the OCP's units.
+        """
+        u0 = np.asarray(u0, dtype=np.float64).reshape(-1, self.nu)
+        low = np.asarray(self.ocp.u_low, dtype=np.float64)
+        high = np.asarray(self.ocp.u_high, dtype=np.float64)
+        margin = np.sqrt(self.tol)
+        return (u0 - low <= margin * (1.0 + np.abs(low))) | (high - u0 <= margin * (1.0 + np.abs(high)))
 
     # ------------------------------------------------------------------ solve
 
@@ -354,6 +407,11 @@ class MPCLayer:
         :return: ``(grad_states (batch, nx), grad_params (batch, n_phi))``; zero for failed samples
             and for samples whose sensitivities do not exist (counted in :attr:`sensitivity_failures`).
         """
+        grad_p = self._vjp(solution, grad_u0)
+        return grad_p[:, : self.nx], grad_p[:, self.nx :]
+
+    def _vjp(self, solution: MPCSolution, grad_u0: np.ndarray) -> np.ndarray:
+        """:meth:`vjp` with respect to the NLP parameter ``P = (s, phi)``: ``(batch, nx + n_phi)``."""
         grad_u0 = np.asarray(grad_u0, dtype=np.float64)
         batch = len(solution.u0)
         if grad_u0.shape != (batch, self.nu):
@@ -383,7 +441,27 @@ class MPCLayer:
             if bad.any():
                 self.sensitivity_failures += int(bad.sum())
                 grad_p[bad] = 0.0
-        return grad_p[:, : self.nx], grad_p[:, self.nx :]
+        return grad_p
+
+    def params_jacobian(self, solution: MPCSolution) -> np.ndarray:
+        """``(batch, nu, n_phi)``: ``d u0* / d phi`` at ``solution``, in the OCP's units.
+
+        The vector-Jacobian product of :meth:`vjp` once per control with a unit seed (``nu`` reverse
+        passes). Failed samples and samples without sensitivities get zeros, as in :meth:`vjp`;
+        they are not added to :attr:`sensitivity_failures`, which counts the training gradients'
+        failures only (this is a diagnostic, and the same rows fail in the training backward pass).
+        """
+        batch = len(solution.u0)
+        jacobian = np.zeros((batch, self.nu, self.n_phi))
+        failures = self.sensitivity_failures
+        try:
+            for i in range(self.nu):
+                seed = np.zeros((batch, self.nu))
+                seed[:, i] = 1.0
+                jacobian[:, i] = self._vjp(solution, seed)[:, self.nx :]
+        finally:
+            self.sensitivity_failures = failures
+        return jacobian
 
     def _active_multipliers(self, z: np.ndarray, lam_x: np.ndarray) -> np.ndarray:
         """``lam_x`` with the multipliers of inactive bounds set to zero (the silent-zero fix).

@@ -155,9 +155,10 @@ class MPCParameterPolicy(SACPolicy):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The MPC actions to send to the environments (no gradient), with warm starts and fallbacks.
 
-        Each environment row warm-starts from its previous plan shifted by one stage; a row whose
-        solve fails gets :meth:`MPCLayer.fallback_controls` of its previous successful plan (the
-        plan continues open-loop) or, without one, the middle of the control bounds.
+        Each environment row warm-starts from its previous plan shifted by one stage
+        (:meth:`MPCLayer.warm_start`); a row whose solve fails gets
+        :meth:`MPCLayer.fallback_controls` of its previous successful plan (the plan continues
+        open-loop) or, without one, the middle of the control bounds.
 
         :param context: ``"train"`` (the algorithm's rollouts) or ``"predict"`` (everything else).
         :return: ``(actions (n_envs, nu) in environment units, failed (n_envs,) bool)``.
@@ -168,10 +169,7 @@ class MPCParameterPolicy(SACPolicy):
         acting = self.acting[context]
         batch = len(states)
         acting.resize(batch, self.mpc.nz)
-        guess = self.mpc.shift(acting.plans)
-        if not acting.has_plan.all():
-            guess[~acting.has_plan] = self.mpc.cold_start(states[~acting.has_plan])
-        guess[:, : self.mpc.nx] = states
+        guess = self.mpc.warm_start(states, acting.plans, acting.has_plan, shift=True)
         solution = self.mpc.solve(states, params_np, guess)
         ok = solution.success
         actions = solution.u0.copy()
@@ -186,12 +184,27 @@ class MPCParameterPolicy(SACPolicy):
         acting.stats["solves"] += batch
         acting.stats["failures"] += int((~ok).sum())
         acting.stats["iterations"] += int(solution.iterations.sum())
+        at_bound = self.mpc.controls_at_bound(solution.u0[ok])  # the MPC's own controls, not fallbacks
+        acting.stats["u0_at_bound"] += int(at_bound.sum())
+        acting.stats["u0_solved"] += at_bound.size
         return actions, ~ok
 
     @property
     def act_stats(self) -> dict[str, int]:
-        """Solves, failures (fallback actions) and iterations of the training rollouts' MPC."""
+        """Statistics of the training rollouts' MPC (:class:`ActingContext`)."""
         return self.acting["train"].stats
+
+    def scaled_sensitivity_norms(self, solution: MPCSolution) -> np.ndarray:
+        """``(batch,)``: the Frobenius norm of ``d a / d phi`` per sample, both in SB3's ``[-1, 1]``
+        units (the action as the critic sees it, the parameters as the actor outputs them), so the
+        norm is what scales SAC-FOP's actor gradient through the MPC and is comparable across
+        environments. Zero for failed solves and for first controls held at a bound.
+        """
+        jacobian = self.mpc.params_jacobian(solution)  # (batch, nu, n_phi), OCP units
+        action_scale = 2.0 / (self.action_space.high - self.action_space.low)  # type: ignore[attr-defined]
+        param_scale = 0.5 * (self.parameter_space.high - self.parameter_space.low)
+        scaled = action_scale[None, :, None] * jacobian * param_scale[None, None, :]
+        return np.sqrt((scaled**2).sum(axis=(1, 2)))
 
     def reset_warm_start(self, rows: np.ndarray | None = None, context: str | None = None) -> None:
         """Forget the acting plans of some environment rows (all rows of both contexts by default),
@@ -228,12 +241,18 @@ class MPCParameterPolicy(SACPolicy):
 
 
 class ActingContext:
-    """Per environment row: the last plan ``(n_envs, nz)``, whether it exists, and acting statistics."""
+    """Per environment row: the last plan ``(n_envs, nz)``, whether it exists, and acting statistics.
+
+    ``stats`` counts, since the context was made: ``solves`` (rows solved), ``failures`` (rows that
+    got a fallback action), ``iterations`` (solver iterations), ``u0_solved`` (first-control
+    entries of the successful solves, ``nu`` per row) and ``u0_at_bound`` (those of them at a
+    control bound, :meth:`~sb3_stein.common.mpc.MPCLayer.controls_at_bound`).
+    """
 
     def __init__(self) -> None:
         self.plans = np.zeros((0, 0))
         self.has_plan = np.zeros(0, dtype=bool)
-        self.stats = {"solves": 0, "failures": 0, "iterations": 0}
+        self.stats = {"solves": 0, "failures": 0, "iterations": 0, "u0_solved": 0, "u0_at_bound": 0}
 
     def resize(self, batch: int, nz: int) -> None:
         """A different number of rows (or a new problem size) starts every row afresh."""

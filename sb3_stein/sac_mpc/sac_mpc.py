@@ -19,13 +19,17 @@ outside the OCP's control bounds, or the state reached lies outside the OCP's st
 environment reports ``info["violation"]``. They
 log ``rollout/violation_rate`` (fraction of training steps) and ``rollout/violation_episode_rate``
 (fraction of finished training episodes with at least one violation), and the MPC's acting
-statistics (``mpc/act_failures``, ``mpc/act_iterations``, ``mpc/act_ms``).
+statistics (``mpc/act_failures``, ``mpc/act_iterations``, ``mpc/act_ms``, and
+``mpc/act_u0_at_bound``, the share of the first controls at a control bound since the previous
+log dump). SAC-FOP and SAC-FOA also log their updates' MPC statistics, among them the share of
+first controls at a bound and the size of ``d u0* / d phi`` (see :class:`SACFOP`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
@@ -33,13 +37,20 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_stein.common.dynamics import refuse_normalized_observations
-from sb3_stein.common.mpc import PARAM_INTERFACES, parameter_box
+from sb3_stein.common.mpc import PARAM_INTERFACES, MPCSolution, parameter_box
 from sb3_stein.common.ocp import OptimalControlProblem, resolve_ocp
-from sb3_stein.common.validation import check_box_action_space, check_choice
+from sb3_stein.common.validation import (
+    check_box_action_space,
+    check_choice,
+    check_ent_coef,
+    check_observation_space,
+    check_update_schedule,
+)
 from sb3_stein.sac_mpc.buffers import MPCReplayBuffer
 from sb3_stein.sac_mpc.policies import ActionNoisePolicy, MPCParameterPolicy, check_action_space
 
@@ -50,7 +61,9 @@ SelfSACMPC = TypeVar("SelfSACMPC", bound="_SACMPC")
 _DOC_PARAMETERS = """
     :param policy: ``"MlpPolicy"`` or a policy class.
     :param env: the environment (instance, ``VecEnv`` or registered id). Its action Box must match
-        the OCP's controls.
+        the OCP's controls; its observations must be a flat Box (Dict and Tuple spaces are refused)
+        in raw units: ``VecNormalize(norm_obs=True)`` is refused here, by ``set_env`` and by
+        ``load(path, env=...)`` (the MPC reads its states from the observations).
     :param ocp: ``"auto"`` (default): the OCP registered for the environment's id
         (:func:`sb3_stein.register_ocp`; ``CartPoleSwingUp-v0``, ``PointMassWindMaze-v0`` and
         ``Chain-v0`` ship with one); or an :class:`~sb3_stein.common.ocp.OptimalControlProblem`;
@@ -64,7 +77,7 @@ _DOC_PARAMETERS = """
     :param learning_starts: steps before the first update. Until then the agent draws the MPC
         parameters uniformly from their Box (SB3's SAC draws random *actions*; random parameters
         keep the warm-up behind the MPC).
-    :param batch_size: minibatch size (leap-c: 64).
+    :param batch_size: minibatch size (leap-c: 64), an integer >= 1.
     :param tau: soft target update coefficient.
     :param gamma: discount factor.
     :param train_freq: update every ``train_freq`` steps (leap-c: 4).
@@ -75,8 +88,10 @@ _DOC_PARAMETERS = """
     :param optimize_memory_usage: SB3's memory-efficient buffer variant.
     :param n_steps: n-step returns (SB3).
     :param ent_coef: entropy coefficient, ``"auto"`` (tuned; ``"auto_0.02"`` starts at leap-c's
-        0.02) or a number.
-    :param target_update_interval: target network update interval, in gradient steps.
+        0.02) or a number > 0. (SB3's SAC takes 0 and negative numbers, which switch the
+        maximum-entropy objective off or reverse it: refused here.)
+    :param target_update_interval: target network update interval, in gradient steps, an integer
+        >= 1.
     :param target_entropy: ``"auto"``: minus the dimension of the space the entropy is measured in
         (see the class docstring), SB3's rule.
     :param stats_window_size: episodes averaged in the rollout logs.
@@ -131,9 +146,12 @@ class _SACMPC(SAC):
     ) -> None:
         name = type(self).__name__
         check_box_action_space(env, name)
+        check_observation_space(env, name)  # before SB3's "use MultiInputPolicy", which we lack
         if action_noise is not None:
             raise ValueError(f"{name} explores with its policy's Gaussian; action_noise must be None")
         check_choice("param_interface", param_interface, PARAM_INTERFACES)
+        ent_coef = check_ent_coef(ent_coef)
+        check_update_schedule(batch_size, target_update_interval)
         super().__init__(
             policy,  # type: ignore[arg-type]
             env,
@@ -163,6 +181,11 @@ class _SACMPC(SAC):
             _init_setup_model=False,
         )
         self.policy_kwargs = dict(self.policy_kwargs)  # never write into the caller's dict
+        #: ``policy.act_stats`` at the previous log dump (the at-bound share is logged per window).
+        self._logged_act_stats: dict[str, int] = {}
+        if self.env is not None:
+            # Also on load(path, env=...), which comes through here with the new env (set_env below).
+            refuse_normalized_observations(self.env, name)
         given = self.policy_kwargs.get("ocp", ocp)
         if not _init_setup_model and given == "auto":
             # SB3's load() builds with _init_setup_model=False, then restores policy_kwargs (with the
@@ -170,7 +193,6 @@ class _SACMPC(SAC):
             self._reset_violation_counters()
             return
         if self.env is not None:
-            refuse_normalized_observations(self.env, name)
             resolved = resolve_ocp(given, self.env, name)
             check_action_space(self.action_space, resolved)
             _check_observations(resolved, self.observation_space, name)
@@ -227,7 +249,20 @@ class _SACMPC(SAC):
             )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_pending_violation", "_pending_plans"]
+        return [
+            *super()._excluded_save_params(),
+            "_pending_violation",
+            "_pending_plans",
+            "_update_logs",
+            "_logged_act_stats",
+        ]
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, refusing ``VecNormalize(norm_obs=True)`` as the constructor does: the
+        MPC reads states in raw environment units (``ocp.state_from_obs``)."""
+        if isinstance(env, VecEnv):
+            refuse_normalized_observations(env, type(self).__name__)
+        super().set_env(env, force_reset)
 
     # ------------------------------------------------------------------ acting
 
@@ -333,6 +368,12 @@ class _SACMPC(SAC):
             self.logger.record("mpc/act_failures", stats["failures"])
             self.logger.record("mpc/act_iterations", stats["iterations"] / stats["solves"])
             self.logger.record("mpc/act_ms", 1e3 * self._act_seconds / max(counts["steps"], 1))
+        previous = self._logged_act_stats
+        solved = stats["u0_solved"] - previous.get("u0_solved", 0)
+        if solved > 0:  # since the previous dump: the share moves as the policy learns
+            at_bound = stats["u0_at_bound"] - previous.get("u0_at_bound", 0)
+            self.logger.record("mpc/act_u0_at_bound", at_bound / solved)
+        self._logged_act_stats = dict(stats)
         super().dump_logs()
 
     # ------------------------------------------------------------------ training
@@ -388,6 +429,37 @@ class SACZOP(_SACMPC):
         return self.policy.parameter_space
 
 
+class PolicyActions(NamedTuple):
+    """What the current policy does at a minibatch of states, through the MPC (SAC-FOP/FOA updates)."""
+
+    #: ``(batch, nu)`` actions in SB3's ``[-1, 1]``, differentiable with respect to the actor.
+    actions: th.Tensor
+    #: ``(batch, 1)`` log-density of what the entropy term measures (parameters; FOA: action noise).
+    log_prob: th.Tensor
+    #: ``(batch,)`` bool: the MPC solve converged.
+    success: th.Tensor
+    #: The MPC's numpy solution (first controls, iterations, the diagnostics' sensitivities).
+    solution: MPCSolution
+
+
+@dataclass
+class _UpdateLogs:
+    """What one ``train()`` call records, collected per gradient step and logged once at the end."""
+
+    ent_coefs: list[float] = field(default_factory=list)
+    ent_coef_losses: list[float] = field(default_factory=list)
+    critic_losses: list[float] = field(default_factory=list)
+    actor_losses: list[float] = field(default_factory=list)
+    #: Per gradient step: share of the actor's first-control entries at a bound (successful solves).
+    u0_at_bound: list[float] = field(default_factory=list)
+    #: Mean ``||d a / d phi||`` of the last gradient step's actor batch (successful solves).
+    du0_dphi_norm: list[float] = field(default_factory=list)
+    mpc_seconds: float = 0.0
+    mpc_solves: int = 0
+    mpc_failures: int = 0
+    mpc_iterations: int = 0
+
+
 class SACFOP(_SACMPC):
     __doc__ = (
         """SAC-FOP: SAC with an MPC prior, action critic, first-order through the MPC.
@@ -405,29 +477,183 @@ class SACFOP(_SACMPC):
     Samples whose MPC solve failed are masked out of the losses (leap-c does the same): a failed
     next-state solve removes the sample from the critic loss, a failed actor solve from the actor
     loss. A batch in which every solve fails raises ``RuntimeError`` with the solver's statuses.
+
+    Diagnostics (beyond SAC's keys and the MPC's failure rate, iterations and time):
+    ``train/mpc_u0_at_bound``, the share of the actor's first controls (successful solves) that sit
+    at a control bound, where ``d u0* / d phi = 0`` and the actor gets no gradient through the MPC;
+    ``train/mpc_du0_dphi_norm``, the mean Frobenius norm of ``d a / d phi`` over the successful
+    solves of the last gradient step of each update, both in SB3's ``[-1, 1]`` units (``nu`` extra
+    reverse passes per update; at-bound samples count as 0); and ``mpc/act_u0_at_bound``, the same
+    share for the training rollouts' controls since the previous log dump (all three variants). On
+    the cart-pole most first controls sit at the +-80 N bound (benchmarks/results/sac_mpc_diagnostics).
 """
         + _DOC_PARAMETERS
     )
 
     _critic_input = "actions"
 
-    def _warm_starts(self, obs: th.Tensor, shift: bool) -> np.ndarray | None:
-        """Initial guesses for a minibatch from the stored acting plans (``None``: no plans).
+    # ------------------------------------------------------------------ the update
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """SB3's ``SAC.train`` with the MPC in it: per gradient step, sample, actor actions, entropy
+        coefficient, soft targets, critic loss and step, actor loss and step, target update; then
+        one block of ``logger.record``.
+
+        Why not SB3's ``SAC.train`` itself: it has no hook point. It takes the actor's and the
+        target's actions from ``self.actor.action_log_prob`` and averages both losses over the
+        whole batch (``F.mse_loss``, ``.mean()``); SAC-FOP needs both actions through the MPC and
+        the failed solves masked out of both losses. So this method is ``SAC.train``'s gradient
+        step in ``SAC.train``'s order (same computations, same random draws), split into the steps
+        it is made of, and the places where SAC-FOP differs are small methods:
+        :meth:`_actor_actions`, :meth:`_next_actions` (SAC-FOA overrides only ``_policy_actions``,
+        under both), :meth:`_critic_mask` and :meth:`_actor_mask`. With every solve successful the
+        masks are all ones and each step is SAC's. SB3's pieces are reused where they fit: the
+        learning-rate schedule, ``polyak_update``, the networks and optimizers SAC set up.
+        """
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers += [self.ent_coef_optimizer]
+        self._update_learning_rate(optimizers)
+        self._update_logs = logs = _UpdateLogs()
+
+        for gradient_step in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+
+            policy_actions = self._actor_actions(replay_data.observations)
+            ent_coef = self._entropy_coefficient_step(policy_actions.log_prob, logs)
+            self._critic_step(replay_data, discounts, ent_coef, logs)
+            self._actor_step(replay_data.observations, policy_actions, ent_coef, logs)
+
+            if gradient_step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+            self._collect_diagnostics(policy_actions, logs, last=gradient_step == gradient_steps - 1)
+
+        self._n_updates += gradient_steps
+        self._record_update(logs, gradient_steps)
+
+    # hooks: what SAC-FOP does differently from SAC
+
+    def _actor_actions(self, obs: th.Tensor) -> PolicyActions:
+        """The current policy's actions at ``s`` for the actor loss (SAC: ``actor.action_log_prob``),
+        through the MPC, warm-started from the plans the agent acted with."""
+        return self._policy_actions(obs, "actor")
+
+    def _next_actions(self, next_obs: th.Tensor, dones: th.Tensor) -> PolicyActions:
+        """The current policy's actions at ``s'`` for the soft target, through the MPC, warm-started
+        from the acted plans shifted by one stage. A failed solve at a terminal ``s'`` does not count
+        (its value is not used)."""
+        return self._policy_actions(next_obs, "target", terminal=dones.bool().reshape(-1))
+
+    def _critic_mask(self, next_actions: PolicyActions, dones: th.Tensor) -> th.Tensor:
+        """``(batch, 1)``: the samples in the critic loss: those whose next-state solve succeeded. A
+        terminal ``s'`` needs no action (its value is not used), and it is often infeasible for the
+        OCP (e.g. outside the maze): such samples stay in."""
+        return (next_actions.success.reshape(-1, 1) | dones.bool()).float()
+
+    def _actor_mask(self, actions: PolicyActions) -> th.Tensor:
+        """``(batch, 1)``: the samples in the actor loss: those whose solve at ``s`` succeeded."""
+        return actions.success.float().reshape(-1, 1)
+
+    # the steps of one gradient step, in SAC.train's order
+
+    def _entropy_coefficient_step(self, log_prob: th.Tensor, logs: _UpdateLogs) -> th.Tensor:
+        """SAC's entropy-coefficient step (on every sample: the entropy does not depend on the MPC);
+        returns the coefficient for this gradient step's losses (detached)."""
+        if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+            ent_coef = th.exp(self.log_ent_coef.detach())
+            assert isinstance(self.target_entropy, float)
+            ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+            logs.ent_coef_losses.append(ent_coef_loss.item())
+            self.ent_coef_optimizer.zero_grad()
+            ent_coef_loss.backward()
+            self.ent_coef_optimizer.step()
+        else:
+            ent_coef = self.ent_coef_tensor
+        logs.ent_coefs.append(ent_coef.item())
+        return ent_coef
+
+    def _critic_step(
+        self, replay_data: ReplayBufferSamples, discounts: Any, ent_coef: th.Tensor, logs: _UpdateLogs
+    ) -> None:
+        """Soft targets with the next actions through the MPC, then SAC's critic loss over the
+        samples of :meth:`_critic_mask` and one optimizer step."""
+        with th.no_grad():
+            next_actions = self._next_actions(replay_data.next_observations, replay_data.dones)
+            next_q = th.cat(self.critic_target(replay_data.next_observations, next_actions.actions), dim=1)
+            next_q = th.min(next_q, dim=1, keepdim=True)[0] - ent_coef * next_actions.log_prob
+            target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q
+
+        mask = self._critic_mask(next_actions, replay_data.dones)
+        current_q = self.critic(replay_data.observations, replay_data.actions)
+        critic_loss = 0.5 * sum(_masked_mse(q, target_q, mask) for q in current_q)
+        assert isinstance(critic_loss, th.Tensor)
+        logs.critic_losses.append(critic_loss.item())
+        self.critic.optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic.optimizer.step()
+
+    def _actor_step(
+        self, obs: th.Tensor, policy_actions: PolicyActions, ent_coef: th.Tensor, logs: _UpdateLogs
+    ) -> None:
+        """SAC's actor loss over the samples of :meth:`_actor_mask`; its gradient flows through the
+        MPC's sensitivities into the parameter network."""
+        mask = self._actor_mask(policy_actions)
+        q_pi = th.cat(self.critic(obs, policy_actions.actions), dim=1)
+        min_q_pi = th.min(q_pi, dim=1, keepdim=True)[0]
+        actor_loss = ((ent_coef * policy_actions.log_prob - min_q_pi) * mask).sum() / mask.sum()
+        logs.actor_losses.append(actor_loss.item())
+        self.actor.optimizer.zero_grad()
+        actor_loss.backward()
+        self.actor.optimizer.step()
+
+    # diagnostics
+
+    def _collect_diagnostics(self, policy_actions: PolicyActions, logs: _UpdateLogs, last: bool) -> None:
+        """The actor batch's share of first controls at a bound (every gradient step) and, on the
+        last gradient step of the update, its mean ``||d a / d phi||`` (``nu`` reverse passes)."""
+        solution = policy_actions.solution
+        ok = solution.success
+        if not ok.any():
+            return
+        logs.u0_at_bound.append(float(self.policy.mpc.controls_at_bound(solution.u0[ok]).mean()))
+        if last:
+            logs.du0_dphi_norm.append(float(self.policy.scaled_sensitivity_norms(solution)[ok].mean()))
+
+    def _record_update(self, logs: _UpdateLogs, gradient_steps: int) -> None:
+        """SAC's ``train/`` keys, then the MPC's."""
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", np.mean(logs.ent_coefs))
+        self.logger.record("train/actor_loss", np.mean(logs.actor_losses))
+        self.logger.record("train/critic_loss", np.mean(logs.critic_losses))
+        if logs.ent_coef_losses:
+            self.logger.record("train/ent_coef_loss", np.mean(logs.ent_coef_losses))
+        if logs.mpc_solves:
+            self.logger.record("train/mpc_failure_rate", logs.mpc_failures / logs.mpc_solves)
+            self.logger.record("train/mpc_iterations", logs.mpc_iterations / logs.mpc_solves)
+            self.logger.record("train/mpc_ms", 1e3 * logs.mpc_seconds / gradient_steps)
+            self.logger.record("train/mpc_sensitivity_failures", self.policy.mpc.sensitivity_failures)
+        if logs.u0_at_bound:
+            self.logger.record("train/mpc_u0_at_bound", np.mean(logs.u0_at_bound))
+        if logs.du0_dphi_norm:
+            self.logger.record("train/mpc_du0_dphi_norm", np.mean(logs.du0_dphi_norm))
+
+    # ------------------------------------------------------------------ the MPC in an update
+
+    def _warm_starts(self, obs: th.Tensor, shift: bool) -> np.ndarray:
+        """Initial guesses for a minibatch from the stored acting plans
+        (:meth:`~sb3_stein.common.mpc.MPCLayer.warm_start`; cold where the buffer holds none).
 
         :param shift: the plans belong to the previous state (the target's ``s'``): move them one stage.
         """
         plans = getattr(self.replay_buffer, "sampled_plans", None)
-        if plans is None or plans.shape[-1] == 0:
-            return None
-        layer = self.policy.mpc
-        guess = layer.shift(plans) if shift else plans.copy()
+        if plans is not None and plans.shape[-1] == 0:
+            plans = None
         with th.no_grad():
             states = self.policy.mpc_states(obs).double().cpu().numpy()
-        missing = ~plans.any(axis=1)
-        if missing.any():
-            guess[missing] = layer.cold_start(states[missing])
-        guess[:, : layer.nx] = states
-        return guess
+        return self.policy.mpc.warm_start(states, plans, shift=shift)
 
     def _mpc_actions(
         self,
@@ -436,17 +662,19 @@ class SACFOP(_SACMPC):
         what: str,
         initial_guess: np.ndarray | None = None,
         terminal: th.Tensor | None = None,
-    ) -> tuple[th.Tensor, th.Tensor]:
-        """MPC actions in SB3's ``[-1, 1]`` (differentiable) and the success mask for a batch."""
+    ) -> tuple[th.Tensor, th.Tensor, MPCSolution]:
+        """MPC actions in SB3's ``[-1, 1]`` (differentiable), the success mask and the solution for
+        a batch; counted in the update's logs."""
         policy = self.policy
         start = time.perf_counter()
         actions, success, solution = policy.solve_mpc(
             obs, policy.params_from_scaled(scaled_params), initial_guess
         )
-        self._mpc_seconds += time.perf_counter() - start
-        self._mpc_solves += len(success)
-        self._mpc_failures += int((~solution.success).sum())
-        self._mpc_iterations += int(solution.iterations.sum())
+        logs = self._update_logs
+        logs.mpc_seconds += time.perf_counter() - start
+        logs.mpc_solves += len(success)
+        logs.mpc_failures += int((~solution.success).sum())
+        logs.mpc_iterations += int(solution.iterations.sum())
         counted = np.ones(len(success), dtype=bool) if terminal is None else ~terminal.cpu().numpy()
         if counted.any() and not solution.success[counted].any():
             statuses = sorted(set(solution.status))
@@ -456,12 +684,10 @@ class SACFOP(_SACMPC):
                 f"solver statuses: {statuses}. Check the OCP (feasibility of its state bounds from the "
                 "observed states) or loosen mpc_kwargs (tol, max_iter)."
             )
-        return policy.actions_to_scaled(actions), success.to(self.device)
+        return policy.actions_to_scaled(actions), success.to(self.device), solution
 
-    def _policy_actions(
-        self, obs: th.Tensor, what: str, terminal: th.Tensor | None = None
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """``(scaled actions, log-prob (batch, 1), success)`` of the current policy (reparameterised).
+    def _policy_actions(self, obs: th.Tensor, what: str, terminal: th.Tensor | None = None) -> PolicyActions:
+        """The current policy's actions (reparameterised) through the MPC.
 
         :param what: ``"actor"`` (at ``s``) or ``"target"`` (at ``s'``): picks the warm start, and
             names the batch in the error of an all-failed batch.
@@ -469,91 +695,12 @@ class SACFOP(_SACMPC):
         """
         scaled_params, log_prob = self.actor.action_log_prob(obs)
         guess = self._warm_starts(obs, what == "target")
-        actions, success = self._mpc_actions(obs, scaled_params, what, guess, terminal)
-        return actions, log_prob.reshape(-1, 1), success
-
-    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        """One FOP update per gradient step: sample, targets through the MPC, critic loss, actor
-        loss through the MPC, entropy coefficient, target update, ``logger.record``."""
-        self.policy.set_training_mode(True)
-        optimizers = [self.actor.optimizer, self.critic.optimizer]
-        if self.ent_coef_optimizer is not None:
-            optimizers += [self.ent_coef_optimizer]
-        self._update_learning_rate(optimizers)
-        self._mpc_seconds, self._mpc_solves, self._mpc_failures, self._mpc_iterations = 0.0, 0, 0, 0
-        ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
-
-        for gradient_step in range(gradient_steps):
-            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-
-            # Actions of the current policy through the MPC (kept for the actor loss).
-            actions_pi, log_prob, ok_pi = self._policy_actions(replay_data.observations, "actor")
-
-            # Entropy coefficient (on every sample: the entropy lives in parameter space).
-            ent_coef_loss = None
-            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
-                ent_coef = th.exp(self.log_ent_coef.detach())
-                assert isinstance(self.target_entropy, float)
-                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
-                ent_coef_losses.append(ent_coef_loss.item())
-                self.ent_coef_optimizer.zero_grad()
-                ent_coef_loss.backward()
-                self.ent_coef_optimizer.step()
-            else:
-                ent_coef = self.ent_coef_tensor
-            ent_coefs.append(ent_coef.item())
-
-            # Soft targets with the next actions recomputed through the MPC.
-            with th.no_grad():
-                next_actions, next_log_prob, ok_next = self._policy_actions(
-                    replay_data.next_observations, "target", terminal=replay_data.dones.bool().reshape(-1)
-                )
-                next_q = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
-                next_q = th.min(next_q, dim=1, keepdim=True)[0] - ent_coef * next_log_prob
-                target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q
-
-            # Critic loss, failed next-state solves masked out. A terminal s' needs no action (its
-            # value is not used), and it is often infeasible for the OCP (e.g. outside the maze).
-            mask_next = (ok_next.reshape(-1, 1) | replay_data.dones.bool()).float()
-            current_q = self.critic(replay_data.observations, replay_data.actions)
-            critic_loss = 0.5 * sum(_masked_mse(q, target_q, mask_next) for q in current_q)
-            assert isinstance(critic_loss, th.Tensor)
-            critic_losses.append(critic_loss.item())
-            self.critic.optimizer.zero_grad()
-            critic_loss.backward()
-            self.critic.optimizer.step()
-
-            # Actor loss through the MPC's sensitivities, failed actor solves masked out.
-            mask_pi = ok_pi.float().reshape(-1, 1)
-            q_pi = th.min(
-                th.cat(self.critic(replay_data.observations, actions_pi), dim=1), dim=1, keepdim=True
-            )[0]
-            actor_loss = ((ent_coef * log_prob - q_pi) * mask_pi).sum() / mask_pi.sum()
-            actor_losses.append(actor_loss.item())
-            self.actor.optimizer.zero_grad()
-            actor_loss.backward()
-            self.actor.optimizer.step()
-
-            if gradient_step % self.target_update_interval == 0:
-                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
-                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
-
-        self._n_updates += gradient_steps
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/ent_coef", np.mean(ent_coefs))
-        self.logger.record("train/actor_loss", np.mean(actor_losses))
-        self.logger.record("train/critic_loss", np.mean(critic_losses))
-        if ent_coef_losses:
-            self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
-        if self._mpc_solves:
-            self.logger.record("train/mpc_failure_rate", self._mpc_failures / self._mpc_solves)
-            self.logger.record("train/mpc_iterations", self._mpc_iterations / self._mpc_solves)
-            self.logger.record("train/mpc_ms", 1e3 * self._mpc_seconds / gradient_steps)
-            self.logger.record("train/mpc_sensitivity_failures", self.policy.mpc.sensitivity_failures)
+        actions, success, solution = self._mpc_actions(obs, scaled_params, what, guess, terminal)
+        return PolicyActions(actions, log_prob.reshape(-1, 1), success, solution)
 
 
 def _masked_mse(prediction: th.Tensor, target: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    """``F.mse_loss`` over the rows where ``mask`` is 1."""
     return (((prediction - target) ** 2) * mask).sum() / mask.sum().clamp_min(1.0)
 
 
@@ -589,16 +736,15 @@ class SACFOA(SACFOP):
         chosen = low + 0.5 * (scaled + 1.0) * (high - low)
         return env_actions.astype(np.float32), np.clip(scaled, -1.0, 1.0), chosen
 
-    def _policy_actions(
-        self, obs: th.Tensor, what: str, terminal: th.Tensor | None = None
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def _policy_actions(self, obs: th.Tensor, what: str, terminal: th.Tensor | None = None) -> PolicyActions:
+        """The MPC's action for the deterministic parameters plus the reparameterised noise."""
         scaled_params, log_std = self.actor(obs)
         guess = self._warm_starts(obs, what == "target")
-        mean, success = self._mpc_actions(obs, scaled_params, what, guess, terminal)
+        mean, success, solution = self._mpc_actions(obs, scaled_params, what, guess, terminal)
         std = log_std.exp()
         noisy = mean + std * th.randn_like(mean)
         # Diagonal Gaussian log-density of the noise (what the actor's entropy term measures).
         log_prob = (-0.5 * ((noisy - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(
             -1, keepdim=True
         )
-        return noisy.clamp(-1.0, 1.0), log_prob, success
+        return PolicyActions(noisy.clamp(-1.0, 1.0), log_prob, success, solution)
