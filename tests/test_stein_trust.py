@@ -114,7 +114,7 @@ def test_nan_observation_is_named_as_the_cause(algo):
 def test_dict_observations_are_refused_clearly():
     env = _DictObservations(gym.make("Pendulum-v1"))
     for algo in ALGOS:
-        with pytest.raises(ValueError, match="not supported.*no MultiInputPolicy"):
+        with pytest.raises(ValueError, match=r"not supported.*no MultiInputPolicy"):
             algo("MlpPolicy", env)
 
 
@@ -159,7 +159,7 @@ def test_qstac_penalty_step_check_sees_the_step_size_in_policy_kwargs():
 @pytest.mark.parametrize("algo", ALGOS)
 def test_fixed_noise_with_another_particle_count_is_refused(algo):
     model = make(algo)
-    with pytest.raises(ValueError, match="fixed_noise=True .* n_particles=3"):
+    with pytest.raises(ValueError, match=r"fixed_noise=True .* n_particles=3"):
         model.policy.sample(th.zeros(2, 3), n_particles=5, fixed_noise=True)
 
 
