@@ -218,6 +218,7 @@ def test_q_terms_after_a_terminal_state_are_masked():
     score = policy.q_score(obs, u, policy.critic_at(obs))
     assert th.count_nonzero(score[..., 1:]) == 0
     assert score[..., 0].abs().sum() > 0
+    policy.sample(obs)  # the share of masked steps is recorded once per sample
     assert policy.stats["terminal_masked"][-1] == pytest.approx(2 / 3)
 
 
@@ -250,3 +251,19 @@ def test_floored_share_is_logged(algo):
     model = make(algo, kernel_bandwidth="median").learn(60)
     share = model.logger.name_to_value["train/bandwidth_floored"]
     assert 0.0 <= share <= 1.0
+
+
+def test_the_saved_gumbel_noise_leaves_the_global_random_stream_alone():
+    """Seeded runs initialise their networks as before eval_gumbel existed."""
+    th.manual_seed(0)
+    before = th.rand(3)
+    th.manual_seed(0)
+    from sb3_stein.s2ac.policies import saved_gumbel_noise
+
+    saved_gumbel_noise(10, th.initial_seed())
+    assert th.equal(th.rand(3), before)
+
+
+def test_an_integer_bandwidth_is_a_fixed_kernel_variance():
+    sq = pairwise_sq_dists(th.randn(1, 4, 2))
+    assert float(kernel_bandwidth(sq, 1)) == 1.0

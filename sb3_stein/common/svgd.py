@@ -92,6 +92,7 @@ def kernel_bandwidth(sq_dists: th.Tensor, method: Bandwidth) -> th.Tensor:
     :return: ``(batch, 1, 1)``.
     """
     batch, m, _ = sq_dists.shape
+    method = check_bandwidth(method)  # an unknown string or a bad number raises, naming what is allowed
     with th.no_grad():
         if isinstance(method, float):
             return sq_dists.new_full((batch, 1, 1), method)
@@ -101,8 +102,7 @@ def kernel_bandwidth(sq_dists: th.Tensor, method: Bandwidth) -> th.Tensor:
             off_diag = ~th.eye(m, dtype=th.bool, device=sq_dists.device)
             sigma2 = sq_dists[:, off_diag].median(-1).values / (2.0 * math.log(m))
         else:
-            check_bandwidth(method)  # raises, naming what is allowed
-            raise AssertionError(method)
+            raise AssertionError(method)  # check_bandwidth admits nothing else
         # Coincident particles give sigma^2 = 0; a tiny floor keeps the kernel defined.
         return sigma2.clamp_min(1e-8).view(batch, 1, 1)
 
@@ -232,10 +232,12 @@ def svgd(
         the dimension; it grows without bound as particles (and with them any spread-based
         bandwidth) shrink. The kernel variance is therefore floored at ``eps * w / max_expansion``,
         which holds ``eps * ||grad h_repulsive|| <= max_expansion``: exactly the bound the theorem
-        needs, not the trace's ``dim`` times larger one. (The attractive part depends on the score
-        and is the step size's business.) Without the floor an actor can collapse its initial
-        Gaussian and harvest an unbounded "entropy" from the first-order trace (seen on
-        Pendulum-v1: entropy estimate 8e5, critic loss 3e8). ``None`` disables it.
+        needs, not the trace's ``dim`` times larger one. (The attractive part's Jacobian,
+        ``sum_j k_ij (x_j - x_i) s_j^T / (m sigma^2)``, also falls with ``sigma``, so the floor bounds
+        it for bounded scores; its size in the score is the step size's business.) Without the
+        floor an actor can collapse its initial Gaussian and harvest an unbounded "entropy" from
+        the first-order trace (seen on Pendulum-v1: entropy estimate 8e5, critic loss 3e8).
+        ``None`` disables it.
     :raises SVGDDivergenceError: if particles, scores or log-likelihoods become non-finite.
     """
     x = x0

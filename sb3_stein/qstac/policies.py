@@ -77,6 +77,7 @@ class QSTACPolicy(S2ACPolicy):
         self.register_buffer(
             "action_high", th.as_tensor(action_space.high, dtype=th.float32), persistent=False
         )
+        self._masked_shares: list[th.Tensor] = []  # per score call of the current sample
         # Diagnostics of the sampler, accumulated between reads (see QSTAC.train).
         # Bounded: acting alone (e.g. a long rl_zoo3.enjoy) must not grow them without end.
         self.stats: dict[str, deque[float]] = {
@@ -175,8 +176,8 @@ class QSTACPolicy(S2ACPolicy):
             rolled_out = time.perf_counter()
             weights = self.horizon_discount ** th.arange(self.horizon, dtype=u.dtype, device=u.device)
             weights = weights.expand(batch, m, -1) if alive is None else alive * weights
-            if alive is not None:
-                self.stats["terminal_masked"].append(float(1.0 - alive.mean()))
+            if alive is not None:  # read once per sample (record_sample), not a sync per step
+                self._masked_shares.append(1.0 - alive.mean())
             closed_form = critic.closed_form_input_grads(states, actions)
             if closed_form is not None:
                 grad_states, grad_actions = closed_form
@@ -204,8 +205,8 @@ class QSTACPolicy(S2ACPolicy):
         The floor holds ``kappa <= 0.25`` as S²AC's bandwidth floor does, and is *added* to the
         variance, ``sigma^2 = exp(2 log_std) + eps alpha w / 0.25``, rather than clamped: a clamp gives
         the prior's std head no gradient while the floor lies above it, which at the start of training
-        (``alpha = 1``, floor ``0.63`` against ``init_std = 0.5``) is every state. The floored
-        Gaussian is the prior everywhere: sampling, ``log q0``, the score and the bounds.
+        (``alpha = 1``, floor ``0.63`` against our Pendulum entry's ``init_std = 0.5``) is every
+        state. The floored Gaussian is the prior everywhere: sampling, ``log q0``, the score and the bounds.
         """
         if self.prior_weight == 0.0:
             return log_std
@@ -229,6 +230,9 @@ class QSTACPolicy(S2ACPolicy):
         )
 
     def record_sample(self, result: SVGDResult, bounds: BoxAugmentedLagrangian | None) -> None:
+        if self._masked_shares and result.log_prob is not None:
+            self.stats["terminal_masked"].append(float(th.stack(self._masked_shares).mean()))
+        self._masked_shares.clear()
         u = result.particles
         if bounds is not None:
             self.stats["outside"].append(bounds.outside_share(u))

@@ -34,8 +34,9 @@ class QSTAC(S2AC):
     (Eq. 9); ``m`` control sequences are drawn from it (within ``mu +- t sigma``); ``L`` times they
     are rolled out through the known dynamics model and moved along the Stein direction of the
     log-posterior ``sum_h Q(x_h, u_h) + log q0(U)`` (Eq. 11) augmented with the bound constraints
-    ``mu - t sigma <= U <= mu + t sigma`` (Eq. 12-15); a random particle (training) or the highest-Q
-    one (``deterministic=True``) gives its first control to the environment.
+    ``mu - t sigma <= U <= mu + t sigma`` (Eq. 12-15); a random particle (training) or the one
+    ``eval_action_selection`` picks (``deterministic=True``; default the highest-Q one) gives its first
+    control to the environment.
 
     Learning (Algorithm 1, update loop) is S²AC's :meth:`~sb3_stein.S2AC.train` with this sampler:
     critic targets with the closed-form entropy of the sampled first controls (following S²AC),
@@ -102,7 +103,8 @@ class QSTAC(S2AC):
         and benchmarks/results/qstac_acting report its cost and returns.
 
     Logged beyond S²AC's keys: ``train/constraint_violation`` (share of particle coordinates
-    outside the bounds after the flow), ``train/multiplier_abs_mean``, ``train/sequence_entropy``
+    outside the bounds after the flow), ``train/multiplier_abs_mean``, and for ``H > 1`` (with
+    ``H = 1`` there is no rollout and the sequence is the action) ``train/sequence_entropy``
     (the whole sequence's closed-form entropy), ``train/model_rollout_ms`` (one forward rollout
     through the model) and ``train/sequence_score_ms`` (one score: rollout, critic gradients and the
     backward pass through the model).
@@ -247,7 +249,11 @@ class QSTAC(S2AC):
         model = self.policy_kwargs.get("dynamics_model", "auto")
         if self.env is not None:
             model = resolve_dynamics_model(model, self.env, "QSTAC")
-            check_dynamics_model(model, self.observation_space, self.action_space, "QSTAC")
+            # On the device the policy will run it on: a model saved after a CUDA run comes back there.
+            model = model.to(self.device)
+            check_dynamics_model(
+                model, self.observation_space, self.action_space, "QSTAC", device=self.device
+            )
         elif not isinstance(model, nn.Module):
             raise ValueError(
                 "QSTAC was loaded without an env and its saved dynamics_model is not a module "

@@ -204,7 +204,8 @@ class ParticleSample:
     :param bandwidth: kernel variance of the last SVGD step ``(B,)``.
     :param init_std: standard deviations of the initial Gaussian ``(B, A)``.
     :param init_mean: its mean ``(B, A)``.
-    :param bandwidth_floored: share of states whose kernel variance sat at the validity floor.
+    :param bandwidth_floored: share of the (SVGD step, state) pairs whose kernel variance sat at the
+        validity floor (tracked while the log-likelihood is).
     """
 
     actions: th.Tensor
@@ -326,8 +327,8 @@ class S2ACPolicy(BasePolicy):
         )
         # Gumbel noise for eval_action_selection="softmax", drawn once and saved for the same reason:
         # argmax(Q / alpha + G) is a draw from softmax(Q / alpha) over the draw of G.
-        self.register_buffer("eval_gumbel", -th.log(-th.log(th.rand(n_particles).clamp(1e-12, 1 - 1e-7))))
-        self._register_load_state_dict_pre_hook(_upgrade_state_dict, with_module=True)
+        self.register_buffer("eval_gumbel", saved_gumbel_noise(n_particles, th.initial_seed()))
+        self.register_load_state_dict_pre_hook(_upgrade_state_dict)
         self._build(lr_schedule)
 
     @property
@@ -619,7 +620,9 @@ class S2ACPolicy(BasePolicy):
         ``argmax_i Q_i / alpha + G_i`` with Gumbel noise ``G`` drawn once and saved (``eval_gumbel``):
         over the draw of ``G`` that is a sample of ``softmax(Q / alpha)``, and for the saved ``G`` a
         function of the state. ``predict(deterministic=True)`` runs the sampler from the saved
-        ``eval_noise`` too, so deterministic means deterministic with either selection.
+        ``eval_noise`` too, so deterministic means deterministic with either selection. One ``G``
+        serves every state and time step: an evaluation's returns reflect one draw of ``G`` per model,
+        not an average over softmax draws.
         """
         batch, m, _ = actions.shape
         if not deterministic:
@@ -693,15 +696,23 @@ def check_finite_observations(obs: PyTorchObs, owner: str, error: Exception) -> 
         ) from error
 
 
+def saved_gumbel_noise(n: int, seed: int) -> th.Tensor:
+    """``n`` standard Gumbel draws from a generator of their own, so that drawing them leaves the global
+    random stream (and with it every seeded run's network initialisation) untouched."""
+    generator = th.Generator().manual_seed(seed % 2**63)
+    uniform = th.rand(n, generator=generator).clamp(1e-12, 1 - 1e-7)
+    return -th.log(-th.log(uniform))
+
+
 def _upgrade_state_dict(
     module: nn.Module, state_dict: dict[str, th.Tensor], prefix: str, *args: Any, **kwargs: Any
 ) -> None:
     """Read policies saved before ``actor`` was renamed ``initial_distribution`` and before
-    ``eval_gumbel`` existed (a fresh draw then)."""
+    ``eval_gumbel`` existed (a fixed draw then, the same at every load)."""
     for key in [k for k in state_dict if k.startswith(prefix + "actor.")]:
         state_dict[prefix + "initial_distribution." + key[len(prefix + "actor.") :]] = state_dict.pop(key)
     if prefix + "eval_gumbel" not in state_dict and isinstance(module, S2ACPolicy):
-        state_dict[prefix + "eval_gumbel"] = module.eval_gumbel
+        state_dict[prefix + "eval_gumbel"] = saved_gumbel_noise(module.n_particles, 0)
 
 
 MlpPolicy = S2ACPolicy
