@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import sys
 import time
 from collections import defaultdict
@@ -38,6 +37,9 @@ import sb3_stein  # noqa: F401  (registers the environments)
 from sb3_stein import SACFOP
 from sb3_stein.common.mpc import MPCLayer
 from sb3_stein.zoo import hyperparams_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_s2ac import run_metadata
 
 KEYS = ("train/mpc_u0_at_bound", "train/mpc_du0_dphi_norm", "mpc/act_u0_at_bound", "train/mpc_failure_rate")
 
@@ -139,11 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     act = model.policy.act_stats
     bounds = list(range(0, args.steps + args.window, args.window))
     results: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
-        "torch": th.__version__,
-        "threads": th.get_num_threads(),
-        "machine": platform.platform(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **run_metadata(),
         "env": args.env,
         "seed": args.seed,
         "steps": args.steps,

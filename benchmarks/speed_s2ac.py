@@ -42,6 +42,17 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from sb3_stein import S2AC
 
 
+def run_metadata() -> dict[str, object]:
+    """What every benchmark report records about the run that made it."""
+    return {
+        "command": " ".join(["python", *sys.argv]),
+        "torch": th.__version__,
+        "threads": th.get_num_threads(),
+        "machine": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
 def write_report(
     out: Path,
     name: str,
@@ -202,13 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     th.set_num_threads(1)
     env_id = "Pendulum-v1"
-    results: dict[str, object] = {
-        "command": " ".join(["python", *sys.argv]),
-        "torch": th.__version__,
-        "threads": th.get_num_threads(),
-        "machine": platform.platform(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+    results: dict[str, object] = run_metadata()
 
     sac = SAC("MlpPolicy", env_id, learning_rate=1e-3, seed=0)  # rl_zoo3's Pendulum settings
     s2ac = S2AC("MlpPolicy", env_id, learning_rate=1e-3, batch_size=100, n_particles=10, svgd_steps=3, seed=0)

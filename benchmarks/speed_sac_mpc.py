@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import numpy as np
 import torch as th
 import yaml
 from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
-from speed_s2ac import interleaved_ms, write_report
+from speed_s2ac import interleaved_ms, run_metadata, write_report
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
@@ -108,13 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learn-steps", type=int, default=2000)
     args = parser.parse_args(argv)
     th.set_num_threads(1)
-    results: dict[str, object] = {
-        "command": " ".join(["python", *sys.argv]),
-        "torch": th.__version__,
-        "machine": platform.platform(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "settings": _settings(),
-    }
+    results: dict[str, object] = {**run_metadata(), "settings": _settings()}
 
     layer = layer_timings(args.batch, args.horizon, args.rounds)
     results["layer"] = layer
