@@ -302,6 +302,16 @@ def refuse_normalized_observations(env: Any, owner: str) -> None:
             )
 
 
+class RefusesNormalizedObservations:
+    """Mixin for algorithms that run a model or an MPC on raw observations (put it before the SB3
+    base class): ``set_env`` refuses ``VecNormalize(norm_obs=True)`` as their constructors do (and
+    ``load(path, env=...)`` runs the constructor with the env)."""
+
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        refuse_normalized_observations(env, type(self).__name__)
+        super().set_env(env, force_reset)  # type: ignore[misc]
+
+
 def check_dynamics_model(
     model: nn.Module,
     observation_space: spaces.Space,

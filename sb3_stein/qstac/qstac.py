@@ -15,6 +15,7 @@ from torch import nn
 
 from sb3_stein.common.distributions import PAPER_INIT_STD
 from sb3_stein.common.dynamics import (
+    RefusesNormalizedObservations,
     check_dynamics_model,
     refuse_normalized_observations,
     resolve_dynamics_model,
@@ -27,7 +28,7 @@ from sb3_stein.s2ac.s2ac import S2AC
 SelfQSTAC = TypeVar("SelfQSTAC", bound="QSTAC")
 
 
-class QSTAC(S2AC):
+class QSTAC(RefusesNormalizedObservations, S2AC):
     """Q-STAC: SAC whose actor is a Stein-variational MPC over ``H``-step control sequences.
 
     Acting (Algorithm 1, inner loop): the prior network gives ``(mu_h, sigma_h), h = 1..H``
@@ -261,14 +262,6 @@ class QSTAC(S2AC):
             )
         self.policy_kwargs["dynamics_model"] = model
         super()._setup_model()
-
-    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        """SB3's ``set_env``, refusing ``VecNormalize(norm_obs=True)`` as the constructor does: the
-        model would plan in normalised units. (``load(path, env=...)`` builds the algorithm with the
-        env, so the constructor's check covers it.)"""
-        env = self._wrap_env(env, self.verbose)
-        refuse_normalized_observations(env, "QSTAC")
-        super().set_env(env, force_reset)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         stats = self.policy.stats

@@ -39,9 +39,8 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
-from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_stein.common.dynamics import refuse_normalized_observations
+from sb3_stein.common.dynamics import RefusesNormalizedObservations, refuse_normalized_observations
 from sb3_stein.common.mpc import PARAM_INTERFACES, MPCSolution, parameter_box
 from sb3_stein.common.ocp import OptimalControlProblem, resolve_ocp
 from sb3_stein.common.validation import (
@@ -105,7 +104,7 @@ _DOC_PARAMETERS = """
 """
 
 
-class _SACMPC(SAC):
+class _SACMPC(RefusesNormalizedObservations, SAC):
     """Shared machinery of the three MPC-prior SAC variants (not for direct use)."""
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MPCParameterPolicy}
@@ -256,13 +255,6 @@ class _SACMPC(SAC):
             "_update_logs",
             "_logged_act_stats",
         ]
-
-    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        """SB3's ``set_env``, refusing ``VecNormalize(norm_obs=True)`` as the constructor does: the
-        MPC reads states in raw environment units (``ocp.state_from_obs``)."""
-        if isinstance(env, VecEnv):
-            refuse_normalized_observations(env, type(self).__name__)
-        super().set_env(env, force_reset)
 
     # ------------------------------------------------------------------ acting
 
