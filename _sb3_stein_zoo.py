@@ -96,6 +96,8 @@ GYMNASIUM = "gymnasium"
 #: (not imported here, to keep this module light; ``tests/test_registration.py`` compares them).
 ENVIRONMENTS: dict[str, dict] = {
     "MultiGoal-v0": {"entry_point": "sb3_stein.envs.multigoal:MultiGoalEnv", "max_episode_steps": 30},
+    # One-step tasks with multimodal soft-optimal policies (S2AC's expressivity; issue 12).
+    "MultiModalBandit-v0": {"entry_point": "sb3_stein.envs.bandit:MultiModalBanditEnv"},  # ends itself
     **{
         f"Nav2D{level.capitalize()}-v0": {
             "entry_point": "sb3_stein.envs.nav2d:Nav2DEnv",

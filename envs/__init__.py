@@ -13,6 +13,9 @@ Registered ids (see :data:`ENV_IDS`):
 * ``MultiGoal-v0``: the S²AC multi-goal point mass (:class:`sb3_stein.envs.multigoal.MultiGoalEnv`),
   asymmetric goals ``(5, 0), (-4, 3), (-4, -3)`` by default, truncated after 30 steps. Pass
   ``goals="symmetric"`` or ``obstacle=True`` (test-time bar of the paper's Fig. 7) to ``gymnasium.make``.
+* ``MultiModalBandit-v0``: one-step tasks whose soft-optimal policy ``exp(r / alpha)`` is a known
+  multimodal density (:class:`sb3_stein.envs.bandit.MultiModalBanditEnv`); pass ``n_modes``,
+  ``separation``, ``width``, ``action_dim``, ``weights`` to ``gymnasium.make``.
 * ``Nav2DEasy-v0``, ``Nav2DMedium-v0``, ``Nav2DHard-v0``: the Q-STAC point-mass navigation through
   Gaussian obstacles (:class:`sb3_stein.envs.nav2d.Nav2DEnv`), truncated after 200 steps.
 * ``CartPoleSwingUp-v0``, ``PointMassWindMaze-v0``, ``Chain-v0``: the leap-c lecture's environments
@@ -38,6 +41,7 @@ __all__ = [
     "ChainOCP",
     "MultiGoalDynamics",
     "MultiGoalEnv",
+    "MultiModalBanditEnv",
     "Nav2DDynamics",
     "Nav2DEnv",
     "PendulumDynamics",
@@ -49,6 +53,7 @@ __all__ = [
 
 _LAZY = {
     "MultiGoalEnv": "multigoal",
+    "MultiModalBanditEnv": "bandit",
     "MultiGoalDynamics": "multigoal",
     "Nav2DEnv": "nav2d",
     "Nav2DDynamics": "nav2d",
