@@ -230,7 +230,8 @@ class S2ACPolicy(BasePolicy):
     :param n_particles: ``m``, particles per state (>= 2).
     :param svgd_steps: ``L``, SVGD steps (>= 0; 0 gives SAC's Gaussian actor with tanh).
     :param svgd_step_size: ``eps`` > 0.
-    :param kernel_bandwidth: ``"paper"``, ``"median"`` or a fixed kernel variance.
+    :param kernel_bandwidth: ``"median"`` (default), ``"paper"`` or a fixed kernel variance (see
+        :class:`sb3_stein.S2AC`).
     :param learn_init: S²AC(phi, theta) (True) or S²AC(phi) (False).
     :param init_std: std of the fixed initial Gaussian / initial std of the learned one (default
         ``sqrt(0.5)``, Table 4's ``N(0, 0.5 I)`` read as a covariance).
@@ -272,7 +273,7 @@ class S2ACPolicy(BasePolicy):
         n_particles: int = 10,
         svgd_steps: int = 3,
         svgd_step_size: float = 0.1,
-        kernel_bandwidth: Bandwidth = "paper",
+        kernel_bandwidth: Bandwidth = "median",
         learn_init: bool = True,
         init_std: float = PAPER_INIT_STD,
         bound_std: float | None = 3.0,

@@ -74,7 +74,8 @@ class S2AC(SAC):
       and keep those inside"), with the truncation in ``log q0``; the flow itself is not
       truncated (that would break invertibility). The share of final particles outside the band
       is logged as ``train/particles_outside_bound``.
-    * Kernel bandwidth: computed per state from detached particles at every step, and floored at
+    * Kernel bandwidth: the median heuristic by default, not the printed formula (see
+      ``kernel_bandwidth``); computed per state from detached particles at every step, and floored at
       ``eps * alpha / 0.25`` so that the closed-form entropy stays in the domain of Theorem 3.1
       (``eps * ||grad h|| << 1``; the floor bounds the operator norm of the repulsive Jacobian, see
       ``max_expansion`` in :func:`sb3_stein.common.svgd.svgd`). Without the floor the actor can
@@ -109,14 +110,22 @@ class S2AC(SAC):
     :param n_particles: ``m``, particles per state (>= 2; paper: 10).
     :param svgd_steps: ``L``, SVGD steps (>= 0; paper: 3 with a learned initial Gaussian).
     :param svgd_step_size: ``eps`` > 0 (paper: 0.1 MuJoCo, 0.01 multi-goal).
-    :param kernel_bandwidth: ``"paper"`` (Tables 3-4 formula, the default), ``"median"`` (Liu &
-        Wang's heuristic, the reference code's) or a fixed kernel variance. Measured for the default
-        (benchmarks/results/bandwidth/NOTE.md): on the SVGD core at ``eps = 0.1`` the closed-form
-        entropy is closer to ground truth with ``"paper"`` (mean error 0.10 against 0.18 nats) and
-        its kernel never reaches the validity floor, while ``"median"`` sits at the floor on 39-66 %
-        of steps (on Pendulum-v1 and MultiGoal-v0 training, 53-72 %), i.e. its kernel is mostly the
-        floor's constant; ``"median"`` covers the modes of a two-bump target better (0.67 against
-        0.55 of particles near a mode); Pendulum-v1 and MultiGoal-v0 learning did not separate them.
+    :param kernel_bandwidth: ``"median"`` (Liu & Wang's heuristic, the reference code's; the
+        default), ``"paper"`` (the formula printed in Tables 3-4) or a fixed kernel variance. The
+        default follows issue 12's evidence (benchmarks/results/multimodality/NOTE.md): ``"paper"``'s
+        kernel spans all particles, so they move almost rigidly and few reach a mode (SVGD core, 2-D
+        two-mode target at alpha = 0.2, L = 3: 0.10 of the particles near a mode against 0.24 with
+        ``"median"``, 0.87 for the target). On the one-step task ``MultiModalBandit-v0`` (1-D, two equal
+        modes, 5 seeds, 800 steps, alpha = 0.2) ``"median"`` keeps both modes in 4 of 5 seeds with
+        0.60-0.82 of the samples near a mode, ``"paper"`` in none (all on one mode), SB3 SAC in none;
+        on a fixed bimodal critic (tests/test_s2ac_multimodal.py) 0.79 against 0.35 near a mode.
+        Pendulum-v1 learns the same with either (3 seeds, 10k steps: 3k steps to -200 both; final
+        -140.9 against -139.8). The cost per step is the same. ``"median"``'s kernel sits at the
+        validity floor more often (logged as ``train/bandwidth_floored``), and on the SVGD core its
+        closed-form entropy errs more at eps = 0.1 (0.18 against 0.10 nats; issue 11's
+        benchmarks/results/bandwidth/NOTE.md), while in the one-step training runs ``"paper"``'s errs
+        more (1-D, alpha = 0.2: 0.44-0.89 nats below a k-NN estimate, ``"median"`` 0.28-0.42 above).
+        In 2-D at alpha = 0.2 neither bandwidth follows the target (see the NOTE).
     :param learn_init: learn the initial Gaussian (S²AC(phi, theta)) or keep ``N(0, init_std^2)`` (S²AC(phi)).
     :param init_std: std of the fixed initial Gaussian / initial std of the learned one (default
         ``sqrt(0.5)``: Table 4's ``N(0, 0.5 I)`` read as a covariance).
@@ -161,7 +170,7 @@ class S2AC(SAC):
         n_particles: int = 10,
         svgd_steps: int = 3,
         svgd_step_size: float = 0.1,
-        kernel_bandwidth: Bandwidth = "paper",
+        kernel_bandwidth: Bandwidth = "median",
         learn_init: bool = True,
         init_std: float = PAPER_INIT_STD,
         bound_std: float | None = 3.0,
