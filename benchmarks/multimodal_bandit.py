@@ -45,6 +45,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "1d2wide": dict(n_modes=2, separation=1.0, width=0.3, action_dim=1),
     "1d3": dict(n_modes=3, separation=0.8, width=0.12, action_dim=1),
     "2d2": dict(n_modes=2, separation=1.2, width=0.15, action_dim=2),
+    "2d2wide": dict(n_modes=2, separation=1.2, width=0.3, action_dim=2),
     "2d3": dict(n_modes=3, separation=1.0, width=0.15, action_dim=2),
     "3d2": dict(n_modes=2, separation=1.2, width=0.2, action_dim=3),
 }

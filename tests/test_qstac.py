@@ -28,12 +28,19 @@ def make(env="Pendulum-v1", **kwargs) -> QSTAC:
 
 
 # ------------------------------------------------------------------ reduction to S²AC
-def test_horizon_one_without_prior_and_constraint_is_s2ac():
+@pytest.mark.parametrize("bandwidth", ["paper", "median"])
+def test_horizon_one_without_prior_and_constraint_is_s2ac(bandwidth):
     """H = 1, prior_weight = 0, constraint off: the same particles, log-likelihoods and actor gradient
     as S²AC on the same weights and noise. (What Q-STAC adds: the prior term of Eq. 11, the
-    augmented Lagrangian, and for H > 1 the model rollout; tested separately below.)"""
+    augmented Lagrangian, and for H > 1 the model rollout; tested separately below.) The bandwidth is
+    given to both: their defaults differ (S²AC "median" since issue 12, Q-STAC "paper")."""
     common = dict(
-        n_particles=4, svgd_steps=3, svgd_step_size=0.1, policy_kwargs=dict(net_arch=[32, 32]), seed=0
+        n_particles=4,
+        svgd_steps=3,
+        svgd_step_size=0.1,
+        kernel_bandwidth=bandwidth,
+        policy_kwargs=dict(net_arch=[32, 32]),
+        seed=0,
     )
     s2ac = S2AC("MlpPolicy", "Pendulum-v1", **common)
     qstac = QSTAC("MlpPolicy", "Pendulum-v1", horizon=1, prior_weight=0.0, constraint=False, **common)
