@@ -31,6 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from sb3_stein.envs.bandit import MultiModalBanditEnv
 from stable_baselines3 import SAC
 
 import sb3_stein  # noqa: F401  (registers MultiModalBandit-v0)
@@ -78,13 +79,14 @@ def run_one(task: str, config: str, alpha: str, seed: int, args: argparse.Namesp
         float(th.exp(model.log_ent_coef.detach())) if model.log_ent_coef is not None else float(ent_coef)
     )
 
-    env = gym.make("MultiModalBandit-v0", **env_kwargs).unwrapped
+    env = MultiModalBanditEnv(**env_kwargs)
     obs = np.zeros((args.samples, 1), dtype=np.float32)
     with th.no_grad():
         actions, _ = model.predict(obs, deterministic=False)
         obs_t = th.as_tensor(obs[: args.entropy_states])
         if isinstance(model, S2AC):
             sample = model.policy.sample(obs_t)
+            assert sample.log_prob is not None
             reported = float(-sample.log_prob.mean())
         else:
             _, log_prob = model.actor.action_log_prob(obs_t)
