@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch as th
 
+from sb3_stein.common.distributions import diag_normal_log_prob
 from sb3_stein.common.svgd import svgd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -159,10 +160,6 @@ def measure(target: Mixture, alpha: float, x: th.Tensor, log_q: th.Tensor | None
     return row
 
 
-def gaussian_log_prob(z: th.Tensor, log_std: th.Tensor) -> th.Tensor:
-    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
 def run_flow(
     target: Mixture,
     alpha: float,
@@ -185,7 +182,7 @@ def run_flow(
         step_size=eps,
         bandwidth=bandwidth,
         repulsion_weight=alpha,
-        log_q0=gaussian_log_prob(z, log_std.expand_as(z)),
+        log_q0=diag_normal_log_prob(z, log_std, None),
         max_expansion=max_expansion,
     )
 
