@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,3 +84,32 @@ class PendulumDynamics(nn.Module):
         theta = torch.atan2(obs[..., 1], obs[..., 0])  # already in [-pi, pi]: angle_normalize is the identity
         u = action[..., 0].clamp(-self.max_torque, self.max_torque)
         return -(theta**2 + 0.1 * obs[..., 2] ** 2 + 0.001 * u**2)
+
+
+#: MPQ's biased pendulum (Table 1): the planner's mass and length are drawn from U[0.9, 1.5] each,
+#: against the true system's m = l = 1 (gymnasium's Pendulum-v1).
+BIASED_RANGE = (0.9, 1.5)
+
+
+def biased_pendulum_model(env: Any = None, seed: int = 0) -> PendulumDynamics:
+    """The pendulum model MPQ plans with (Table 1): ``m`` and ``l`` drawn once from ``U[0.9, 1.5]``.
+
+    The paper gives the distribution, not how often it is sampled; we draw one model per factory call
+    with a fixed ``seed`` (the default 0 gives ``m = 1.28``, ``l = 1.06``), so that a run, its saved model
+    and a reload plan with the same biased parameters. Everything else (``g``, ``dt``, the clips) comes
+    from ``env`` as for :class:`PendulumDynamics` (the true system's values).
+
+    :param env: the true environment (or ``None``: gymnasium's defaults).
+    :param seed: seed of the draw.
+    """
+    true = PendulumDynamics.from_env(env)
+    rng = np.random.default_rng(seed)
+    m, length = rng.uniform(*BIASED_RANGE, size=2)
+    return PendulumDynamics(
+        g=true.g,
+        m=float(m),
+        l=float(length),
+        dt=true.dt,
+        max_speed=true.max_speed,
+        max_torque=true.max_torque,
+    )

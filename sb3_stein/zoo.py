@@ -38,6 +38,8 @@ from typing import Any
 __all__ = [
     "ALGORITHMS",
     "OPTUNA",
+    "convert_mppi_params",
+    "convert_mpq_params",
     "convert_qstac_params",
     "convert_s2ac_params",
     "convert_sac_foa_params",
@@ -52,6 +54,8 @@ __all__ = [
     "register_all",
     "register_optuna",
     "resolve_config",
+    "sample_mppi_params",
+    "sample_mpq_params",
     "sample_qstac_params",
     "sample_s2ac_params",
     "sample_sac_foa_params",
@@ -66,6 +70,8 @@ ALGORITHMS: dict[str, str] = {
     "sac_zop": "sb3_stein.sac_mpc:SACZOP",
     "sac_fop": "sb3_stein.sac_mpc:SACFOP",
     "sac_foa": "sb3_stein.sac_mpc:SACFOA",
+    "mpq": "sb3_stein.mpq:MPQ",
+    "mppi": "sb3_stein.mpq:MPPIController",
 }
 
 #: zoo name -> ("module:sampler", "module:converter") for rl_zoo3's Optuna search
@@ -76,6 +82,8 @@ OPTUNA: dict[str, tuple[str, str]] = {
     "sac_zop": ("sb3_stein.zoo:sample_sac_zop_params", "sb3_stein.zoo:convert_sac_zop_params"),
     "sac_fop": ("sb3_stein.zoo:sample_sac_fop_params", "sb3_stein.zoo:convert_sac_fop_params"),
     "sac_foa": ("sb3_stein.zoo:sample_sac_foa_params", "sb3_stein.zoo:convert_sac_foa_params"),
+    "mpq": ("sb3_stein.zoo:sample_mpq_params", "sb3_stein.zoo:convert_mpq_params"),
+    "mppi": ("sb3_stein.zoo:sample_mppi_params", "sb3_stein.zoo:convert_mppi_params"),
 }
 
 # Attribute that marks our ExperimentManager.__init__ wrapper (idempotence).
@@ -376,6 +384,51 @@ def convert_sac_fop_params(params: dict[str, Any]) -> dict[str, Any]:
 def convert_sac_foa_params(params: dict[str, Any]) -> dict[str, Any]:
     """Turn a trial's raw ``params`` into SACFOA keyword arguments."""
     return _convert("sac_foa", SAC_MPC_SEARCH_KEYS, params)
+
+
+#: MPPI's own search keys (both MPQ and the MPPI baseline), on top of rl_zoo3's off-policy space.
+MPPI_SEARCH_KEYS = ("horizon", "n_samples", "noise_sigma", "temperature", "mppi_step_size")
+
+
+def _sample_mppi(trial: Any) -> dict[str, Any]:
+    return {
+        "horizon": trial.suggest_categorical("horizon", [2, 4, 8, 16]),
+        "n_samples": trial.suggest_categorical("n_samples", [16, 24, 36, 64]),
+        "noise_sigma": trial.suggest_float("noise_sigma", 0.1, 10.0, log=True),
+        "temperature": trial.suggest_float("temperature", 0.01, 1.0, log=True),
+        "mppi_step_size": trial.suggest_float("mppi_step_size", 0.2, 1.0),
+    }
+
+
+def sample_mpq_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler for MPQ: rl_zoo3's SAC space (gamma, batch up to 256, learning rate, train
+    frequency, network size; ``tau`` matters only with ``use_target_network``) plus the planner's
+    horizon, samples, ``Sigma`` (environment units: the range suits torques of order 1-10), ``lambda``
+    and ``alpha``."""
+    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=8)
+    hyperparams.update(_sample_mppi(trial))
+    return _accepted("mpq", hyperparams)
+
+
+def convert_mpq_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's raw ``params`` (as sampled above) into MPQ keyword arguments."""
+    return _convert("mpq", MPPI_SEARCH_KEYS, params)
+
+
+def sample_mppi_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler for the MPPI baseline: the planner's parameters and the discount only (it learns
+    nothing, so the learning parameters would be noise to the search)."""
+    hyperparams = _sample_mppi(trial)
+    hyperparams["gamma"] = 1 - trial.suggest_float("one_minus_gamma", 0.0001, 0.2, log=True)
+    return _accepted("mpq", hyperparams)  # MPPIController takes MPQ's keywords
+
+
+def convert_mppi_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's raw ``params`` into MPPIController keyword arguments."""
+    own = {key: params[key] for key in MPPI_SEARCH_KEYS if key in params}
+    if "one_minus_gamma" in params:
+        own["gamma"] = 1 - params["one_minus_gamma"]
+    return _accepted("mpq", own)
 
 
 # ----------------------------------------------------------------------------- on import

@@ -317,6 +317,27 @@ def test_stein_sampler_and_converter_round_trip(algo):
     assert algo == "s2ac" or len(seen_horizons) > 1
 
 
+@pytest.mark.parametrize("algo", ["mpq", "mppi"])
+def test_mppi_sampler_and_converter_round_trip(algo):
+    import inspect
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    accepted = set(inspect.signature(zoo._load(zoo.ALGORITHMS["mpq"]).__init__).parameters)
+    for _ in range(8):
+        trial = study.ask()
+        sampled = getattr(zoo, f"sample_{algo}_params")(trial, 1, 1, {"using_her_replay_buffer": False})
+        assert set(sampled) <= accepted, set(sampled) - accepted
+        assert sampled["horizon"] in (2, 4, 8, 16) and sampled["n_samples"] in (16, 24, 36, 64)
+        assert 0.1 <= sampled["noise_sigma"] <= 10 and 0.01 <= sampled["temperature"] <= 1
+        assert 0.2 <= sampled["mppi_step_size"] <= 1 and 0 < sampled["gamma"] < 1
+        assert ("learning_rate" in sampled) == (algo == "mpq")  # the baseline learns nothing
+        assert getattr(zoo, f"convert_{algo}_params")(trial.params) == sampled
+        study.tell(trial, 0.0)
+
+
 def test_sampler_drops_keys_the_algorithm_does_not_take():
     assert zoo._accepted("s2ac", {"learning_rate": 1e-3, "use_sde": True}) == {"learning_rate": 1e-3}
 
@@ -363,6 +384,8 @@ PENDULUM = ("--env", "Pendulum-v1", "--num-threads", "1", "--seed", "0")
         ("sac_zop", "CartPoleSwingUp-v0"),
         ("sac_fop", "PointMassWindMaze-v0"),
         ("sac_foa", "CartPoleSwingUp-v0"),
+        ("mpq", "Pendulum-v1"),
+        ("mppi", "Pendulum-v1"),
     ],
 )
 def test_rl_zoo3_train_enjoy_optimize(tmp_path, algo, env_id):

@@ -28,6 +28,22 @@ Algorithms take ``dynamics_model="auto" | nn.Module | "package.module:attribute"
   arguments, or a factory that returns something else, is a ``ValueError`` naming the parameter, the
   path and what is allowed. OCPs (:mod:`sb3_stein.common.ocp`) resolve the same way.
 
+**Reward models** (MPQ plans on rewards): ``reward_model="auto" | callable | nn.Module | "pkg.mod:attr"``,
+batched ``(obs, action, next_obs)`` in environment units -> reward ``(...)``. ``"auto"`` is the resolved
+dynamics model's own ``reward`` method, so an environment's reward model is registered together with its
+dynamics model (:func:`resolve_reward_model`); every shipped model of an environment whose reward is a
+function of the transition has one, tested against ``env.step``. ``PointMassWindMaze-v0`` has none: its
+goal reward depends on the elapsed time, which the observation does not hold. :func:`check_reward_model`
+probes it once (shape, dtype, NaN).
+
+**Simulator models** (planners that need no gradients, e.g. MPPI on a MuJoCo task): a dynamics model
+may add ``rollout_sequence(obs (B, N, obs_dim), actions (B, N, T, act_dim)) -> (next_obs (B, N, T,
+obs_dim), rewards (B, N, T))``, a batched rollout of a second simulator instance (possibly with biased
+parameters) with the environment's rewards computed from the rolled states, never a Python loop over
+samples. :class:`~sb3_stein.common.mppi.MPPI` then calls it once per iteration instead of stepping
+``forward``. Such a model still provides ``forward`` (one step) and ``reward`` for the probes below; it
+need not be differentiable.
+
 :func:`check_dynamics_model` probes the model once at construction, so a wrong shape, dtype,
 device, a non-finite output or a malformed ``is_terminal`` fails with a clear message instead of
 broadcasting silently later.
@@ -384,3 +400,101 @@ def check_dynamics_model(
             f"{owner}: dynamics model {name}.is_terminal maps next observations {tuple(out.shape)} to {got}; "
             f"expected a torch.bool tensor of shape {tuple(out.shape[:-1])} (one flag per state)"
         )
+
+
+# ----------------------------------------------------------------------------- reward models
+
+#: What ``reward_model`` may be, for error messages.
+ALLOWED_REWARD_MODELS = (
+    "Allowed: 'auto' (the dynamics model's own reward(obs, action, next_obs) method, which every shipped "
+    "model of an environment with rewards has), a callable or torch.nn.Module r(obs, action, next_obs) -> "
+    "reward of shape (...) in environment units, or an import path 'package.module:attribute' to one "
+    "(a class is built as dynamics models are, and its reward method used if it has one)."
+)
+
+
+def resolve_reward_model(
+    spec: Any, dynamics: nn.Module | None, env: Any, owner: str
+) -> Callable[..., th.Tensor]:
+    """``reward_model`` as an algorithm receives it -> the reward function ``r(obs, action, next_obs)``.
+
+    Resolution goes through the dynamics-model registry: ``"auto"`` is the ``reward`` method of the
+    (registered or given) dynamics model, so an environment id's reward model is registered with its
+    dynamics model (:func:`register_dynamics_model`). A module or class with a ``reward`` method gives
+    that method; any other callable is used as the reward function.
+
+    :param spec: ``"auto"``, a callable / ``nn.Module``, or an import path string.
+    :param dynamics: the resolved dynamics model (``None`` if the algorithm has none).
+    :param env: the algorithm's environment (for import paths to classes and factories).
+    :param owner: the algorithm's name, for messages.
+    :raises ValueError: naming ``reward_model`` when there is none or it is not usable.
+    """
+    if isinstance(spec, str) and spec == "auto":
+        reward = getattr(dynamics, "reward", None)
+        if not callable(reward):
+            name = type(dynamics).__name__ if dynamics is not None else "no dynamics model"
+            raise ValueError(
+                f"{owner}: reward_model='auto' takes the dynamics model's reward(obs, action, next_obs) "
+                f"method, but {name} has none. Pass reward_model=... . {ALLOWED_REWARD_MODELS}"
+            )
+        return reward  # type: ignore[no-any-return]
+    if isinstance(spec, str):
+        what = f"{owner}: reward_model={spec!r}"
+        obj = import_object(spec, what)
+        if isinstance(obj, type):
+            obj = build_from_object(
+                obj, unwrapped_env(env), what, nn.Module, "a torch.nn.Module", ALLOWED_REWARD_MODELS
+            )
+        spec = obj
+    reward = getattr(spec, "reward", None)
+    if callable(reward):
+        return reward  # type: ignore[no-any-return]
+    if callable(spec):
+        return spec  # type: ignore[no-any-return]
+    raise ValueError(
+        f"{owner}: reward_model is {type(spec).__name__} {_short_repr(spec)}. {ALLOWED_REWARD_MODELS}"
+    )
+
+
+def check_reward_model(
+    reward: Callable[..., Any],
+    dynamics: nn.Module | None,
+    observation_space: spaces.Space,
+    action_space: spaces.Box,
+    owner: str,
+    device: th.device | str = "cpu",
+) -> None:
+    """Probe the reward model once on a batch ``(3, 2)`` of transitions (the dynamics model's next
+    states, or the states themselves without one).
+
+    :raises ValueError: naming ``reward_model`` for an exception, a non-tensor, a wrong shape or dtype,
+        or NaN on valid inputs.
+    """
+    assert isinstance(observation_space, spaces.Box)
+    rng = np.random.default_rng(0)
+    low = np.nan_to_num(observation_space.low, neginf=-1.0).clip(-1.0, None)
+    high = np.nan_to_num(observation_space.high, posinf=1.0).clip(None, 1.0)
+    obs = th.as_tensor(rng.uniform(low, high, size=(3, 2, low.shape[0])), dtype=th.float32, device=device)
+    act = th.as_tensor(
+        rng.uniform(action_space.low, action_space.high, size=(3, 2, action_space.shape[0])),
+        dtype=th.float32,
+        device=device,
+    )
+    name = getattr(reward, "__qualname__", type(reward).__name__)
+    try:
+        with th.no_grad():
+            next_obs = dynamics(obs, act) if dynamics is not None else obs
+            out = reward(obs, act, next_obs)
+    except Exception as error:
+        raise ValueError(
+            f"{owner}: reward_model {name} failed on a probe batch (obs {tuple(obs.shape)}, action "
+            f"{tuple(act.shape)}, next_obs): {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(out, th.Tensor) or tuple(out.shape) != (3, 2) or out.dtype != obs.dtype:
+        got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, th.Tensor) else type(out).__name__
+        raise ValueError(
+            f"{owner}: reward_model {name} maps transitions of shape (3, 2, dim) to {got}; expected a "
+            "float32 tensor of shape (3, 2): one reward per transition, in its inputs' dtype"
+        )
+    if bool(th.isnan(out).any()):
+        raise ValueError(f"{owner}: reward_model {name} returned NaN on a probe batch of valid transitions")
