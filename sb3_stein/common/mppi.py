@@ -272,6 +272,8 @@ class MPPI:
             infeasible = th.isneginf(log_eta.squeeze(1))
             weights = th.where(infeasible.unsqueeze(1), th.zeros_like(log_w), th.exp(log_w - log_eta))
             u = u + self.step_size * th.einsum("bn,bnha->bha", weights, noise)
+            # A convex combination of in-Box points, up to float rounding (seen: 2 + 2e-7 for a bound of 2).
+            u = th.maximum(th.minimum(u, high), low)
         tiny = math.log(th.finfo(obs.dtype).tiny)
         value = lam * (log_eta.squeeze(1) - math.log(n))  # -F: reward units; -inf where infeasible
         ess = th.where(infeasible, th.zeros_like(value), 1.0 / weights.pow(2).sum(1).clamp_min(1e-30))
