@@ -119,6 +119,11 @@ ENVIRONMENTS: dict[str, dict] = {
         "entry_point": "sb3_stein.envs.chain:ChainEnv",
         "max_episode_steps": 200,  # 10 s at dt = 0.05
     },
+    # MPQ's sparse ball-in-cup on dm_control's MuJoCo model (needs the [mujoco] extra).
+    "BallInCupSparse-v0": {
+        "entry_point": "sb3_stein.envs.ball_in_cup:BallInCupSparseEnv",
+        "max_episode_steps": 200,  # 4 s at the suite's control step 0.02
+    },
 }
 
 # rl_zoo3 target modules not yet seen (the rl_zoo3 finder's only state).

@@ -21,6 +21,11 @@ Registered ids (see :data:`ENV_IDS`):
 * ``CartPoleSwingUp-v0``, ``PointMassWindMaze-v0``, ``Chain-v0``: the leap-c lecture's environments
   (SAC-ZOP/FOP), each with a dynamics model and an OCP (:mod:`sb3_stein.common.ocp`).
 
+* ``BallInCupSparse-v0``: MPQ's sparse ball-in-cup on dm_control's MuJoCo model
+  (:class:`sb3_stein.envs.ball_in_cup.BallInCupSparseEnv`, 200 steps of 0.02 s; needs the ``[mujoco]``
+  extra), with a simulator model (:class:`sb3_stein.envs.ball_in_cup.BallInCupSimulator`) that rolls a
+  second MuJoCo model out through ``mujoco.rollout``.
+
 Each has a torch dynamics model registered with :func:`sb3_stein.register_dynamics_model`; so has
 gymnasium's ``Pendulum-v1`` (:class:`sb3_stein.envs.pendulum.PendulumDynamics`).
 """
@@ -33,6 +38,8 @@ from _sb3_stein_zoo import ENVIRONMENTS, register_environments
 
 __all__ = [
     "ENV_IDS",
+    "BallInCupSimulator",
+    "BallInCupSparseEnv",
     "CartPoleSwingUpDynamics",
     "CartPoleSwingUpEnv",
     "CartPoleSwingUpOCP",
@@ -52,6 +59,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "BallInCupSparseEnv": "ball_in_cup",
+    "BallInCupSimulator": "ball_in_cup",
     "MultiGoalEnv": "multigoal",
     "MultiModalBanditEnv": "bandit",
     "MultiGoalDynamics": "multigoal",

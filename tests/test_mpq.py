@@ -10,10 +10,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from sb3_stein.envs.pendulum import PendulumDynamics, biased_pendulum_model
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_stein import MPQ
-from sb3_stein.envs.pendulum import PendulumDynamics, biased_pendulum_model
 from sb3_stein.mpq import MPPIController
 
 BIASED = "sb3_stein.envs.pendulum:biased_pendulum_model"
@@ -136,7 +136,10 @@ def test_save_load_restores_critic_and_gives_identical_deterministic_actions(tmp
     model.learn(60)
     model.save(tmp_path / "mpq")
     loaded = MPQ.load(tmp_path / "mpq", env=env)
-    assert isinstance(loaded.policy.dynamics, PendulumDynamics) and loaded.policy.dynamics.m == model.policy.dynamics.m
+    assert (
+        isinstance(loaded.policy.dynamics, PendulumDynamics)
+        and loaded.policy.dynamics.m == model.policy.dynamics.m
+    )
     for a, b in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values(), strict=True):
         assert th.equal(a, b)
     obs = np.stack([env.observation_space.sample() for _ in range(5)])
@@ -149,7 +152,13 @@ def test_save_load_restores_critic_and_gives_identical_deterministic_actions(tmp
 
 def test_target_network_option_is_polyak_averaged():
     model = MPQ(
-        "MlpPolicy", "Pendulum-v1", dynamics_model=BIASED, horizon=2, use_target_network=True, tau=0.5, **SMALL
+        "MlpPolicy",
+        "Pendulum-v1",
+        dynamics_model=BIASED,
+        horizon=2,
+        use_target_network=True,
+        tau=0.5,
+        **SMALL,
     )
     target = model.policy.critic_target
     assert target is not None and model.policy.target_planner is not model.policy.planner
@@ -192,9 +201,9 @@ def test_bad_spaces_and_models_raise_clearly():
 
     with pytest.raises(ValueError, match="reward_model='auto'"):
         MPQ("MlpPolicy", "Pendulum-v1", dynamics_model=NoReward(), horizon=3)
-    with pytest.raises(ValueError, match="reward_model .* expected a float32 tensor of shape"):
+    with pytest.raises(ValueError, match=r"reward_model .* expected a float32 tensor of shape"):
         MPQ("MlpPolicy", "Pendulum-v1", horizon=3, reward_model=lambda o, a, n: o)
-    with pytest.raises(ValueError, match="reward_model .* NaN"):
+    with pytest.raises(ValueError, match=r"reward_model .* NaN"):
         MPQ("MlpPolicy", "Pendulum-v1", horizon=3, reward_model=lambda o, a, n: o[..., 0] * np.nan)
 
     class WrongShape(th.nn.Module):
@@ -211,7 +220,11 @@ def test_bad_spaces_and_models_raise_clearly():
 def test_reward_model_for_every_registered_env_matches_env_step():
     """'auto' resolves to the registered dynamics model's reward, which equals env.step's (per env in
     tests/test_dynamics.py); here: the resolution itself, for the registered ids with a reward."""
-    from sb3_stein.common.dynamics import make_dynamics_model, registered_dynamics_models, resolve_reward_model
+    from sb3_stein.common.dynamics import (
+        make_dynamics_model,
+        registered_dynamics_models,
+        resolve_reward_model,
+    )
 
     for env_id in registered_dynamics_models():
         model = make_dynamics_model(env_id)

@@ -77,6 +77,9 @@ _REGISTRY: dict[str, DynamicsFactory | str] = {
     "CartPoleSwingUp-v0": "sb3_stein.envs.cartpole_swingup:CartPoleSwingUpDynamics.from_env",
     "PointMassWindMaze-v0": "sb3_stein.envs.windmaze:WindMazeDynamics.from_env",
     "Chain-v0": "sb3_stein.envs.chain:ChainDynamics.from_env",
+    # A simulator model (MuJoCo rollouts) with the true parameters; MPQ's yml entry plans with the
+    # biased one (sb3_stein.envs.ball_in_cup:biased_ball_in_cup_model).
+    "BallInCupSparse-v0": "sb3_stein.envs.ball_in_cup:BallInCupSimulator.from_env",
 }
 
 
