@@ -203,3 +203,48 @@ def test_render_gives_a_picture_or_a_clear_error():
         pytest.skip(f"no OpenGL context for MuJoCo here: {error}")
     assert frame is not None and frame.shape == (240, 320, 3)
     env.close()
+
+
+def test_gymnasium_and_sb3_env_checkers_pass():
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    gym_check_env(BallInCupSparseEnv(), skip_render_check=True)
+    sb3_check_env(BallInCupSparseEnv(), warn=True, skip_render_check=True)
+
+
+def test_a_simulator_model_for_another_env_is_refused_by_mpq():
+    from sb3_stein import MPQ
+
+    with pytest.raises(ValueError, match="dynamics model BallInCupSimulator"):
+        MPQ("MlpPolicy", "Pendulum-v1", dynamics_model=BallInCupSimulator(), horizon=3)
+
+
+def test_mpq_learns_a_few_hundred_steps_on_the_biased_simulator_and_reloads(tmp_path):
+    from sb3_stein import MPQ
+
+    model = MPQ(
+        "MlpPolicy",
+        "BallInCupSparse-v0",
+        dynamics_model="sb3_stein.envs.ball_in_cup:biased_ball_in_cup_model",
+        horizon=3,
+        n_samples=8,
+        batch_size=16,
+        learning_starts=50,
+        train_freq=(1, "episode"),
+        gradient_steps=3,
+        policy_kwargs=dict(net_arch=[16, 16]),
+        seed=0,
+    )
+    assert isinstance(model.policy.dynamics, BallInCupSimulator)
+    before = [p.detach().clone() for p in model.policy.critic.parameters()]
+    model.learn(200)  # one episode: train_freq=(1, "episode") updates once, at its end
+    assert model.num_timesteps == 200 and model._n_updates == 3
+    assert any(not th.equal(a, b) for a, b in zip(before, model.policy.critic.parameters(), strict=True))
+    model.save(tmp_path / "mpq_bic")
+    loaded = MPQ.load(tmp_path / "mpq_bic")
+    assert loaded.policy.dynamics.params == model.policy.dynamics.params  # the same biased draw
+    obs, _ = BallInCupSparseEnv().reset(seed=5)
+    first, _ = model.predict(obs, deterministic=True, episode_start=np.array([True]))
+    again, _ = loaded.predict(obs, deterministic=True, episode_start=np.array([True]))
+    assert np.array_equal(first, again)

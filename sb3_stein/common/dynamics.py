@@ -42,7 +42,11 @@ obs_dim), rewards (B, N, T))``, a batched rollout of a second simulator instance
 parameters) with the environment's rewards computed from the rolled states, never a Python loop over
 samples. :class:`~sb3_stein.common.mppi.MPPI` then calls it once per iteration instead of stepping
 ``forward``. Such a model still provides ``forward`` (one step) and ``reward`` for the probes below; it
-need not be differentiable.
+need not be differentiable. The shipped one is ``BallInCupSparse-v0``'s
+(:class:`sb3_stein.envs.ball_in_cup.BallInCupSimulator`: a second MuJoCo model rolled out by
+``mujoco.rollout``, the physical state rebuilt from the observation; registered with the true
+parameters, ``biased_ball_in_cup_model`` draws Table 1's). A simulator model given for another
+environment fails the probe below (its ``forward`` cannot read that environment's observations).
 
 :func:`check_dynamics_model` probes the model once at construction, so a wrong shape, dtype,
 device, a non-finite output or a malformed ``is_terminal`` fails with a clear message instead of

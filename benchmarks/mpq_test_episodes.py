@@ -1,0 +1,114 @@
+"""Test episodes of trained MPQ / MPPI models (MPQ paper, Table 2: success over 100 test episodes).
+
+Loads the final model each ``benchmarks/compare.py`` run saved (``<runs>/logs/seed_<s>/<algo>/<env>_1/
+<env>.zip``) and plays ``--episodes`` episodes with the deterministic policy (MPPI with fixed noise, see
+``sb3_stein.mpq.policies``) on environment seeds ``--env-seed + i``, disjoint from training's. An
+episode succeeds when ``info["is_success"]`` holds at its last step (rl_zoo3's and SB3's convention;
+for BallInCupSparse-v0: the ball is in the cup at the end of the 4 s). Also reported: the share of
+steps with success (the sparse reward's "time in the cup") and the mean return.
+
+    python benchmarks/mpq_test_episodes.py --runs benchmarks/results/mpq_ball_in_cup/mpq_h4 \
+        --algo mpq --env BallInCupSparse-v0 --seeds 0 --episodes 100
+
+Writes ``test_episodes.json`` and ``test_episodes.md`` into ``--runs`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+
+import sb3_stein  # noqa: F401  (registers the ids)
+from sb3_stein import MPQ
+from sb3_stein.mpq import MPPIController
+
+ALGOS: dict[str, Any] = {"mpq": MPQ, "mppi": MPPIController}
+
+
+def play(model: Any, env_id: str, episodes: int, env_seed: int) -> dict[str, Any]:
+    """Play ``episodes`` deterministic episodes; success, time in success and return per episode."""
+    env = gym.make(env_id)
+    success, share, returns = [], [], []
+    start = time.perf_counter()
+    steps = 0
+    for i in range(episodes):
+        obs, _ = env.reset(seed=env_seed + i)
+        episode_start, done, total, hits, n = True, False, 0.0, 0, 0
+        while not done:
+            action, _ = model.predict(obs, deterministic=True, episode_start=np.array([episode_start]))
+            episode_start = False
+            obs, reward, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+            total += float(reward)
+            hits += bool(info.get("is_success", False))
+            n += 1
+        success.append(bool(info.get("is_success", False)))
+        share.append(hits / n)
+        returns.append(total)
+        steps += n
+    seconds = time.perf_counter() - start
+    return {
+        "episodes": episodes,
+        "success_rate": float(np.mean(success)),
+        "success_share_of_steps": float(np.mean(share)),
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "ms_per_step": 1e3 * seconds / steps,
+        "per_episode_success": success,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=Path, required=True, help="a compare.py output folder")
+    parser.add_argument("--algo", choices=sorted(ALGOS), required=True)
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--env-seed", type=int, default=10_000, help="first test episode's env seed")
+    parser.add_argument("--out", type=Path, help="output folder (default: --runs)")
+    args = parser.parse_args(argv)
+    th.set_num_threads(1)
+    out = args.out or args.runs
+    results: dict[str, Any] = {"command": "python " + shlex.join(sys.argv), "runs": {}}
+    for seed in args.seeds:
+        path = args.runs / "logs" / f"seed_{seed}" / args.algo / f"{args.env}_1" / f"{args.env}.zip"
+        if not path.exists():
+            raise SystemExit(f"no saved model at {path}: run benchmarks/compare.py for seed {seed} first")
+        model = ALGOS[args.algo].load(path, device="cpu")
+        results["runs"][str(seed)] = play(model, args.env, args.episodes, args.env_seed)
+        print(seed, {k: v for k, v in results["runs"][str(seed)].items() if k != "per_episode_success"})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "test_episodes.json").write_text(json.dumps(results, indent=2))
+    lines = [
+        f"# Test episodes: {args.algo} on {args.env}",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"{args.episodes} deterministic episodes per seed on env seeds {args.env_seed}..."
+        f"{args.env_seed + args.episodes - 1}; success = `info['is_success']` at the last step.",
+        "",
+        "| seed | success rate | share of steps with success | mean return (std) | ms per step |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for seed, r in results["runs"].items():
+        lines.append(
+            f"| {seed} | {r['success_rate']:.2f} | {r['success_share_of_steps']:.3f} | "
+            f"{r['mean_return']:.1f} ({r['std_return']:.1f}) | {r['ms_per_step']:.1f} |"
+        )
+    (out / "test_episodes.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
