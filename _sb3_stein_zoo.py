@@ -124,6 +124,11 @@ ENVIRONMENTS: dict[str, dict] = {
         "entry_point": "sb3_stein.envs.ball_in_cup:BallInCupSparseEnv",
         "max_episode_steps": 200,  # 4 s at the suite's control step 0.02
     },
+    # Q-STAC's arm tasks on dm_control's Kinova Jaco model (needs the [mujoco] extra).
+    "KinovaReachObstacles-v0": {
+        "entry_point": "sb3_stein.envs.kinova:KinovaReachEnv",
+        "max_episode_steps": 200,  # 4 s at the control step 0.02
+    },
 }
 
 # rl_zoo3 target modules not yet seen (the rl_zoo3 finder's only state).

@@ -26,6 +26,10 @@ Registered ids (see :data:`ENV_IDS`):
   extra), with a simulator model (:class:`sb3_stein.envs.ball_in_cup.BallInCupSimulator`) that rolls a
   second MuJoCo model out through ``mujoco.rollout``.
 
+* ``KinovaReachObstacles-v0``: Q-STAC's reaching with obstacles on dm_control's Kinova Jaco arm
+  (:class:`sb3_stein.envs.kinova.KinovaReachEnv`, joint-velocity control, 200 steps of 0.02 s; needs the
+  ``[mujoco]`` extra), with the kinematic partial model :class:`sb3_stein.envs.kinova.KinovaKinematicModel`.
+
 Each has a torch dynamics model registered with :func:`sb3_stein.register_dynamics_model`; so has
 gymnasium's ``Pendulum-v1`` (:class:`sb3_stein.envs.pendulum.PendulumDynamics`).
 """
@@ -46,6 +50,8 @@ __all__ = [
     "ChainDynamics",
     "ChainEnv",
     "ChainOCP",
+    "KinovaKinematicModel",
+    "KinovaReachEnv",
     "MultiGoalDynamics",
     "MultiGoalEnv",
     "MultiModalBanditEnv",
@@ -61,6 +67,8 @@ __all__ = [
 _LAZY = {
     "BallInCupSparseEnv": "ball_in_cup",
     "BallInCupSimulator": "ball_in_cup",
+    "KinovaReachEnv": "kinova",
+    "KinovaKinematicModel": "kinova",
     "MultiGoalEnv": "multigoal",
     "MultiModalBanditEnv": "bandit",
     "MultiGoalDynamics": "multigoal",

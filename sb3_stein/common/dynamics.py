@@ -84,6 +84,8 @@ _REGISTRY: dict[str, DynamicsFactory | str] = {
     # A simulator model (MuJoCo rollouts) with the true parameters; MPQ's yml entry plans with the
     # biased one (sb3_stein.envs.ball_in_cup:biased_ball_in_cup_model).
     "BallInCupSparse-v0": "sb3_stein.envs.ball_in_cup:BallInCupSimulator.from_env",
+    # The kinematic partial model (joint integration, forward kinematics; no contacts).
+    "KinovaReachObstacles-v0": "sb3_stein.envs.kinova:KinovaKinematicModel.from_env",
 }
 
 

@@ -1,0 +1,463 @@
+"""Kinova Jaco arm tasks in MuJoCo (Q-STAC paper, §V-A, Fig. 2c-d, Table I), with a kinematic partial model.
+
+The paper ran a Kinova Gen2 arm in Isaac Gym (GPU; not installable here). We use the same robot family
+as dm_control ships it: the 6-DoF Jaco arm and its 3-finger hand (``dm_control/third_party/kinova``:
+MJCF and meshes, read from the installed ``dm-control`` wheel; dm_control itself is not imported),
+composed with ``mujoco.MjSpec`` into a scene of ours.
+
+``KinovaReachObstacles-v0`` (:class:`KinovaReachEnv`): bring the hand's pinch point to a target.
+
+* **Scene**: the arm stands on the floor at the origin, turned so that joint 1 at zero points it along
+  ``+x``. Three fixed boxes stand on the floor between the start side (``y > 0``) and the target side
+  (``y < 0``), as in the paper: two close together (a 6 cm slit between them, less than the hand's width,
+  so the arm can hardly pass) and one further out, leaving a 20 cm path between it and the pair, all
+  0.45 m tall, so that the arm can also go over them. The boxes
+  are solid (MuJoCo contacts: the arm cannot pass through them). The paper gives no dimensions; these
+  are ours (:data:`OBSTACLES`).
+* **Control**: joint velocities. The action ``(6,)`` in ``[-1, 1]`` rad/s is the set-point of a MuJoCo
+  velocity servo on each joint (``kv = 1000``, torque limit 100 N m), with gravity compensation on the
+  arm's bodies (a velocity-controlled robot tracks its commands; the servo's lag is the physics the
+  kinematic model leaves out). The fingers are held open by position servos and are not part of the
+  action. Control step 0.02 s (10 physics steps of 0.002 s, ``implicitfast``); episodes of 200 steps
+  (4 s, the registry's truncation).
+* **Observation** ``(18,)``: joint positions (6, rad, unwrapped), joint velocities (6, rad/s), the pinch
+  point (3, m, world) and the target (3, m).
+* **Start and target** drawn each episode: joint angles uniform around a home pose whose pinch point
+  lies on the start side (redrawn until nothing touches), the target uniform in a box on the other side
+  (:data:`TARGET_LOW`, :data:`TARGET_HIGH`), beyond the obstacles.
+* **Reward** (the paper gives none; ours, in the style of ``Nav2D``): ``progress_coeff * (d - d')`` (the
+  decrease of the pinch point's distance to the target; it telescopes, so every successful path earns
+  the same), ``- collision_penalty`` at every step on which an arm or hand geom touches an obstacle,
+  ``+ success_reward`` on success. Success (``info["is_success"]``) is ``d' < target_radius`` (5 cm) and
+  ends the episode (``terminated``). ``info`` also has ``distance``, ``obstacle_contact`` (this step)
+  and ``collisions`` (steps with contact so far in the episode).
+
+:class:`KinovaKinematicModel` is the partial model Q-STAC plans with (registered for the id): the next
+joint positions integrate the commanded velocities (clipped to the action bounds and, for joints 2 and
+3, to their limits), the next velocities are the commands, the pinch point is the forward kinematics of
+the compiled MuJoCo model's body tree (read from ``body_pos``, ``body_quat``, ``jnt_axis``, ``site_pos``:
+no hand-typed constants), batched in torch; the target is constant. Its blind spots: contacts (it moves
+the arm through obstacles, self-collisions and the floor), the servo's lag (per-step joint error up to
+about 0.015 rad under random commands, tested) and the joint friction. Its reward is the environment's
+progress and success terms plus a penalty while the *pinch point* is inside an obstacle box inflated by
+:data:`HAND_RADIUS` (the model cannot see contacts of the links).
+
+Rendering (``rgb_array``) needs an OpenGL context for MuJoCo: headless, ``MUJOCO_GL=osmesa`` with the
+system's OSMesa (Debian's ``libosmesa6``) or ``MUJOCO_GL=egl``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from torch import nn
+
+MAX_EPISODE_STEPS = 200
+N_SUBSTEPS = 10
+PHYSICS_DT = 0.002
+CONTROL_DT = N_SUBSTEPS * PHYSICS_DT
+N_JOINTS = 6
+MAX_JOINT_SPEED = 1.0  # rad/s, the action bound
+SERVO_KV = 1000.0
+SERVO_TORQUE = 100.0
+#: Joint angles of the home pose: the pinch point at about (0.45, 0.35, 0.35), on the start side (found
+#: by inverse kinematics on the model below; a target region at y = -0.35 needs joint 1 near 0.9).
+HOME = np.array([-0.27, 3.606, 1.373, -2.08, 1.065, 0.0])
+HOME_NOISE = np.array([0.25, 0.15, 0.15, 0.3, 0.3, 0.3])
+#: Obstacles: (centre x, y, z, half-sizes x, y, z) of boxes standing on the floor, metres.
+OBSTACLES = np.array(
+    [
+        [0.32, 0.0, 0.225, 0.04, 0.05, 0.225],  # the pair: a 6 cm slit between them...
+        [0.46, 0.0, 0.225, 0.04, 0.05, 0.225],
+        [0.74, 0.0, 0.225, 0.04, 0.05, 0.225],  # ...and a 20 cm path to the third; all 0.45 m tall
+    ]
+)
+TARGET_LOW = np.array([0.3, -0.45, 0.2])
+TARGET_HIGH = np.array([0.6, -0.25, 0.45])
+TARGET_RADIUS = 0.05
+#: The kinematic model's inflation of an obstacle box around the pinch point (the hand's size).
+HAND_RADIUS = 0.06
+OBS_DIM = 2 * N_JOINTS + 6
+#: Name prefix of the arm's elements in the scene; the hand's are under ``arm/hand/``.
+ARM = "arm/"
+PINCH = "arm/hand/pinchsite"
+INSTALL_HINT = (
+    "the Kinova tasks need MuJoCo and dm_control's Jaco model files: pip install 'sb3-stein[mujoco]' "
+    "(dm-control==1.0.50, mujoco==3.17.0)"
+)
+
+
+def _kinova_dir() -> str:
+    spec = importlib.util.find_spec("dm_control")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(INSTALL_HINT)
+    return os.path.join(next(iter(spec.submodule_search_locations)), "third_party", "kinova")
+
+
+def build_reach_model(obstacles: np.ndarray = OBSTACLES) -> Any:
+    """The reaching scene compiled by MuJoCo: floor, Jaco arm with its hand, velocity servos, obstacles."""
+    try:
+        import mujoco
+    except ImportError as error:
+        raise ImportError(INSTALL_HINT) from error
+    root = _kinova_dir()
+    scene = mujoco.MjSpec()
+    scene.option.timestep = PHYSICS_DT
+    scene.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    world = scene.worldbody
+    world.add_light(pos=[0, 0, 3], dir=[0, 0, -1], type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)
+    world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.1], rgba=[0.3, 0.35, 0.4, 1])
+    world.add_camera(name="overview", pos=[1.6, 0.0, 1.3], xyaxes=[0, 1, 0, -0.55, 0, 0.83])
+    for k, (cx, cy, cz, hx, hy, hz) in enumerate(obstacles):
+        world.add_geom(
+            name=f"obstacle_{k}",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            pos=[cx, cy, cz],
+            size=[hx, hy, hz],
+            rgba=[0.8, 0.3, 0.2, 1],
+            contype=1,
+            conaffinity=1,
+        )
+    world.add_site(name="target", pos=[0.4, -0.3, 0.3], size=[TARGET_RADIUS, 0, 0], rgba=[0.1, 0.8, 0.2, 0.5])
+    arm = mujoco.MjSpec.from_file(os.path.join(root, "jaco_arm.xml"))
+    hand = mujoco.MjSpec.from_file(os.path.join(root, "jaco_hand.xml"))
+    arm.attach(hand, prefix="hand/", site=arm.site("wristsite"))
+    mount = world.add_frame(pos=[0, 0, 0], quat=[0, 0, 0, 1])  # turned by pi about z: joint 1 = 0 faces +x
+    scene.attach(arm, prefix=ARM, frame=mount)
+    for body in scene.bodies:
+        if body.name != "world":
+            body.gravcomp = 1.0
+    for i in range(1, N_JOINTS + 1):
+        servo = scene.add_actuator(
+            name=f"joint_{i}_velocity", target=f"{ARM}joint_{i}", trntype=mujoco.mjtTrn.mjTRN_JOINT
+        )
+        servo.set_to_velocity(kv=SERVO_KV)
+        servo.ctrlrange, servo.ctrllimited = [-MAX_JOINT_SPEED, MAX_JOINT_SPEED], True
+        servo.forcerange, servo.forcelimited = [-SERVO_TORQUE, SERVO_TORQUE], True
+    for i in range(1, 4):
+        finger = scene.add_actuator(
+            name=f"finger_{i}_position", target=f"{ARM}hand/finger_{i}", trntype=mujoco.mjtTrn.mjTRN_JOINT
+        )
+        finger.set_to_position(kp=5.0)
+        finger.ctrlrange, finger.ctrllimited = [0.15, 1.35], True
+    return scene.compile()
+
+
+class KinovaReachEnv(gym.Env):
+    """``KinovaReachObstacles-v0`` (module docstring for the scene, reward and model).
+
+    :param render_mode: ``None`` or ``"rgb_array"``.
+    :param obstacles: ``(K, 6)`` boxes ``(cx, cy, cz, hx, hy, hz)`` instead of :data:`OBSTACLES`.
+    :param target: a fixed target ``(3,)`` instead of a random one per episode; must be reachable (at
+        most 0.85 m from the shoulder) and outside the obstacles.
+    :param progress_coeff: weight of the distance decrease (per metre).
+    :param collision_penalty: per step with an arm-obstacle contact.
+    :param success_reward: bonus on success.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / CONTROL_DT)}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        obstacles: Any = None,
+        target: Any = None,
+        progress_coeff: float = 10.0,
+        collision_penalty: float = 1.0,
+        success_reward: float = 10.0,
+    ):
+        import mujoco
+
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.obstacles = OBSTACLES.copy() if obstacles is None else np.asarray(obstacles, dtype=np.float64)
+        if self.obstacles.ndim != 2 or self.obstacles.shape[1] != 6 or not np.all(self.obstacles[:, 3:] > 0):
+            raise ValueError("obstacles must be a (K, 6) array of (cx, cy, cz, hx, hy, hz), hx, hy, hz > 0")
+        self.model = build_reach_model(self.obstacles)
+        self.data = mujoco.MjData(self.model)
+        self.frame_skip, self.dt = N_SUBSTEPS, CONTROL_DT
+        self.progress_coeff, self.collision_penalty = float(progress_coeff), float(collision_penalty)
+        self.success_reward = float(success_reward)
+        self.render_mode = render_mode
+        self._renderer: Any = None
+        self._site = self.model.site(PINCH).id
+        self._target_site = self.model.site("target").id
+        self._shoulder = self.model.body(f"{ARM}b_2").id
+        self._obstacle_geoms = {self.model.geom(f"obstacle_{k}").id for k in range(len(self.obstacles))}
+        self._floor = self.model.geom("floor").id
+        self.fixed_target = (
+            None if target is None else self._check_target(np.asarray(target, dtype=np.float64))
+        )
+        if self._start_region_blocked():
+            raise ValueError(
+                "obstacles intersect the start region: the home pose's arm touches them; move the boxes "
+                f"away from the start side (y > 0 near the home pose), got {self.obstacles.tolist()}"
+            )
+        self.action_space = spaces.Box(-MAX_JOINT_SPEED, MAX_JOINT_SPEED, shape=(N_JOINTS,), dtype=np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(OBS_DIM,), dtype=np.float64)
+        self.target = TARGET_LOW.copy()
+        self.collisions = 0
+
+    def _check_target(self, target: np.ndarray) -> np.ndarray:
+        import mujoco
+
+        if target.shape != (3,) or not np.all(np.isfinite(target)):
+            raise ValueError(f"target must be a finite (3,) position, got {target!r}")
+        mujoco.mj_forward(self.model, self.data)
+        reach = float(np.linalg.norm(target - self.data.xpos[self._shoulder]))
+        if reach > 0.85 or target[2] < 0.02:
+            raise ValueError(
+                f"target {target.tolist()} is out of reach: {reach:.2f} m from the shoulder (at most 0.85) "
+                "and above the floor are reachable"
+            )
+        inside = np.all(
+            np.abs(target - self.obstacles[:, :3]) < self.obstacles[:, 3:] + TARGET_RADIUS, axis=1
+        )
+        if inside.any():
+            raise ValueError(
+                f"target {target.tolist()} lies within {TARGET_RADIUS} m of obstacle {int(np.argmax(inside))}"
+            )
+        return target
+
+    def _start_region_blocked(self) -> bool:
+        import mujoco
+
+        self.data.qpos[:N_JOINTS] = HOME
+        mujoco.mj_forward(self.model, self.data)
+        return self._obstacle_contacts() > 0
+
+    def _obstacle_contacts(self) -> int:
+        contact = self.data.contact[: self.data.ncon]
+        geoms = np.stack([contact.geom1, contact.geom2], axis=1) if self.data.ncon else np.zeros((0, 2), int)
+        return int(sum(bool({int(a), int(b)} & self._obstacle_geoms) for a, b in geoms))
+
+    def pinch_point(self) -> np.ndarray:
+        return self.data.site_xpos[self._site].copy()
+
+    def _obs(self) -> np.ndarray:
+        q, v = self.data.qpos[:N_JOINTS], self.data.qvel[:N_JOINTS]
+        return np.concatenate([q, v, self.pinch_point(), self.target])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        import mujoco
+
+        super().reset(seed=seed)
+        # The start pose first, then the target: a seed gives the same start with or without a fixed target.
+        for _ in range(1000):
+            mujoco.mj_resetData(self.model, self.data)
+            self.data.qpos[:N_JOINTS] = HOME + self.np_random.uniform(-HOME_NOISE, HOME_NOISE)
+            self.data.qpos[N_JOINTS:] = 0.15  # fingers open
+            self.data.ctrl[N_JOINTS:] = 0.15
+            mujoco.mj_forward(self.model, self.data)
+            if self.data.ncon == 0 and self.pinch_point()[1] > 0.05:
+                break
+        else:  # pragma: no cover - the home region is free by construction (checked at init)
+            raise RuntimeError("KinovaReachObstacles-v0: no collision-free start pose found in 1000 draws")
+        self.target = (
+            self.fixed_target.copy()
+            if self.fixed_target is not None
+            else self.np_random.uniform(TARGET_LOW, TARGET_HIGH)
+        )
+        self.model.site_pos[self._target_site] = self.target
+        mujoco.mj_forward(self.model, self.data)
+        self.collisions = 0
+        return self._obs(), {"is_success": False, "distance": self._distance(), "collisions": 0}
+
+    def _distance(self) -> float:
+        return float(np.linalg.norm(self.pinch_point() - self.target))
+
+    def step(self, action: np.ndarray):
+        import mujoco
+
+        action = np.asarray(action, dtype=np.float64).reshape(N_JOINTS)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"KinovaReachObstacles-v0: action must be finite, got {action}")
+        before = self._distance()
+        self.data.ctrl[:N_JOINTS] = np.clip(action, -MAX_JOINT_SPEED, MAX_JOINT_SPEED)
+        contact = False
+        for _ in range(N_SUBSTEPS):
+            mujoco.mj_step(self.model, self.data)
+            contact = contact or self._obstacle_contacts() > 0
+        self.collisions += int(contact)
+        after = self._distance()
+        success = after < TARGET_RADIUS
+        reward = self.progress_coeff * (before - after) - self.collision_penalty * contact
+        reward += self.success_reward * success
+        info = {
+            "is_success": success,
+            "distance": after,
+            "obstacle_contact": contact,
+            "collisions": self.collisions,
+        }
+        return self._obs(), float(reward), success, False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        import mujoco
+
+        if self._renderer is None:
+            try:
+                self._renderer = mujoco.Renderer(self.model, 360, 480)
+            except Exception as error:
+                raise RuntimeError(
+                    "KinovaReachObstacles-v0 cannot render: MuJoCo found no OpenGL context "
+                    f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; set MUJOCO_GL=osmesa or egl and install "
+                    f"the system's OSMesa or EGL library): {type(error).__name__}: {error}"
+                ) from error
+        self._renderer.update_scene(self.data, camera="overview")
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+class KinovaKinematicModel(nn.Module):
+    """The kinematic partial model of the Kinova tasks (module docstring): integrate the commanded joint
+    velocities, forward kinematics of the compiled model's body tree to the pinch point, target constant.
+
+    Batched torch, differentiable in the actions (Q-STAC plans through it); ``(..., 18)`` observations.
+
+    :param model: the compiled MuJoCo model to read the body tree from (default: the reaching scene).
+    :param obstacles: the boxes for the reward's pinch-point penalty (default: :data:`OBSTACLES`).
+    :param progress_coeff: as the environment's.
+    :param collision_penalty: per step with the pinch point inside an inflated obstacle.
+    :param success_reward: as the environment's.
+    """
+
+    rotations: th.Tensor  # (L, 3, 3) body frames relative to their parents, along the chain
+    offsets: th.Tensor  # (L, 3)
+    axes: th.Tensor  # (L, 3) hinge axes (zero for bodies without a joint)
+    site_pos: th.Tensor  # (3,) the pinch point in the hand's frame
+    q_low: th.Tensor  # (6,) joint limits (-inf / inf where unlimited)
+    q_high: th.Tensor
+    boxes: th.Tensor  # (K, 6) obstacles for the reward
+
+    def __init__(
+        self,
+        model: Any = None,
+        obstacles: Any = None,
+        progress_coeff: float = 10.0,
+        collision_penalty: float = 1.0,
+        success_reward: float = 10.0,
+    ):
+        super().__init__()
+        obstacles = OBSTACLES if obstacles is None else np.asarray(obstacles, dtype=np.float64)
+        model = build_reach_model(obstacles) if model is None else model
+        chain = []  # bodies from the arm's first joint to the hand, in order
+        body = model.site(PINCH).bodyid[0]
+        while body != 0:
+            chain.append(int(body))
+            body = int(model.body_parentid[body])
+        chain.reverse()
+        rotations, offsets, axes, joint_of = [], [], [], []
+        for b in chain:
+            rotations.append(_quat_to_matrix(model.body_quat[b]))
+            offsets.append(model.body_pos[b])
+            n_joints = int(model.body_jntnum[b])
+            if n_joints > 1:
+                raise ValueError(
+                    f"body {model.body(b).name!r} has {n_joints} joints; the chain needs one per body"
+                )
+            if n_joints == 1:
+                j = int(model.body_jntadr[b])
+                if np.any(model.jnt_pos[j] != 0) or model.jnt_type[j] != 3:  # 3 = hinge
+                    raise ValueError(
+                        f"joint {model.joint(j).name!r}: only hinges at the body origin are supported"
+                    )
+                axes.append(model.jnt_axis[j])
+                joint_of.append(int(model.jnt_qposadr[j]))
+            else:
+                axes.append(np.zeros(3))
+                joint_of.append(-1)
+        arm_joints = [i for i in joint_of if i >= 0]
+        if arm_joints != list(range(N_JOINTS)):
+            raise ValueError(
+                f"the arm chain must hold joints 0..5 in order, found qpos addresses {arm_joints}"
+            )
+        site = model.site(PINCH).id
+        self.register_buffer("rotations", th.as_tensor(np.stack(rotations)))  # (L, 3, 3)
+        self.register_buffer("offsets", th.as_tensor(np.stack(offsets)))  # (L, 3)
+        self.register_buffer("axes", th.as_tensor(np.stack(axes)))  # (L, 3)
+        self.register_buffer("site_pos", th.as_tensor(model.site_pos[site].copy()))
+        self.joint_of = joint_of
+        lows = np.where(model.jnt_limited[:N_JOINTS], model.jnt_range[:N_JOINTS, 0], -np.inf)
+        highs = np.where(model.jnt_limited[:N_JOINTS], model.jnt_range[:N_JOINTS, 1], np.inf)
+        self.register_buffer("q_low", th.as_tensor(lows))
+        self.register_buffer("q_high", th.as_tensor(highs))
+        self.register_buffer("boxes", th.as_tensor(obstacles))
+        self.dt = CONTROL_DT
+        self.progress_coeff, self.collision_penalty = float(progress_coeff), float(collision_penalty)
+        self.success_reward = float(success_reward)
+
+    @classmethod
+    def from_env(cls, env: Any = None) -> KinovaKinematicModel:
+        env = getattr(env, "unwrapped", env)
+        if isinstance(env, KinovaReachEnv):
+            return cls(
+                env.model, env.obstacles, env.progress_coeff, env.collision_penalty, env.success_reward
+            )
+        return cls()
+
+    def pinch_point(self, q: th.Tensor) -> th.Tensor:
+        """Forward kinematics: joint angles ``(..., 6)`` -> pinch point ``(..., 3)`` in the world frame."""
+        dtype = q.dtype
+        rot = th.eye(3, dtype=dtype, device=q.device).expand(*q.shape[:-1], 3, 3)
+        pos = th.zeros(*q.shape[:-1], 3, dtype=dtype, device=q.device)
+        for link, j in enumerate(self.joint_of):
+            pos = pos + (rot @ self.offsets[link].to(dtype).unsqueeze(-1)).squeeze(-1)
+            rot = rot @ self.rotations[link].to(dtype)
+            if j >= 0:
+                rot = rot @ _axis_angle(self.axes[link].to(dtype), q[..., j])
+        return pos + (rot @ self.site_pos.to(dtype).unsqueeze(-1)).squeeze(-1)
+
+    def forward(self, obs: th.Tensor, action: th.Tensor) -> th.Tensor:
+        q = obs[..., :N_JOINTS]
+        v = action.clamp(-MAX_JOINT_SPEED, MAX_JOINT_SPEED)
+        q_next = th.minimum(th.maximum(q + self.dt * v, self.q_low.to(q)), self.q_high.to(q))
+        v_next = (q_next - q) / self.dt
+        return th.cat([q_next, v_next, self.pinch_point(q_next), obs[..., 2 * N_JOINTS + 3 :]], dim=-1)
+
+    def is_terminal(self, obs: th.Tensor) -> th.Tensor:
+        distance = th.linalg.vector_norm(obs[..., 12:15] - obs[..., 15:18], dim=-1)
+        return distance < TARGET_RADIUS
+
+    def reward(self, obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> th.Tensor:
+        before = th.linalg.vector_norm(obs[..., 12:15] - obs[..., 15:18], dim=-1)
+        after = th.linalg.vector_norm(next_obs[..., 12:15] - next_obs[..., 15:18], dim=-1)
+        point = next_obs[..., None, 12:15]  # (..., 1, 3) against boxes (K, 6)
+        boxes = self.boxes.to(point)
+        inside = ((point - boxes[:, :3]).abs() < boxes[:, 3:] + HAND_RADIUS).all(-1).any(-1)
+        return (
+            self.progress_coeff * (before - after)
+            - self.collision_penalty * inside.to(obs.dtype)
+            + self.success_reward * (after < TARGET_RADIUS).to(obs.dtype)
+        )
+
+
+def _axis_angle(axis: th.Tensor, angle: th.Tensor) -> th.Tensor:
+    """Rotation matrices ``(..., 3, 3)`` about a unit ``axis (3,)`` by ``angle (...)`` (Rodrigues)."""
+    x, y, z = axis / th.linalg.vector_norm(axis)
+    zero = th.zeros((), dtype=axis.dtype, device=axis.device)
+    k = th.stack([th.stack([zero, -z, y]), th.stack([z, zero, -x]), th.stack([-y, x, zero])])
+    s, c = th.sin(angle)[..., None, None], th.cos(angle)[..., None, None]
+    return th.eye(3, dtype=axis.dtype, device=axis.device) + s * k + (1 - c) * (k @ k)
