@@ -1,13 +1,14 @@
-"""Test episodes of trained MPQ / MPPI models (MPQ paper, Table 2: success over 100 test episodes).
+"""Test episodes of trained models: success rate over N episodes (MPQ's Table 2: 100; Q-STAC's Table I: 1000).
 
 Loads the final model each ``benchmarks/compare.py`` run saved (``<runs>/logs/seed_<s>/<algo>/<env>_1/
-<env>.zip``) and plays ``--episodes`` episodes with the deterministic policy (MPPI with fixed noise, see
-``sb3_stein.mpq.policies``) on environment seeds ``--env-seed + i``, disjoint from training's. An
-episode succeeds when ``info["is_success"]`` holds at its last step (rl_zoo3's and SB3's convention;
-for BallInCupSparse-v0: the ball is in the cup at the end of the 4 s). Also reported: the share of
-steps with success (the sparse reward's "time in the cup") and the mean return.
+<env>.zip``), for any rl_zoo3 algorithm name (ours and SB3's), and plays ``--episodes`` episodes with
+the deterministic policy (``--stochastic`` for sampled actions; MPQ/MPPI's deterministic acting is MPPI
+with fixed noise) on environment seeds ``--env-seed + i``, disjoint from training's. An episode
+succeeds when ``info["is_success"]`` holds at its last step (rl_zoo3's and SB3's convention; for
+BallInCupSparse-v0: the ball is in the cup at the end of the 4 s; for the tasks that end on success,
+reaching it). Also reported: the share of steps with success and the mean return.
 
-    python benchmarks/mpq_test_episodes.py --runs benchmarks/results/mpq_ball_in_cup/mpq_h4 \
+    python benchmarks/test_episodes.py --runs benchmarks/results/mpq_ball_in_cup/mpq_h4 \
         --algo mpq --env BallInCupSparse-v0 --seeds 0 --episodes 100
 
 Writes ``test_episodes.json`` and ``test_episodes.md`` into ``--runs`` (``--out`` to change).
@@ -26,16 +27,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from rl_zoo3.utils import ALGOS
 
-import sb3_stein  # noqa: F401  (registers the ids)
-from sb3_stein import MPQ
-from sb3_stein.mpq import MPPIController
-
-ALGOS: dict[str, Any] = {"mpq": MPQ, "mppi": MPPIController}
+import sb3_stein
+import sb3_stein.zoo  # noqa: F401  (adds our algorithms to rl_zoo3's ALGOS)
 
 
-def play(model: Any, env_id: str, episodes: int, env_seed: int) -> dict[str, Any]:
-    """Play ``episodes`` deterministic episodes; success, time in success and return per episode."""
+def play(model: Any, env_id: str, episodes: int, env_seed: int, deterministic: bool = True) -> dict[str, Any]:
+    """Play ``episodes`` episodes; success, time in success and return per episode."""
     env = gym.make(env_id)
     success, share, returns = [], [], []
     start = time.perf_counter()
@@ -44,7 +43,9 @@ def play(model: Any, env_id: str, episodes: int, env_seed: int) -> dict[str, Any
         obs, _ = env.reset(seed=env_seed + i)
         episode_start, done, total, hits, n = True, False, 0.0, 0, 0
         while not done:
-            action, _ = model.predict(obs, deterministic=True, episode_start=np.array([episode_start]))
+            action, _ = model.predict(
+                obs, deterministic=deterministic, episode_start=np.array([episode_start])
+            )
             episode_start = False
             obs, reward, terminated, truncated, info = env.step(action)
             done = terminated or truncated
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--env-seed", type=int, default=10_000, help="first test episode's env seed")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead")
     parser.add_argument("--out", type=Path, help="output folder (default: --runs)")
     args = parser.parse_args(argv)
     th.set_num_threads(1)
@@ -87,16 +89,18 @@ def main(argv: list[str] | None = None) -> None:
         if not path.exists():
             raise SystemExit(f"no saved model at {path}: run benchmarks/compare.py for seed {seed} first")
         model = ALGOS[args.algo].load(path, device="cpu")
-        results["runs"][str(seed)] = play(model, args.env, args.episodes, args.env_seed)
+        results["runs"][str(seed)] = play(model, args.env, args.episodes, args.env_seed, not args.stochastic)
         print(seed, {k: v for k, v in results["runs"][str(seed)].items() if k != "per_episode_success"})
     out.mkdir(parents=True, exist_ok=True)
+    results["success_rate_mean"] = float(np.mean([r["success_rate"] for r in results["runs"].values()]))
     (out / "test_episodes.json").write_text(json.dumps(results, indent=2))
     lines = [
         f"# Test episodes: {args.algo} on {args.env}",
         "",
         f"Command: `{results['command']}`",
         "",
-        f"{args.episodes} deterministic episodes per seed on env seeds {args.env_seed}..."
+        f"{args.episodes} {'stochastic' if args.stochastic else 'deterministic'} episodes per seed on env "
+        f"seeds {args.env_seed}..."
         f"{args.env_seed + args.episodes - 1}; success = `info['is_success']` at the last step.",
         "",
         "| seed | success rate | share of steps with success | mean return (std) | ms per step |",
