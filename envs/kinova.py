@@ -385,23 +385,21 @@ class KinovaKinematicModel(nn.Module):
                         f"joint {model.joint(j).name!r}: only hinges at the body origin are supported"
                     )
                 axes.append(model.jnt_axis[j])
-                joint_of.append(int(model.jnt_qposadr[j]))
+                joint_of.append(sum(i >= 0 for i in joint_of))  # the k-th hinge: observation entry k
             else:
                 axes.append(np.zeros(3))
                 joint_of.append(-1)
-        arm_joints = [i for i in joint_of if i >= 0]
-        if arm_joints != list(range(N_JOINTS)):
-            raise ValueError(
-                f"the arm chain must hold joints 0..5 in order, found qpos addresses {arm_joints}"
-            )
+        hinges = [int(model.body_jntadr[b]) for b in chain if model.body_jntnum[b] == 1]
+        if len(hinges) != N_JOINTS:
+            raise ValueError(f"the arm chain must hold {N_JOINTS} hinges, found {len(hinges)}")
         site = model.site(PINCH).id
         self.register_buffer("rotations", th.as_tensor(np.stack(rotations)))  # (L, 3, 3)
         self.register_buffer("offsets", th.as_tensor(np.stack(offsets)))  # (L, 3)
         self.register_buffer("axes", th.as_tensor(np.stack(axes)))  # (L, 3)
         self.register_buffer("site_pos", th.as_tensor(model.site_pos[site].copy()))
         self.joint_of = joint_of
-        lows = np.where(model.jnt_limited[:N_JOINTS], model.jnt_range[:N_JOINTS, 0], -np.inf)
-        highs = np.where(model.jnt_limited[:N_JOINTS], model.jnt_range[:N_JOINTS, 1], np.inf)
+        lows = np.where(model.jnt_limited[hinges], model.jnt_range[hinges, 0], -np.inf)
+        highs = np.where(model.jnt_limited[hinges], model.jnt_range[hinges, 1], np.inf)
         self.register_buffer("q_low", th.as_tensor(lows))
         self.register_buffer("q_high", th.as_tensor(highs))
         self.register_buffer("boxes", th.as_tensor(obstacles))
