@@ -369,7 +369,8 @@ class KinovaKinematicModel(nn.Module):
             chain.append(int(body))
             body = int(model.body_parentid[body])
         chain.reverse()
-        rotations, offsets, axes, joint_of = [], [], [], []
+        rotations, offsets, axes = [], [], []
+        joint_of: list[int] = []
         for b in chain:
             rotations.append(_quat_to_matrix(model.body_quat[b]))
             offsets.append(model.body_pos[b])
