@@ -129,6 +129,10 @@ ENVIRONMENTS: dict[str, dict] = {
         "entry_point": "sb3_stein.envs.kinova:KinovaReachEnv",
         "max_episode_steps": 200,  # 4 s at the control step 0.02
     },
+    "KinovaPickPlace-v0": {
+        "entry_point": "sb3_stein.envs.kinova:KinovaPickPlaceEnv",
+        "max_episode_steps": 500,  # 10 s at the control step 0.02: reach, grasp (about 1 s), carry, place
+    },
 }
 
 # rl_zoo3 target modules not yet seen (the rl_zoo3 finder's only state).

@@ -28,7 +28,10 @@ Registered ids (see :data:`ENV_IDS`):
 
 * ``KinovaReachObstacles-v0``: Q-STAC's reaching with obstacles on dm_control's Kinova Jaco arm
   (:class:`sb3_stein.envs.kinova.KinovaReachEnv`, joint-velocity control, 200 steps of 0.02 s; needs the
-  ``[mujoco]`` extra), with the kinematic partial model :class:`sb3_stein.envs.kinova.KinovaKinematicModel`.
+  ``[mujoco]`` extra), with the kinematic partial model :class:`sb3_stein.envs.kinova.KinovaKinematicModel`;
+  ``KinovaPickPlace-v0``: pick up a cube and put it at a destination
+  (:class:`sb3_stein.envs.kinova.KinovaPickPlaceEnv`, 400 steps), with the partial model
+  :class:`sb3_stein.envs.kinova.KinovaPickPlaceModel` (the arm's kinematics and a grasp rule for the cube).
 
 Each has a torch dynamics model registered with :func:`sb3_stein.register_dynamics_model`; so has
 gymnasium's ``Pendulum-v1`` (:class:`sb3_stein.envs.pendulum.PendulumDynamics`).
@@ -51,6 +54,8 @@ __all__ = [
     "ChainEnv",
     "ChainOCP",
     "KinovaKinematicModel",
+    "KinovaPickPlaceEnv",
+    "KinovaPickPlaceModel",
     "KinovaReachEnv",
     "MultiGoalDynamics",
     "MultiGoalEnv",
@@ -69,6 +74,8 @@ _LAZY = {
     "BallInCupSimulator": "ball_in_cup",
     "KinovaReachEnv": "kinova",
     "KinovaKinematicModel": "kinova",
+    "KinovaPickPlaceEnv": "kinova",
+    "KinovaPickPlaceModel": "kinova",
     "MultiGoalEnv": "multigoal",
     "MultiModalBanditEnv": "bandit",
     "MultiGoalDynamics": "multigoal",

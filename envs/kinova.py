@@ -1,4 +1,4 @@
-"""Kinova Jaco arm tasks in MuJoCo (Q-STAC paper, §V-A, Fig. 2c-d, Table I), with a kinematic partial model.
+"""Kinova Jaco arm tasks in MuJoCo (Q-STAC paper, §V-A, Fig. 2c-d, Table I), with kinematic partial models.
 
 The paper ran a Kinova Gen2 arm in Isaac Gym (GPU; not installable here). We use the same robot family
 as dm_control ships it: the 6-DoF Jaco arm and its 3-finger hand (``dm_control/third_party/kinova``:
@@ -42,6 +42,13 @@ about 0.015 rad under random commands, tested) and the joint friction. Its rewar
 progress and success terms plus a penalty while the *pinch point* is inside an obstacle box inflated by
 :data:`HAND_RADIUS` (the model cannot see contacts of the links).
 
+``KinovaPickPlace-v0`` (:class:`KinovaPickPlaceEnv`): the same arm without obstacles, a free 5 cm cube
+to pick up and a destination to put it at, a gripper action for the three fingers (dm_control's finger
+velocity actuators), ``info`` with the two stages of Table I (``reached_cube``, ``is_success``);
+:class:`KinovaPickPlaceModel` is its partial model: the arm's kinematics and a documented grasp rule
+for the cube. A scripted inverse-kinematics controller picks and places the cube in about 460 steps
+(``tests/test_env_kinova.py``).
+
 Rendering (``rgb_array``) needs an OpenGL context for MuJoCo: headless, ``MUJOCO_GL=osmesa`` with the
 system's OSMesa (Debian's ``libosmesa6``) or ``MUJOCO_GL=egl``.
 """
@@ -84,6 +91,21 @@ TARGET_RADIUS = 0.05
 #: The kinematic model's inflation of an obstacle box around the pinch point (the hand's size).
 HAND_RADIUS = 0.06
 OBS_DIM = 2 * N_JOINTS + 6
+CUBE_HALF = 0.025
+CUBE_MASS = 0.05
+#: Finger speed of the gripper action's bound (rad/s; dm_control's finger control range).
+FINGER_SPEED = 5.0
+FINGER_OPEN, FINGER_CLOSED = 0.15, 1.35
+#: Pick-and-place: cube start region (on the floor, start side) and destination region (floor, far side).
+CUBE_LOW, CUBE_HIGH = np.array([0.35, 0.1]), np.array([0.55, 0.3])
+DESTINATION_LOW, DESTINATION_HIGH = np.array([0.35, -0.35]), np.array([0.55, -0.15])
+#: Stage radii: the pinch point within REACH_RADIUS of the cube's centre; the cube within PLACE_RADIUS
+#: of the destination (success).
+REACH_RADIUS, PLACE_RADIUS = 0.03, 0.05
+#: The partial model's grasp rule: the cube moves with the pinch point while the mean finger angle is at
+#: least GRASP_ANGLE and the cube's centre is within REACH_RADIUS of the pinch point.
+GRASP_ANGLE = 0.85
+PICK_OBS_DIM = 2 * N_JOINTS + 1 + 9
 #: Name prefix of the arm's elements in the scene; the hand's are under ``arm/hand/``.
 ARM = "arm/"
 PINCH = "arm/hand/pinchsite"
@@ -100,8 +122,11 @@ def _kinova_dir() -> str:
     return os.path.join(next(iter(spec.submodule_search_locations)), "third_party", "kinova")
 
 
-def build_reach_model(obstacles: np.ndarray = OBSTACLES) -> Any:
-    """The reaching scene compiled by MuJoCo: floor, Jaco arm with its hand, velocity servos, obstacles."""
+def build_reach_model(obstacles: np.ndarray = OBSTACLES, cube: bool = False) -> Any:
+    """The arm's scene compiled by MuJoCo: floor, Jaco arm with its hand, velocity servos, obstacles;
+    with ``cube=True`` the pick-and-place scene: a free 5 cm cube (50 g) and dm_control's finger
+    velocity actuators (``kv = 10``, force limit 1, set-points in ``[-5, 5]`` rad/s: a grip force of
+    about 25 N, ``dm_control/entities/manipulators/kinova/jaco_hand.py``) instead of the held fingers."""
     try:
         import mujoco
     except ImportError as error:
@@ -125,13 +150,25 @@ def build_reach_model(obstacles: np.ndarray = OBSTACLES) -> Any:
             conaffinity=1,
         )
     world.add_site(name="target", pos=[0.4, -0.3, 0.3], size=[TARGET_RADIUS, 0, 0], rgba=[0.1, 0.8, 0.2, 0.5])
+    if cube:
+        body = world.add_body(name="cube", pos=[0.45, 0.2, CUBE_HALF])
+        body.add_freejoint(name="cube")
+        body.add_geom(
+            name="cube",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[CUBE_HALF] * 3,
+            mass=CUBE_MASS,
+            friction=[1.5, 0.01, 0.001],
+            condim=4,
+            rgba=[0.2, 0.4, 0.9, 1],
+        )
     arm = mujoco.MjSpec.from_file(os.path.join(root, "jaco_arm.xml"))
     hand = mujoco.MjSpec.from_file(os.path.join(root, "jaco_hand.xml"))
     arm.attach(hand, prefix="hand/", site=arm.site("wristsite"))
     mount = world.add_frame(pos=[0, 0, 0], quat=[0, 0, 0, 1])  # turned by pi about z: joint 1 = 0 faces +x
     scene.attach(arm, prefix=ARM, frame=mount)
     for body in scene.bodies:
-        if body.name != "world":
+        if body.name not in ("world", "cube"):
             body.gravcomp = 1.0
     for i in range(1, N_JOINTS + 1):
         servo = scene.add_actuator(
@@ -142,10 +179,15 @@ def build_reach_model(obstacles: np.ndarray = OBSTACLES) -> Any:
         servo.forcerange, servo.forcelimited = [-SERVO_TORQUE, SERVO_TORQUE], True
     for i in range(1, 4):
         finger = scene.add_actuator(
-            name=f"finger_{i}_position", target=f"{ARM}hand/finger_{i}", trntype=mujoco.mjtTrn.mjTRN_JOINT
+            name=f"finger_{i}", target=f"{ARM}hand/finger_{i}", trntype=mujoco.mjtTrn.mjTRN_JOINT
         )
-        finger.set_to_position(kp=5.0)
-        finger.ctrlrange, finger.ctrllimited = [0.15, 1.35], True
+        if cube:
+            finger.set_to_velocity(kv=10.0)
+            finger.ctrlrange, finger.ctrllimited = [-FINGER_SPEED, FINGER_SPEED], True
+            finger.forcerange, finger.forcelimited = [-1.0, 1.0], True
+        else:
+            finger.set_to_position(kp=5.0)
+            finger.ctrlrange, finger.ctrllimited = [0.15, 1.35], True
     return scene.compile()
 
 
@@ -320,6 +362,130 @@ class KinovaReachEnv(gym.Env):
             self._renderer = None
 
 
+class KinovaPickPlaceEnv(KinovaReachEnv):
+    """``KinovaPickPlace-v0``: pick up a cube and put it down at a destination (Q-STAC paper, Fig. 2d,
+    Table I's two stages).
+
+    The reaching scene without obstacles, plus a free 5 cm cube on the floor (start side) and a
+    destination on the floor (far side), both drawn each episode. **Action** ``(7,)``: the six joint
+    velocities and one gripper command in ``[-1, 1]``: all three fingers get the same velocity set-point
+    ``5 * a`` rad/s (dm_control's finger actuators; positive closes), so a held positive command grips
+    with about 25 N and stops on the cube. **Observation** ``(22,)``: joint positions (6), joint
+    velocities (6), the mean finger angle (1; 0.15 open, 1.35 closed), the pinch point (3), the cube's
+    centre (3), the destination (3). **Reward** (ours): ``reach_coeff * (d - d')`` for the pinch point's
+    distance to the cube plus ``place_coeff * (e - e')`` for the cube's distance to the destination
+    (both telescope) and ``success_reward`` on success. **Stages** in ``info``: ``reached_cube`` (the
+    pinch point has come within 3 cm of the cube's centre in this episode) and ``is_success`` (the
+    cube within 5 cm of the destination, which ends the episode).
+
+    :param render_mode: ``None`` or ``"rgb_array"``.
+    :param reach_coeff: weight of the pinch point's approach to the cube (per metre).
+    :param place_coeff: weight of the cube's approach to the destination (per metre).
+    :param success_reward: bonus on success.
+    """
+
+    #: 10 s: reaching, closing the fingers (about 1 s), carrying and placing (a scripted P-controller
+    #: needs about 460 steps; tests/test_env_kinova.py).
+    MAX_EPISODE_STEPS = 500
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        reach_coeff: float = 5.0,
+        place_coeff: float = 10.0,
+        success_reward: float = 10.0,
+    ):
+        import mujoco
+
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.obstacles = np.zeros((0, 6))
+        self.model = build_reach_model(self.obstacles, cube=True)
+        self.data = mujoco.MjData(self.model)
+        self.frame_skip, self.dt = N_SUBSTEPS, CONTROL_DT
+        self.reach_coeff, self.place_coeff = float(reach_coeff), float(place_coeff)
+        self.success_reward = float(success_reward)
+        self.progress_coeff, self.collision_penalty = self.reach_coeff, 0.0
+        self.render_mode = render_mode
+        self._renderer = None
+        self._site = self.model.site(PINCH).id
+        self._target_site = self.model.site("target").id
+        self._shoulder = self.model.body(f"{ARM}b_2").id
+        self._obstacle_geoms: set[int] = set()
+        self._qadr = np.array([self.model.joint(f"{ARM}joint_{i}").qposadr[0] for i in range(1, 7)])
+        self._vadr = np.array([self.model.joint(f"{ARM}joint_{i}").dofadr[0] for i in range(1, 7)])
+        self._fadr = np.array([self.model.joint(f"{ARM}hand/finger_{i}").qposadr[0] for i in range(1, 4)])
+        self._cube_qadr = int(self.model.joint("cube").qposadr[0])
+        self._cube = self.model.body("cube").id
+        self.fixed_target = None
+        high = np.r_[np.full(N_JOINTS, MAX_JOINT_SPEED), 1.0].astype(np.float32)
+        self.action_space = spaces.Box(-high, high, dtype=np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(PICK_OBS_DIM,), dtype=np.float64)
+        self.target = np.r_[DESTINATION_LOW, CUBE_HALF]
+        self.reached = False
+        self.collisions = 0
+
+    def cube_position(self) -> np.ndarray:
+        return self.data.xpos[self._cube].copy()
+
+    def _obs(self) -> np.ndarray:
+        q, v = self.data.qpos[self._qadr], self.data.qvel[self._vadr]
+        finger = np.mean(self.data.qpos[self._fadr])
+        return np.concatenate([q, v, [finger], self.pinch_point(), self.cube_position(), self.target])
+
+    def _stage_distances(self) -> tuple[float, float]:
+        cube = self.cube_position()
+        return float(np.linalg.norm(self.pinch_point() - cube)), float(np.linalg.norm(cube - self.target))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        import mujoco
+
+        gym.Env.reset(self, seed=seed)
+        for _ in range(1000):
+            mujoco.mj_resetData(self.model, self.data)
+            self.data.qpos[self._qadr] = HOME + self.np_random.uniform(-HOME_NOISE, HOME_NOISE)
+            self.data.qpos[self._fadr] = FINGER_OPEN
+            cube_xy = self.np_random.uniform(CUBE_LOW, CUBE_HIGH)
+            self.data.qpos[self._cube_qadr : self._cube_qadr + 7] = [*cube_xy, CUBE_HALF, 1, 0, 0, 0]
+            mujoco.mj_forward(self.model, self.data)
+            # the cube rests on the floor (its own contacts); nothing else may touch
+            touching = [{int(c.geom1), int(c.geom2)} for c in self.data.contact[: self.data.ncon]]
+            floor_cube = {self.model.geom("floor").id, self.model.geom("cube").id}
+            if all(pair == floor_cube for pair in touching) and self.pinch_point()[1] > 0.05:
+                break
+        else:  # pragma: no cover
+            raise RuntimeError("KinovaPickPlace-v0: no collision-free start found in 1000 draws")
+        self.target = np.r_[self.np_random.uniform(DESTINATION_LOW, DESTINATION_HIGH), CUBE_HALF]
+        self.model.site_pos[self._target_site] = self.target
+        mujoco.mj_forward(self.model, self.data)
+        self.reached = False
+        reach, _ = self._stage_distances()
+        return self._obs(), {"is_success": False, "reached_cube": False, "cube_distance": reach}
+
+    def step(self, action: np.ndarray):
+        import mujoco
+
+        action = np.asarray(action, dtype=np.float64).reshape(N_JOINTS + 1)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"KinovaPickPlace-v0: action must be finite, got {action}")
+        reach_before, place_before = self._stage_distances()
+        self.data.ctrl[:N_JOINTS] = np.clip(action[:N_JOINTS], -MAX_JOINT_SPEED, MAX_JOINT_SPEED)
+        self.data.ctrl[N_JOINTS:] = FINGER_SPEED * np.clip(action[N_JOINTS], -1.0, 1.0)
+        mujoco.mj_step(self.model, self.data, nstep=N_SUBSTEPS)
+        reach, place = self._stage_distances()
+        self.reached = self.reached or reach < REACH_RADIUS
+        success = place < PLACE_RADIUS
+        reward = self.reach_coeff * (reach_before - reach) + self.place_coeff * (place_before - place)
+        reward += self.success_reward * success
+        info = {
+            "is_success": success,
+            "reached_cube": self.reached,
+            "cube_distance": reach,
+            "destination_distance": place,
+        }
+        return self._obs(), float(reward), success, False, info
+
+
 def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
     w, x, y, z = q / np.linalg.norm(q)
     return np.array(
@@ -450,6 +616,73 @@ class KinovaKinematicModel(nn.Module):
             self.progress_coeff * (before - after)
             - self.collision_penalty * inside.to(obs.dtype)
             + self.success_reward * (after < TARGET_RADIUS).to(obs.dtype)
+        )
+
+
+class KinovaPickPlaceModel(KinovaKinematicModel):
+    """The partial model of ``KinovaPickPlace-v0``: the arm as :class:`KinovaKinematicModel`, the fingers
+    integrate their commanded velocity (``5 * a`` rad/s, clipped to ``[0.15, 1.35]``), the destination
+    is constant, and the cube follows the **grasp rule** (the model's assumption about the object it does
+    not simulate): while the mean finger angle after the step is at least :data:`GRASP_ANGLE` and the
+    cube's centre was within :data:`REACH_RADIUS` of the pinch point, the cube moves with the pinch
+    point (``cube' = cube + pinch' - pinch``); otherwise it stays where it is. Blind spots: contacts
+    (the fingers stop on the cube in the environment, here they close through it; the cube can be
+    pushed, dropped or slip), gravity on a released cube (it stays in the air), the servo's lag.
+    ``(..., 22)`` observations, ``(..., 7)`` actions; batched, differentiable in the joint commands.
+
+    :param model: the compiled pick-and-place scene (default: built).
+    :param reach_coeff: as the environment's.
+    :param place_coeff: as the environment's.
+    :param success_reward: as the environment's.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        reach_coeff: float = 5.0,
+        place_coeff: float = 10.0,
+        success_reward: float = 10.0,
+    ):
+        model = build_reach_model(np.zeros((0, 6)), cube=True) if model is None else model
+        super().__init__(model, np.zeros((0, 6)), reach_coeff, 0.0, success_reward)
+        self.reach_coeff, self.place_coeff = float(reach_coeff), float(place_coeff)
+
+    @classmethod
+    def from_env(cls, env: Any = None) -> KinovaPickPlaceModel:
+        env = getattr(env, "unwrapped", env)
+        if isinstance(env, KinovaPickPlaceEnv):
+            return cls(env.model, env.reach_coeff, env.place_coeff, env.success_reward)
+        return cls()
+
+    def forward(self, obs: th.Tensor, action: th.Tensor) -> th.Tensor:
+        q, finger = obs[..., :N_JOINTS], obs[..., 2 * N_JOINTS : 2 * N_JOINTS + 1]
+        pinch, cube = obs[..., 13:16], obs[..., 16:19]
+        v = action[..., :N_JOINTS].clamp(-MAX_JOINT_SPEED, MAX_JOINT_SPEED)
+        q_next = th.minimum(th.maximum(q + self.dt * v, self.q_low.to(q)), self.q_high.to(q))
+        grip = FINGER_SPEED * action[..., N_JOINTS:].clamp(-1.0, 1.0)
+        finger_next = (finger + self.dt * grip).clamp(FINGER_OPEN, FINGER_CLOSED)
+        pinch_next = self.pinch_point(q_next)
+        held = (finger_next >= GRASP_ANGLE) & (
+            th.linalg.vector_norm(cube - pinch, dim=-1, keepdim=True) < REACH_RADIUS
+        )
+        cube_next = th.where(held, cube + pinch_next - pinch, cube)
+        return th.cat(
+            [q_next, (q_next - q) / self.dt, finger_next, pinch_next, cube_next, obs[..., 19:22]], dim=-1
+        )
+
+    def is_terminal(self, obs: th.Tensor) -> th.Tensor:
+        return th.linalg.vector_norm(obs[..., 16:19] - obs[..., 19:22], dim=-1) < PLACE_RADIUS
+
+    def reward(self, obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> th.Tensor:
+        def distances(o: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+            reach = th.linalg.vector_norm(o[..., 13:16] - o[..., 16:19], dim=-1)
+            return reach, th.linalg.vector_norm(o[..., 16:19] - o[..., 19:22], dim=-1)
+
+        (reach, place), (reach_next, place_next) = distances(obs), distances(next_obs)
+        return (
+            self.reach_coeff * (reach - reach_next)
+            + self.place_coeff * (place - place_next)
+            + self.success_reward * (place_next < PLACE_RADIUS).to(obs.dtype)
         )
 
 

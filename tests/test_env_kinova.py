@@ -177,8 +177,9 @@ def test_gymnasium_and_sb3_env_checkers_pass():
     sb3_check_env(KinovaReachEnv(), warn=True, skip_render_check=True)
 
 
+@pytest.mark.parametrize("env_id", ["KinovaReachObstacles-v0", "KinovaPickPlace-v0"])
 @pytest.mark.parametrize("algo", ["qstac", "s2ac", "sac", "td3", "ppo"])
-def test_each_algorithm_runs_a_few_hundred_steps_and_reloads(algo, tmp_path):
+def test_each_algorithm_runs_a_few_hundred_steps_and_reloads(algo, env_id, tmp_path):
     """Small networks, few particles: the five algorithms of the comparison run and save/load on the arm."""
     from stable_baselines3 import PPO, SAC, TD3
 
@@ -193,11 +194,129 @@ def test_each_algorithm_runs_a_few_hundred_steps_and_reloads(algo, tmp_path):
         "td3": (TD3, off_policy),
         "ppo": (PPO, dict(n_steps=128, batch_size=32, n_epochs=1, **small)),
     }[algo]
-    model = cls("MlpPolicy", "KinovaReachObstacles-v0", **kwargs)
+    model = cls("MlpPolicy", env_id, **kwargs)
     model.learn(256)
     model.save(tmp_path / algo)
     loaded = cls.load(tmp_path / algo)
-    obs, _ = KinovaReachEnv().reset(seed=4)
+    obs, _ = gym.make(env_id).reset(seed=4)
     first, _ = model.predict(obs, deterministic=True)
     again, _ = loaded.predict(obs, deterministic=True)
-    assert first.shape == (6,) and np.allclose(first, again)
+    assert first.shape == model.action_space.shape and np.allclose(first, again)
+
+
+def _pick_place_script(env):
+    """A scripted pick-and-place on ``env`` (reset already): inverse kinematics on a copy of the model
+    (hand pointing down), joint-velocity P-control; yields the step results."""
+    from sb3_stein.envs.kinova import ARM, PINCH
+    from scipy.optimize import least_squares
+
+    model, scratch = env.model, mujoco.MjData(env.model)
+    pinch, grip = model.site(PINCH).id, model.site(f"{ARM}hand/gripsite").id
+
+    def ik(goal, q0):
+        def residual(q):
+            scratch.qpos[env._qadr] = q
+            mujoco.mj_kinematics(model, scratch)
+            axis = scratch.site_xpos[pinch] - scratch.site_xpos[grip]
+            return np.r_[
+                scratch.site_xpos[pinch] - goal,
+                0.2 * (axis / np.linalg.norm(axis) + [0, 0, 1]),
+                0.01 * (q - q0),
+            ]
+
+        return least_squares(residual, q0).x
+
+    def go(q_goal, steps, gripper, settle):
+        for _ in range(steps):  # until the joints settle (or, for the grip, for all the steps)
+            error = q_goal - env.data.qpos[env._qadr]
+            if settle and np.abs(error).max() < 0.005:
+                return
+            result = env.step(np.r_[np.clip(3.0 * error, -0.8, 0.8), gripper])
+            yield result
+            if result[2]:
+                return
+
+    cube, destination = env.cube_position(), env.target.copy()
+    q = env.data.qpos[env._qadr].copy()
+    plan = []
+    for goal, steps, gripper, settle in (
+        (cube + np.array([0, 0, 0.12]), 200, -1.0, True),
+        (cube, 100, -1.0, True),
+        (cube, 60, 1.0, False),  # close: about 1 s
+        (cube + np.array([0, 0, 0.15]), 100, 1.0, True),
+        (destination + np.array([0, 0, 0.15]), 200, 1.0, True),
+        (destination + np.array([0, 0, 0.01]), 100, 1.0, True),
+    ):
+        q = ik(np.asarray(goal), q)
+        plan.append((q, steps, gripper, settle))
+    for q_goal, steps, gripper, settle in plan:
+        yield from go(q_goal, steps, gripper, settle)
+
+
+def test_pick_and_place_stages_by_a_scripted_grasp():
+    """The scripted motion reaches the cube (stage 1), lifts and carries it (the cube leaves the floor)
+    and puts it at the destination (success ends the episode); the model's grasp rule carries the cube
+    along with the pinch point over the same commands while the fingers are closed."""
+    from sb3_stein.envs.kinova import KinovaPickPlaceEnv, KinovaPickPlaceModel
+
+    env = KinovaPickPlaceEnv()
+    obs, info = env.reset(seed=2)
+    assert obs.shape == (22,) and not info["reached_cube"]
+    model = KinovaPickPlaceModel.from_env(env)
+    highest, carried, steps = 0.0, [], 0
+    for obs_next, _, terminated, _, info in _pick_place_script(env):  # noqa: B007 (info: the last step)
+        highest = max(highest, float(obs_next[18]))
+        steps += 1
+        if obs[12] > 1.0 and obs_next[18] > 0.05:  # fingers closed and the cube in the air: held
+            command = np.r_[(obs_next[:6] - obs[:6]) / env.dt, 1.0]  # the joint motion that happened
+            predicted = model(th.as_tensor(obs[None]), th.as_tensor(command[None]))[0].numpy()
+            carried.append(np.abs(predicted[16:19] - obs_next[16:19]).max())
+        obs = obs_next
+        if terminated:
+            break
+    assert info["reached_cube"] and highest > 0.1  # lifted off the floor (cube centre from 0.025)
+    assert info["is_success"] and terminated and steps <= KinovaPickPlaceEnv.MAX_EPISODE_STEPS
+    assert len(carried) > 20 and np.median(carried) < 0.01  # the grasp rule moves the cube with the hand
+
+
+def test_pick_place_model_tracks_the_arm_and_fingers_and_leaves_an_untouched_cube():
+    """Away from the cube (no grasp): joints as for reaching, fingers within 0.1 rad per step (the
+    environment's fingers accelerate against damping, the model's move at the commanded speed: a blind
+    spot), the cube and the destination unchanged in both."""
+    from sb3_stein.envs.kinova import KinovaPickPlaceEnv, KinovaPickPlaceModel
+
+    env = KinovaPickPlaceEnv()
+    obs, _ = env.reset(seed=5)
+    model = make_dynamics_model("KinovaPickPlace-v0")
+    assert isinstance(model, KinovaPickPlaceModel)
+    rng = np.random.default_rng(2)
+    joint_err, finger_err = [], []
+    for _ in range(60):
+        action = np.r_[rng.uniform(-0.3, 0.3, 6), rng.uniform(-1, 1)]
+        predicted = model(th.as_tensor(obs[None]), th.as_tensor(action[None]))[0].numpy()
+        obs, _, _, _, info = env.step(action)
+        joint_err.append(np.abs(predicted[:6] - obs[:6]).max())
+        finger_err.append(abs(predicted[12] - obs[12]))
+        assert np.allclose(
+            predicted[16:], obs[16:], atol=1e-3
+        )  # the cube rests (settles 0.2 mm)
+    assert not info["reached_cube"]
+    assert max(joint_err) < 0.04 and max(finger_err) < 0.1
+
+
+def test_pick_place_checkers_and_bad_input():
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from sb3_stein.envs.kinova import KinovaPickPlaceEnv
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    gym_check_env(KinovaPickPlaceEnv(), skip_render_check=True)
+    sb3_check_env(KinovaPickPlaceEnv(), warn=True, skip_render_check=True)
+    made = gym.make("KinovaPickPlace-v0")
+    assert made.spec is not None and made.spec.max_episode_steps == KinovaPickPlaceEnv.MAX_EPISODE_STEPS
+    assert made.observation_space.shape == (22,) and made.action_space.shape == (7,)
+    with pytest.raises(ValueError, match="render_mode"):
+        KinovaPickPlaceEnv(render_mode="human")
+    env = KinovaPickPlaceEnv()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.full(7, np.nan))

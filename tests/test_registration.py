@@ -99,8 +99,10 @@ def test_the_hook_table_is_the_package_table():
         creator = load_env_creator(spec.entry_point)
         assert issubclass(creator, gym.Env)
         module = importlib.import_module(creator.__module__)
-        if hasattr(module, "MAX_EPISODE_STEPS"):  # the module's own constant, not a second copy
-            assert spec.max_episode_steps == module.MAX_EPISODE_STEPS, env_id
+        # The class's own constant, else the module's (not a second copy).
+        expected = getattr(creator, "MAX_EPISODE_STEPS", getattr(module, "MAX_EPISODE_STEPS", None))
+        if expected is not None:
+            assert spec.max_episode_steps == expected, env_id
 
 
 def test_module_prefixed_ids_work():

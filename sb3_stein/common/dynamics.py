@@ -86,6 +86,7 @@ _REGISTRY: dict[str, DynamicsFactory | str] = {
     "BallInCupSparse-v0": "sb3_stein.envs.ball_in_cup:BallInCupSimulator.from_env",
     # The kinematic partial model (joint integration, forward kinematics; no contacts).
     "KinovaReachObstacles-v0": "sb3_stein.envs.kinova:KinovaKinematicModel.from_env",
+    "KinovaPickPlace-v0": "sb3_stein.envs.kinova:KinovaPickPlaceModel.from_env",
 }
 
 
