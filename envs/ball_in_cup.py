@@ -35,7 +35,6 @@ libraries); where there is none, ``render()`` raises a ``RuntimeError`` saying s
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -45,6 +44,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_stein.envs.mujoco_scene import MujocoRendering, dm_control_path, import_mujoco
 from torch import nn
 
 #: 4 s at the suite's control step of 0.02 s (§4.1).
@@ -52,10 +52,6 @@ MAX_EPISODE_STEPS = 200
 #: Physics steps per control step (0.02 / 0.002, dm_control's ``_CONTROL_TIMESTEP``).
 N_SUBSTEPS = 10
 OBS_DIM = 12
-INSTALL_HINT = (
-    "BallInCupSparse-v0 needs MuJoCo and dm_control's model files: pip install 'sb3-stein[mujoco]' "
-    "(dm-control==1.0.50, mujoco==3.17.0)"
-)
 
 
 @dataclass(frozen=True)
@@ -87,20 +83,10 @@ BIASED_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def _suite_dir() -> str:
-    spec = importlib.util.find_spec("dm_control")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(INSTALL_HINT)
-    return os.path.join(next(iter(spec.submodule_search_locations)), "suite")
-
-
 def load_model(params: BallInCupParams = TRUE_PARAMS) -> Any:
     """dm_control's ball-in-cup MJCF compiled by MuJoCo, with ``params`` written into the model."""
-    try:
-        import mujoco
-    except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
-    suite = _suite_dir()
+    mujoco = import_mujoco()
+    suite = dm_control_path("suite")
     with open(os.path.join(suite, "ball_in_cup.xml"), "rb") as f:
         xml = f.read()
     assets = {}
@@ -180,7 +166,7 @@ def in_target(obs: th.Tensor, margin: th.Tensor | np.ndarray) -> th.Tensor:
     return (obs[..., 8:10].abs() < margin).all(dim=-1)
 
 
-class BallInCupSparseEnv(gym.Env):
+class BallInCupSparseEnv(MujocoRendering, gym.Env):
     """The sparse ball-in-cup of MPQ's paper on dm_control's model (module docstring for the details).
 
     :param render_mode: ``None`` or ``"rgb_array"`` (needs MuJoCo's OpenGL, see the module docstring).
@@ -188,6 +174,7 @@ class BallInCupSparseEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(1 / (0.002 * N_SUBSTEPS))}
+    render_size, render_camera = (240, 320), "cam0"
 
     def __init__(self, render_mode: str | None = None, params: BallInCupParams | None = None):
         import mujoco
@@ -201,7 +188,6 @@ class BallInCupSparseEnv(gym.Env):
         self.frame_skip = N_SUBSTEPS
         self.dt = float(self.model.opt.timestep) * N_SUBSTEPS
         self.render_mode = render_mode
-        self._renderer: Any = None
         low = self.model.actuator_ctrlrange[:, 0].astype(np.float32)
         high = self.model.actuator_ctrlrange[:, 1].astype(np.float32)
         self.action_space = spaces.Box(low, high, dtype=np.float32)
@@ -240,28 +226,6 @@ class BallInCupSparseEnv(gym.Env):
         obs = self._obs()
         success = self._in_target(obs)
         return obs, float(success) - 1.0, False, False, {"is_success": success}
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array":
-            return None
-        import mujoco
-
-        if self._renderer is None:
-            try:
-                self._renderer = mujoco.Renderer(self.model, 240, 320)
-            except Exception as error:
-                raise RuntimeError(
-                    "BallInCupSparse-v0 cannot render: MuJoCo found no OpenGL context "
-                    f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; set MUJOCO_GL=egl or osmesa and install "
-                    f"the system's EGL or OSMesa library): {type(error).__name__}: {error}"
-                ) from error
-        self._renderer.update_scene(self.data, camera="cam0")
-        return self._renderer.render()
-
-    def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
 
 
 class BallInCupSimulator(nn.Module):

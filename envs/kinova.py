@@ -55,7 +55,6 @@ system's OSMesa (Debian's ``libosmesa6``) or ``MUJOCO_GL=egl``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Any
 
@@ -63,6 +62,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_stein.envs.mujoco_scene import MujocoRendering, dm_control_path, import_mujoco
 from torch import nn
 
 MAX_EPISODE_STEPS = 200
@@ -109,17 +109,6 @@ PICK_OBS_DIM = 2 * N_JOINTS + 1 + 9
 #: Name prefix of the arm's elements in the scene; the hand's are under ``arm/hand/``.
 ARM = "arm/"
 PINCH = "arm/hand/pinchsite"
-INSTALL_HINT = (
-    "the Kinova tasks need MuJoCo and dm_control's Jaco model files: pip install 'sb3-stein[mujoco]' "
-    "(dm-control==1.0.50, mujoco==3.17.0)"
-)
-
-
-def _kinova_dir() -> str:
-    spec = importlib.util.find_spec("dm_control")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(INSTALL_HINT)
-    return os.path.join(next(iter(spec.submodule_search_locations)), "third_party", "kinova")
 
 
 def build_reach_model(obstacles: np.ndarray = OBSTACLES, cube: bool = False) -> Any:
@@ -127,11 +116,8 @@ def build_reach_model(obstacles: np.ndarray = OBSTACLES, cube: bool = False) -> 
     with ``cube=True`` the pick-and-place scene: a free 5 cm cube (50 g) and dm_control's finger
     velocity actuators (``kv = 10``, force limit 1, set-points in ``[-5, 5]`` rad/s: a grip force of
     about 25 N, ``dm_control/entities/manipulators/kinova/jaco_hand.py``) instead of the held fingers."""
-    try:
-        import mujoco
-    except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
-    root = _kinova_dir()
+    mujoco = import_mujoco()
+    root = dm_control_path("third_party", "kinova")
     scene = mujoco.MjSpec()
     scene.option.timestep = PHYSICS_DT
     scene.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
@@ -191,7 +177,7 @@ def build_reach_model(obstacles: np.ndarray = OBSTACLES, cube: bool = False) -> 
     return scene.compile()
 
 
-class KinovaReachEnv(gym.Env):
+class KinovaReachEnv(MujocoRendering, gym.Env):
     """``KinovaReachObstacles-v0`` (module docstring for the scene, reward and model).
 
     :param render_mode: ``None`` or ``"rgb_array"``.
@@ -204,6 +190,7 @@ class KinovaReachEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / CONTROL_DT)}
+    render_size, render_camera = (360, 480), "overview"
 
     def __init__(
         self,
@@ -214,25 +201,13 @@ class KinovaReachEnv(gym.Env):
         collision_penalty: float = 1.0,
         success_reward: float = 10.0,
     ):
-        import mujoco
-
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.obstacles = OBSTACLES.copy() if obstacles is None else np.asarray(obstacles, dtype=np.float64)
         if self.obstacles.ndim != 2 or self.obstacles.shape[1] != 6 or not np.all(self.obstacles[:, 3:] > 0):
             raise ValueError("obstacles must be a (K, 6) array of (cx, cy, cz, hx, hy, hz), hx, hy, hz > 0")
-        self.model = build_reach_model(self.obstacles)
-        self.data = mujoco.MjData(self.model)
-        self.frame_skip, self.dt = N_SUBSTEPS, CONTROL_DT
+        self._init_scene(build_reach_model(self.obstacles), render_mode)
         self.progress_coeff, self.collision_penalty = float(progress_coeff), float(collision_penalty)
         self.success_reward = float(success_reward)
-        self.render_mode = render_mode
-        self._renderer: Any = None
-        self._site = self.model.site(PINCH).id
-        self._target_site = self.model.site("target").id
-        self._shoulder = self.model.body(f"{ARM}b_2").id
         self._obstacle_geoms = {self.model.geom(f"obstacle_{k}").id for k in range(len(self.obstacles))}
-        self._floor = self.model.geom("floor").id
         self.fixed_target = (
             None if target is None else self._check_target(np.asarray(target, dtype=np.float64))
         )
@@ -245,6 +220,19 @@ class KinovaReachEnv(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(OBS_DIM,), dtype=np.float64)
         self.target = TARGET_LOW.copy()
         self.collisions = 0
+
+    def _init_scene(self, model: Any, render_mode: str | None) -> None:
+        """What both arm tasks set up from a compiled scene."""
+        import mujoco
+
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.model, self.data = model, mujoco.MjData(model)
+        self.frame_skip, self.dt = N_SUBSTEPS, CONTROL_DT
+        self.render_mode = render_mode
+        self._site = self.model.site(PINCH).id
+        self._target_site = self.model.site("target").id
+        self._shoulder = self.model.body(f"{ARM}b_2").id
 
     def _check_target(self, target: np.ndarray) -> np.ndarray:
         import mujoco
@@ -339,28 +327,6 @@ class KinovaReachEnv(gym.Env):
         }
         return self._obs(), float(reward), success, False, info
 
-    def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array":
-            return None
-        import mujoco
-
-        if self._renderer is None:
-            try:
-                self._renderer = mujoco.Renderer(self.model, 360, 480)
-            except Exception as error:
-                raise RuntimeError(
-                    "KinovaReachObstacles-v0 cannot render: MuJoCo found no OpenGL context "
-                    f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; set MUJOCO_GL=osmesa or egl and install "
-                    f"the system's OSMesa or EGL library): {type(error).__name__}: {error}"
-                ) from error
-        self._renderer.update_scene(self.data, camera="overview")
-        return self._renderer.render()
-
-    def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-
 
 class KinovaPickPlaceEnv(KinovaReachEnv):
     """``KinovaPickPlace-v0``: pick up a cube and put it down at a destination (Q-STAC paper, Fig. 2d,
@@ -395,22 +361,11 @@ class KinovaPickPlaceEnv(KinovaReachEnv):
         place_coeff: float = 10.0,
         success_reward: float = 10.0,
     ):
-        import mujoco
-
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.obstacles = np.zeros((0, 6))
-        self.model = build_reach_model(self.obstacles, cube=True)
-        self.data = mujoco.MjData(self.model)
-        self.frame_skip, self.dt = N_SUBSTEPS, CONTROL_DT
+        self._init_scene(build_reach_model(self.obstacles, cube=True), render_mode)
         self.reach_coeff, self.place_coeff = float(reach_coeff), float(place_coeff)
         self.success_reward = float(success_reward)
         self.progress_coeff, self.collision_penalty = self.reach_coeff, 0.0
-        self.render_mode = render_mode
-        self._renderer = None
-        self._site = self.model.site(PINCH).id
-        self._target_site = self.model.site("target").id
-        self._shoulder = self.model.body(f"{ARM}b_2").id
         self._obstacle_geoms: set[int] = set()
         self._qadr = np.array([self.model.joint(f"{ARM}joint_{i}").qposadr[0] for i in range(1, 7)])
         self._vadr = np.array([self.model.joint(f"{ARM}joint_{i}").dofadr[0] for i in range(1, 7)])
