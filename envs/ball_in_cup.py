@@ -177,7 +177,7 @@ class BallInCupSparseEnv(MujocoRendering, gym.Env):
     render_size, render_camera = (240, 320), "cam0"
 
     def __init__(self, render_mode: str | None = None, params: BallInCupParams | None = None):
-        import mujoco
+        mujoco = import_mujoco()
 
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")

@@ -223,7 +223,7 @@ class KinovaReachEnv(MujocoRendering, gym.Env):
 
     def _init_scene(self, model: Any, render_mode: str | None) -> None:
         """What both arm tasks set up from a compiled scene."""
-        import mujoco
+        mujoco = import_mujoco()
 
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")

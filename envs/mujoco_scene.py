@@ -20,12 +20,28 @@ INSTALL_HINT = (
 
 
 def import_mujoco() -> Any:
-    """``import mujoco``, or an ``ImportError`` saying how to install it."""
+    """``import mujoco``, or an ``ImportError`` saying how to install it, or a ``RuntimeError`` naming
+    ``MUJOCO_GL`` when MuJoCo's import fails on the OpenGL backend that variable asks for (with
+    ``MUJOCO_GL=osmesa`` and no system OSMesa, PyOpenGL fails inside ``import mujoco`` with an
+    ``AttributeError`` that names neither)."""
     try:
         import mujoco
     except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
+        if os.environ.get("MUJOCO_GL") is None:
+            raise ImportError(INSTALL_HINT) from error
+        raise RuntimeError(_gl_hint("MuJoCo cannot be imported", error)) from error
+    except Exception as error:
+        raise RuntimeError(_gl_hint("MuJoCo cannot be imported", error)) from error
     return mujoco
+
+
+def _gl_hint(what: str, error: BaseException) -> str:
+    return (
+        f"{what}: MuJoCo found no OpenGL context for MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} "
+        "(install the system's OSMesa, e.g. Debian's libosmesa6, for MUJOCO_GL=osmesa, or EGL for "
+        "MUJOCO_GL=egl; unset MUJOCO_GL to run without rendering): "
+        f"{type(error).__name__}: {error}"
+    )
 
 
 def dm_control_path(*parts: str) -> str:
@@ -55,18 +71,14 @@ class MujocoRendering:
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
-        import mujoco
+        mujoco = import_mujoco()
 
         if self._renderer is None:
             try:
                 self._renderer = mujoco.Renderer(self.model, *self.render_size)
             except Exception as error:
                 name = getattr(getattr(self, "spec", None), "id", None) or type(self).__name__
-                raise RuntimeError(
-                    f"{name} cannot render: MuJoCo found no OpenGL context "
-                    f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; set MUJOCO_GL=osmesa or egl and install "
-                    f"the system's OSMesa or EGL library): {type(error).__name__}: {error}"
-                ) from error
+                raise RuntimeError(_gl_hint(f"{name} cannot render", error)) from error
         self._renderer.update_scene(self.data, camera=self.render_camera)
         return self._renderer.render()
 

@@ -297,9 +297,7 @@ def test_pick_place_model_tracks_the_arm_and_fingers_and_leaves_an_untouched_cub
         obs, _, _, _, info = env.step(action)
         joint_err.append(np.abs(predicted[:6] - obs[:6]).max())
         finger_err.append(abs(predicted[12] - obs[12]))
-        assert np.allclose(
-            predicted[16:], obs[16:], atol=1e-3
-        )  # the cube rests (settles 0.2 mm)
+        assert np.allclose(predicted[16:], obs[16:], atol=1e-3)  # the cube rests (settles 0.2 mm)
     assert not info["reached_cube"]
     assert max(joint_err) < 0.04 and max(finger_err) < 0.1
 
