@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         extra.append(
             f"= {throughput * config['substeps']:,.0f} MuJoCo physics steps/s ({config['substeps']} per step)"
         )
-    write_report(args.out, "MPQ", results, rows, ratios, extra)
+    write_report(args.out, "MPQ", results, rows, ratios, extra, env_id=env_id)
     print((args.out / "speed.md").read_text())
 
 
