@@ -11,7 +11,9 @@ reaching it). Also reported: the share of steps with success and the mean return
     python benchmarks/test_episodes.py --runs benchmarks/results/mpq_ball_in_cup/mpq_h4 \
         --algo mpq --env BallInCupSparse-v0 --seeds 0 --episodes 100
 
-Writes ``test_episodes.json`` and ``test_episodes.md`` into ``--runs`` (``--out`` to change).
+Writes ``test_episodes.json`` and ``test_episodes.md`` into ``--runs`` (``--out`` to change). Seeds
+tested by earlier commands with the same settings stay in the report and are not played again
+(``--redo`` plays them again), so each seed can be tested as soon as its training run finishes.
 """
 
 from __future__ import annotations
@@ -80,24 +82,49 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env-seed", type=int, default=10_000, help="first test episode's env seed")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead")
     parser.add_argument("--out", type=Path, help="output folder (default: --runs)")
+    parser.add_argument("--redo", action="store_true", help="play seeds already in test_episodes.json again")
     args = parser.parse_args(argv)
     th.set_num_threads(1)
     out = args.out or args.runs
-    results: dict[str, Any] = {"command": "python " + shlex.join(sys.argv), "runs": {}}
+    settings = {
+        "algo": args.algo,
+        "env": args.env,
+        "episodes": args.episodes,
+        "env_seed": args.env_seed,
+        "stochastic": args.stochastic,
+    }
+    command = "python " + shlex.join(sys.argv)
+    results: dict[str, Any] = {"settings": settings, "commands": [command], "runs": {}}
+    previous_path = out / "test_episodes.json"
+    if previous_path.exists():
+        # seeds tested by separate commands (one per finished training run) accumulate in one report
+        previous = json.loads(previous_path.read_text())
+        if previous.get("settings") == settings:
+            results["runs"] = previous["runs"]
+            results["commands"] = [*previous.get("commands", []), command]
+        else:
+            print(f"{previous_path}: other settings ({previous.get('settings')}); starting a new report")
     for seed in args.seeds:
+        if str(seed) in results["runs"] and not args.redo:
+            print(f"[skip] seed {seed}: in {previous_path} (--redo to play it again)")
+            continue
         path = args.runs / "logs" / f"seed_{seed}" / args.algo / f"{args.env}_1" / f"{args.env}.zip"
         if not path.exists():
             raise SystemExit(f"no saved model at {path}: run benchmarks/compare.py for seed {seed} first")
         model = ALGOS[args.algo].load(path, device="cpu")
         results["runs"][str(seed)] = play(model, args.env, args.episodes, args.env_seed, not args.stochastic)
         print(seed, {k: v for k, v in results["runs"][str(seed)].items() if k != "per_episode_success"})
-    out.mkdir(parents=True, exist_ok=True)
-    results["success_rate_mean"] = float(np.mean([r["success_rate"] for r in results["runs"].values()]))
-    (out / "test_episodes.json").write_text(json.dumps(results, indent=2))
+        out.mkdir(parents=True, exist_ok=True)
+        results["success_rate_mean"] = float(np.mean([r["success_rate"] for r in results["runs"].values()]))
+        previous_path.write_text(
+            json.dumps(results, indent=2)
+        )  # after each seed: an interrupted run keeps it
     lines = [
         f"# Test episodes: {args.algo} on {args.env}",
         "",
-        f"Command: `{results['command']}`",
+        "Commands:",
+        "",
+        *[f"    {c}" for c in results["commands"]],
         "",
         f"{args.episodes} {'stochastic' if args.stochastic else 'deterministic'} episodes per seed on env "
         f"seeds {args.env_seed}..."
@@ -106,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         "| seed | success rate | share of steps with success | mean return (std) | ms per step |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for seed, r in results["runs"].items():
+    for seed, r in sorted(results["runs"].items(), key=lambda item: int(item[0])):
         lines.append(
             f"| {seed} | {r['success_rate']:.2f} | {r['success_share_of_steps']:.3f} | "
             f"{r['mean_return']:.1f} ({r['std_return']:.1f}) | {r['ms_per_step']:.1f} |"
