@@ -121,12 +121,13 @@ def critic_floor_fns(model: S2AC, batch: int, m: int, horizon: int = 1) -> dict[
     """
     critic = model.critic
     obs_dim = get_flattened_obs_dim(model.observation_space)
+    act_dim = get_flattened_obs_dim(model.action_space)  # a Box: its flat size
     obs = th.randn(batch * m, obs_dim)
     obs_b = th.randn(batch, obs_dim)
-    act = th.rand(batch * m, 1) * 2 - 1
+    act = th.rand(batch * m, act_dim) * 2 - 1
     obs_h = th.randn(batch * m * horizon, obs_dim)
-    act_h = th.rand(batch * m * horizon, 1) * 2 - 1
-    act_b = th.rand(batch, 1) * 2 - 1
+    act_h = th.rand(batch * m * horizon, act_dim) * 2 - 1
+    act_b = th.rand(batch, act_dim) * 2 - 1
     target = th.randn(batch, 1)
 
     def fwd_grad(create_graph: bool = False, backward: bool = False) -> None:
