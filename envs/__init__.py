@@ -32,6 +32,9 @@ Registered ids (see :data:`ENV_IDS`):
   ``KinovaPickPlace-v0``: pick up a cube and put it at a destination
   (:class:`sb3_stein.envs.kinova.KinovaPickPlaceEnv`, 400 steps), with the partial model
   :class:`sb3_stein.envs.kinova.KinovaPickPlaceModel` (the arm's kinematics and a grasp rule for the cube).
+  Both take Q-STAC's sim-to-real adaptive action integrator (Eq. 16), a wrapper that turns each
+  joint-velocity action into ``n`` position-tracking servo set-points per step
+  (:class:`sb3_stein.envs.action_integrator.AdaptiveActionIntegrator`).
 
 Each has a torch dynamics model registered with :func:`sb3_stein.register_dynamics_model`; so has
 gymnasium's ``Pendulum-v1`` (:class:`sb3_stein.envs.pendulum.PendulumDynamics`).
@@ -45,6 +48,7 @@ from _sb3_stein_zoo import ENVIRONMENTS, register_environments
 
 __all__ = [
     "ENV_IDS",
+    "AdaptiveActionIntegrator",
     "BallInCupSimulator",
     "BallInCupSparseEnv",
     "CartPoleSwingUpDynamics",
@@ -70,6 +74,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AdaptiveActionIntegrator": "action_integrator",
     "BallInCupSparseEnv": "ball_in_cup",
     "BallInCupSimulator": "ball_in_cup",
     "KinovaReachEnv": "kinova",

@@ -56,7 +56,7 @@ system's OSMesa (Debian's ``libosmesa6``) or ``MUJOCO_GL=egl``.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -109,6 +109,25 @@ PICK_OBS_DIM = 2 * N_JOINTS + 1 + 9
 #: Name prefix of the arm's elements in the scene; the hand's are under ``arm/hand/``.
 ARM = "arm/"
 PINCH = "arm/hand/pinchsite"
+
+
+class JointController(Protocol):
+    """A low-level controller between the action and the arm's velocity servos (the hook that
+    :class:`sb3_stein.envs.action_integrator.AdaptiveActionIntegrator` plugs in; see
+    :meth:`KinovaReachEnv._run_physics`).
+
+    ``n_segments`` must divide :data:`N_SUBSTEPS`; the control step is split into that many segments of
+    ``N_SUBSTEPS // n_segments`` physics steps, and ``segment_command(i, joint_positions, velocity)``
+    returns the servos' set-point ``(6,)`` (rad/s) for segment ``i`` from the measured joint positions
+    ``(6,)`` (rad) at its start and the step's commanded joint velocities ``(6,)`` (rad/s, already clipped
+    to the action bounds).
+    """
+
+    n_segments: int
+
+    def segment_command(self, segment: int, joint_positions: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        """The servos' set-point ``(6,)`` for segment ``segment`` (rad/s)."""
+        ...
 
 
 def build_reach_model(obstacles: np.ndarray = OBSTACLES, cube: bool = False) -> Any:
@@ -233,6 +252,10 @@ class KinovaReachEnv(MujocoRendering, gym.Env):
         self._site = self.model.site(PINCH).id
         self._target_site = self.model.site("target").id
         self._shoulder = self.model.body(f"{ARM}b_2").id
+        self._qadr = np.array([model.joint(f"{ARM}joint_{i}").qposadr[0] for i in range(1, N_JOINTS + 1)])
+        #: ``None``: the action is the servos' set-point for the whole control step; else the controller
+        #: that turns it into one set-point per segment (:meth:`_run_physics`).
+        self.joint_controller: JointController | None = None
 
     def _check_target(self, target: np.ndarray) -> np.ndarray:
         import mujoco
@@ -302,18 +325,42 @@ class KinovaReachEnv(MujocoRendering, gym.Env):
     def _distance(self) -> float:
         return float(np.linalg.norm(self.pinch_point() - self.target))
 
-    def step(self, action: np.ndarray):
+    def _run_physics(self, velocity: np.ndarray) -> bool:
+        """One control step's physics for the commanded joint velocities ``velocity (6,)``: without a
+        :attr:`joint_controller`, ``N_SUBSTEPS`` MuJoCo steps with ``velocity`` (clipped to the action
+        bounds) as the servos' set-point; with one, its ``n_segments`` segments of
+        ``N_SUBSTEPS // n_segments`` steps, each with the set-point it returns for the joint positions
+        measured at the segment's start (clipped likewise). Returns whether an arm-obstacle contact
+        occurred on any physics step."""
         import mujoco
 
+        velocity = np.clip(velocity, -MAX_JOINT_SPEED, MAX_JOINT_SPEED)
+        controller = self.joint_controller
+        n_segments = 1 if controller is None else controller.n_segments
+        if n_segments < 1 or N_SUBSTEPS % n_segments:
+            raise ValueError(f"joint_controller.n_segments must divide {N_SUBSTEPS}, got {n_segments}")
+        contact = False
+        for segment in range(n_segments):
+            command = (
+                velocity
+                if controller is None
+                else controller.segment_command(segment, self.data.qpos[self._qadr], velocity)
+            )
+            self.data.ctrl[:N_JOINTS] = np.clip(command, -MAX_JOINT_SPEED, MAX_JOINT_SPEED)
+            if not self._obstacle_geoms:  # nothing to watch: MuJoCo's own loop
+                mujoco.mj_step(self.model, self.data, nstep=N_SUBSTEPS // n_segments)
+                continue
+            for _ in range(N_SUBSTEPS // n_segments):
+                mujoco.mj_step(self.model, self.data)
+                contact = contact or self._obstacle_contacts() > 0
+        return contact
+
+    def step(self, action: np.ndarray):
         action = np.asarray(action, dtype=np.float64).reshape(N_JOINTS)
         if not np.all(np.isfinite(action)):
             raise ValueError(f"KinovaReachObstacles-v0: action must be finite, got {action}")
         before = self._distance()
-        self.data.ctrl[:N_JOINTS] = np.clip(action, -MAX_JOINT_SPEED, MAX_JOINT_SPEED)
-        contact = False
-        for _ in range(N_SUBSTEPS):
-            mujoco.mj_step(self.model, self.data)
-            contact = contact or self._obstacle_contacts() > 0
+        contact = self._run_physics(action)
         self.collisions += int(contact)
         after = self._distance()
         success = after < TARGET_RADIUS
@@ -367,7 +414,6 @@ class KinovaPickPlaceEnv(KinovaReachEnv):
         self.success_reward = float(success_reward)
         self.progress_coeff, self.collision_penalty = self.reach_coeff, 0.0
         self._obstacle_geoms: set[int] = set()
-        self._qadr = np.array([self.model.joint(f"{ARM}joint_{i}").qposadr[0] for i in range(1, 7)])
         self._vadr = np.array([self.model.joint(f"{ARM}joint_{i}").dofadr[0] for i in range(1, 7)])
         self._fadr = np.array([self.model.joint(f"{ARM}hand/finger_{i}").qposadr[0] for i in range(1, 4)])
         self._cube_qadr = int(self.model.joint("cube").qposadr[0])
@@ -418,15 +464,12 @@ class KinovaPickPlaceEnv(KinovaReachEnv):
         return self._obs(), {"is_success": False, "reached_cube": False, "cube_distance": reach}
 
     def step(self, action: np.ndarray):
-        import mujoco
-
         action = np.asarray(action, dtype=np.float64).reshape(N_JOINTS + 1)
         if not np.all(np.isfinite(action)):
             raise ValueError(f"KinovaPickPlace-v0: action must be finite, got {action}")
         reach_before, place_before = self._stage_distances()
-        self.data.ctrl[:N_JOINTS] = np.clip(action[:N_JOINTS], -MAX_JOINT_SPEED, MAX_JOINT_SPEED)
         self.data.ctrl[N_JOINTS:] = FINGER_SPEED * np.clip(action[N_JOINTS], -1.0, 1.0)
-        mujoco.mj_step(self.model, self.data, nstep=N_SUBSTEPS)
+        self._run_physics(action[:N_JOINTS])
         reach, place = self._stage_distances()
         self.reached = self.reached or reach < REACH_RADIUS
         success = place < PLACE_RADIUS
@@ -465,10 +508,16 @@ class KinovaKinematicModel(nn.Module):
     :param success_reward: as the environment's.
     """
 
-    rotations: th.Tensor  # (L, 3, 3) body frames relative to their parents, along the chain
-    offsets: th.Tensor  # (L, 3)
-    axes: th.Tensor  # (L, 3) hinge axes (zero for bodies without a joint)
-    site_pos: th.Tensor  # (3,) the pinch point in the hand's frame
+    # The body tree folded into one homogeneous transform per hinge k (the fixed bodies before it
+    # included): the hand's pose is prod_k frames[k] @ rot(axis_k, q_k), with
+    # frames[k] @ rot(axis_k, q_k) = frames[k] + sin q_k frames_k[k] + (1 - cos q_k) frames_kk[k]
+    # (Rodrigues with the axis' cross-product matrix K: frames_k = frames K, frames_kk = frames K^2).
+    # Six batched matrix-vector products then give the pinch point: a few dozen tensor ops per call
+    # instead of a few hundred (Q-STAC's SVGD steps differentiate through H calls per particle).
+    frames: th.Tensor  # (6, 4, 4)
+    frames_k: th.Tensor  # (6, 4, 4)
+    frames_kk: th.Tensor  # (6, 4, 4)
+    pinch_in_last: th.Tensor  # (4,) the pinch point in the last hinge's frame (homogeneous)
     q_low: th.Tensor  # (6,) joint limits (-inf / inf where unlimited)
     q_high: th.Tensor
     boxes: th.Tensor  # (K, 6) obstacles for the reward
@@ -490,11 +539,12 @@ class KinovaKinematicModel(nn.Module):
             chain.append(int(body))
             body = int(model.body_parentid[body])
         chain.reverse()
-        rotations, offsets, axes = [], [], []
-        joint_of: list[int] = []
+        frames, frames_k, frames_kk = [], [], []
+        fixed = np.eye(4)  # the bodies since the last hinge
         for b in chain:
-            rotations.append(_quat_to_matrix(model.body_quat[b]))
-            offsets.append(model.body_pos[b])
+            link = np.eye(4)
+            link[:3, :3], link[:3, 3] = _quat_to_matrix(model.body_quat[b]), model.body_pos[b]
+            fixed = fixed @ link
             n_joints = int(model.body_jntnum[b])
             if n_joints > 1:
                 raise ValueError(
@@ -506,20 +556,21 @@ class KinovaKinematicModel(nn.Module):
                     raise ValueError(
                         f"joint {model.joint(j).name!r}: only hinges at the body origin are supported"
                     )
-                axes.append(model.jnt_axis[j])
-                joint_of.append(sum(i >= 0 for i in joint_of))  # the k-th hinge: observation entry k
-            else:
-                axes.append(np.zeros(3))
-                joint_of.append(-1)
+                x, y, z = model.jnt_axis[j] / np.linalg.norm(model.jnt_axis[j])
+                cross = np.zeros((4, 4))  # the k-th hinge along the chain is observation entry k
+                cross[:3, :3] = [[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]]
+                frames.append(fixed)
+                frames_k.append(fixed @ cross)
+                frames_kk.append(fixed @ cross @ cross)
+                fixed = np.eye(4)
         hinges = [int(model.body_jntadr[b]) for b in chain if model.body_jntnum[b] == 1]
         if len(hinges) != N_JOINTS:
             raise ValueError(f"the arm chain must hold {N_JOINTS} hinges, found {len(hinges)}")
         site = model.site(PINCH).id
-        self.register_buffer("rotations", th.as_tensor(np.stack(rotations)))  # (L, 3, 3)
-        self.register_buffer("offsets", th.as_tensor(np.stack(offsets)))  # (L, 3)
-        self.register_buffer("axes", th.as_tensor(np.stack(axes)))  # (L, 3)
-        self.register_buffer("site_pos", th.as_tensor(model.site_pos[site].copy()))
-        self.joint_of = joint_of
+        self.register_buffer("frames", th.as_tensor(np.stack(frames)))
+        self.register_buffer("frames_k", th.as_tensor(np.stack(frames_k)))
+        self.register_buffer("frames_kk", th.as_tensor(np.stack(frames_kk)))
+        self.register_buffer("pinch_in_last", th.as_tensor(fixed @ np.append(model.site_pos[site], 1.0)))
         lows = np.where(model.jnt_limited[hinges], model.jnt_range[hinges, 0], -np.inf)
         highs = np.where(model.jnt_limited[hinges], model.jnt_range[hinges, 1], np.inf)
         self.register_buffer("q_low", th.as_tensor(lows))
@@ -540,15 +591,14 @@ class KinovaKinematicModel(nn.Module):
 
     def pinch_point(self, q: th.Tensor) -> th.Tensor:
         """Forward kinematics: joint angles ``(..., 6)`` -> pinch point ``(..., 3)`` in the world frame."""
-        dtype = q.dtype
-        rot = th.eye(3, dtype=dtype, device=q.device).expand(*q.shape[:-1], 3, 3)
-        pos = th.zeros(*q.shape[:-1], 3, dtype=dtype, device=q.device)
-        for link, j in enumerate(self.joint_of):
-            pos = pos + (rot @ self.offsets[link].to(dtype).unsqueeze(-1)).squeeze(-1)
-            rot = rot @ self.rotations[link].to(dtype)
-            if j >= 0:
-                rot = rot @ _axis_angle(self.axes[link].to(dtype), q[..., j])
-        return pos + (rot @ self.site_pos.to(dtype).unsqueeze(-1)).squeeze(-1)
+        sin, one_minus_cos = th.sin(q)[..., None, None], (1 - th.cos(q))[..., None, None]  # (..., 6, 1, 1)
+        hinges = (  # (..., 6, 4, 4): frames[k] @ rot(axis_k, q_k)
+            self.frames.to(q) + sin * self.frames_k.to(q) + one_minus_cos * self.frames_kk.to(q)
+        )
+        point = self.pinch_in_last.to(q).expand(*q.shape[:-1], 4).unsqueeze(-1)  # (..., 4, 1)
+        for k in range(N_JOINTS - 1, -1, -1):
+            point = hinges[..., k, :, :] @ point
+        return point[..., :3, 0]
 
     def forward(self, obs: th.Tensor, action: th.Tensor) -> th.Tensor:
         q = obs[..., :N_JOINTS]
@@ -639,12 +689,3 @@ class KinovaPickPlaceModel(KinovaKinematicModel):
             + self.place_coeff * (place - place_next)
             + self.success_reward * (place_next < PLACE_RADIUS).to(obs.dtype)
         )
-
-
-def _axis_angle(axis: th.Tensor, angle: th.Tensor) -> th.Tensor:
-    """Rotation matrices ``(..., 3, 3)`` about a unit ``axis (3,)`` by ``angle (...)`` (Rodrigues)."""
-    x, y, z = axis / th.linalg.vector_norm(axis)
-    zero = th.zeros((), dtype=axis.dtype, device=axis.device)
-    k = th.stack([th.stack([zero, -z, y]), th.stack([z, zero, -x]), th.stack([-y, x, zero])])
-    s, c = th.sin(angle)[..., None, None], th.cos(angle)[..., None, None]
-    return th.eye(3, dtype=axis.dtype, device=axis.device) + s * k + (1 - c) * (k @ k)
