@@ -19,6 +19,7 @@ tested by earlier commands with the same settings stay in the report and are not
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shlex
 import sys
@@ -70,6 +71,31 @@ def play(model: Any, env_id: str, episodes: int, env_seed: int, deterministic: b
     }
 
 
+def _saved(
+    path: Path, settings: dict[str, Any], command: str, new_runs: dict | None = None
+) -> dict[str, Any]:
+    """The report in ``path`` with ``new_runs`` merged in (and written back), under a file lock: seeds
+    tested by separate commands, also at the same time, accumulate in one report of the same settings."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results: dict[str, Any] = {"settings": settings, "commands": [], "runs": {}}
+        if path.exists():
+            previous = json.loads(path.read_text())
+            if previous.get("settings") == settings:
+                results = previous
+            elif new_runs:
+                print(f"{path}: other settings ({previous.get('settings')}); replaced by a new report")
+        if command not in results["commands"]:
+            results["commands"].append(command)
+        if new_runs:
+            results["runs"].update(new_runs)
+            rates = [r["success_rate"] for r in results["runs"].values()]
+            results["success_rate_mean"] = float(np.mean(rates))
+            path.write_text(json.dumps(results, indent=2))
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,32 +119,20 @@ def main(argv: list[str] | None = None) -> None:
         "env_seed": args.env_seed,
         "stochastic": args.stochastic,
     }
-    command = "python " + shlex.join(sys.argv)
-    results: dict[str, Any] = {"settings": settings, "commands": [command], "runs": {}}
-    previous_path = out / "test_episodes.json"
-    if previous_path.exists():
-        # seeds tested by separate commands (one per finished training run) accumulate in one report
-        previous = json.loads(previous_path.read_text())
-        if previous.get("settings") == settings:
-            results["runs"] = previous["runs"]
-            results["commands"] = [*previous.get("commands", []), command]
-        else:
-            print(f"{previous_path}: other settings ({previous.get('settings')}); starting a new report")
+    command = shlex.join(["python", "benchmarks/test_episodes.py", *(sys.argv[1:] if argv is None else argv)])
+    path_json = out / "test_episodes.json"
+    results = _saved(path_json, settings, command)
     for seed in args.seeds:
         if str(seed) in results["runs"] and not args.redo:
-            print(f"[skip] seed {seed}: in {previous_path} (--redo to play it again)")
+            print(f"[skip] seed {seed}: in {path_json} (--redo to play it again)")
             continue
         path = args.runs / "logs" / f"seed_{seed}" / args.algo / f"{args.env}_1" / f"{args.env}.zip"
         if not path.exists():
             raise SystemExit(f"no saved model at {path}: run benchmarks/compare.py for seed {seed} first")
         model = ALGOS[args.algo].load(path, device="cpu")
-        results["runs"][str(seed)] = play(model, args.env, args.episodes, args.env_seed, not args.stochastic)
-        print(seed, {k: v for k, v in results["runs"][str(seed)].items() if k != "per_episode_success"})
-        out.mkdir(parents=True, exist_ok=True)
-        results["success_rate_mean"] = float(np.mean([r["success_rate"] for r in results["runs"].values()]))
-        previous_path.write_text(
-            json.dumps(results, indent=2)
-        )  # after each seed: an interrupted run keeps it
+        run = play(model, args.env, args.episodes, args.env_seed, not args.stochastic)
+        print(seed, {k: v for k, v in run.items() if k != "per_episode_success"})
+        results = _saved(path_json, settings, command, {str(seed): run})  # after each seed
     lines = [
         f"# Test episodes: {args.algo} on {args.env}",
         "",

@@ -1,0 +1,46 @@
+"""benchmarks/test_episodes.py: seeds tested by separate commands accumulate in one report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3 import SAC
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script() -> Any:
+    name = "benchmarks_test_episodes"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "test_episodes.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seeds_accumulate_are_skipped_and_other_settings_start_over(tmp_path: Path):
+    script = _load_script()
+    for seed in (0, 1):  # compare.py's layout: <runs>/logs/seed_<s>/<algo>/<env>_1/<env>.zip
+        folder = tmp_path / "logs" / f"seed_{seed}" / "sac" / "Pendulum-v1_1"
+        folder.mkdir(parents=True)
+        SAC("MlpPolicy", "Pendulum-v1", seed=seed, learning_starts=0).save(folder / "Pendulum-v1.zip")
+    common = ["--runs", str(tmp_path), "--algo", "sac", "--env", "Pendulum-v1", "--episodes", "1"]
+    script.main([*common, "--seeds", "0"])
+    script.main([*common, "--seeds", "1"])
+    report = json.loads((tmp_path / "test_episodes.json").read_text())
+    assert sorted(report["runs"]) == ["0", "1"] and len(report["commands"]) == 2
+    first = report["runs"]["0"]
+    script.main([*common, "--seeds", "0", "1"])  # both already there: nothing is played again
+    assert json.loads((tmp_path / "test_episodes.json").read_text())["runs"]["0"] == first
+    md = (tmp_path / "test_episodes.md").read_text()
+    assert "| 0 |" in md and "| 1 |" in md
+    script.main([*common[:-1], "2", "--seeds", "1"])  # other settings: a new report
+    report = json.loads((tmp_path / "test_episodes.json").read_text())
+    assert sorted(report["runs"]) == ["1"] and report["settings"]["episodes"] == 2
