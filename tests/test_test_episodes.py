@@ -44,3 +44,15 @@ def test_seeds_accumulate_are_skipped_and_other_settings_start_over(tmp_path: Pa
     script.main([*common[:-1], "2", "--seeds", "1"])  # other settings: a new report
     report = json.loads((tmp_path / "test_episodes.json").read_text())
     assert sorted(report["runs"]) == ["1"] and report["settings"]["episodes"] == 2
+
+
+def test_batched_environments_play_the_same_episodes():
+    """A deterministic policy gives the same episodes one by one and as a batch of environments (here 2
+    for 3 episodes: one slot idles at the end); stage keys are counted per episode."""
+    script = _load_script()
+    model = SAC("MlpPolicy", "Pendulum-v1", seed=0)
+    one = script.play(model, "Pendulum-v1", 3, 100, deterministic=True)
+    batched = script.play(model, "Pendulum-v1", 3, 100, deterministic=True, n_envs=2, stages=("absent",))
+    assert batched["n_envs"] == 2 and batched["absent_rate"] == 0.0
+    assert abs(one["mean_return"] - batched["mean_return"]) < 1e-3 * abs(one["mean_return"])
+    assert abs(one["std_return"] - batched["std_return"]) < 1e-2 * max(1.0, one["std_return"])
