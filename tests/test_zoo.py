@@ -386,6 +386,9 @@ PENDULUM = ("--env", "Pendulum-v1", "--num-threads", "1", "--seed", "0")
         ("sac_foa", "CartPoleSwingUp-v0"),
         ("mpq", "Pendulum-v1"),
         ("mppi", "Pendulum-v1"),
+        ("mpq", "BallInCupSparse-v0"),
+        ("qstac", "KinovaReachObstacles-v0"),
+        ("s2ac", "KinovaPickPlace-v0"),
     ],
 )
 def test_rl_zoo3_train_enjoy_optimize(tmp_path, algo, env_id):
