@@ -14,32 +14,15 @@ R0 = median(0, 0, 0, 2) = 0, R* = 10 (b's 100 lies past its budget), level = 0 +
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from benchmark_script import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script() -> Any:
-    name = "benchmarks_aggregate_qstac"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "aggregate_qstac.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-agg = _load_script()
+agg = load_benchmark("aggregate_qstac")
 
 CURVES = {
     ("a", 0): [0, 2, 4, 6, 8, 10, 10, 10, 10, 10],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -14,23 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from benchmark_script import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_compare():
-    name = "benchmarks_compare"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "compare.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-compare = _load_compare()
+compare = load_benchmark("compare")
 
 
 # ---------------------------------------------------------------------------

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from pathlib import Path
 
 import optuna
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("optuna_to_yml", ROOT / "benchmarks" / "optuna_to_yml.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_script import load_benchmark
 
 
 def _study(path: Path, trials: list[tuple[dict, float]]) -> Path:
@@ -31,7 +21,7 @@ def _study(path: Path, trials: list[tuple[dict, float]]) -> Path:
 
 
 def test_best_sac_trial_becomes_the_entry_rl_zoo3_trained(tmp_path, capsys):
-    script = _load_script()
+    script = load_benchmark("optuna_to_yml")
     worse = dict(
         one_minus_gamma=0.01, batch_size_pow=5, learning_rate=1e-3, train_freq=1, tau=0.01, net_arch="small"
     )
@@ -53,7 +43,7 @@ def test_best_sac_trial_becomes_the_entry_rl_zoo3_trained(tmp_path, capsys):
 
 
 def test_ppo_activation_is_written_as_rl_zoo3_writes_it(tmp_path):
-    script = _load_script()
+    script = load_benchmark("optuna_to_yml")
     params = dict(
         n_steps_pow=8,
         batch_size_pow=5,

@@ -3,10 +3,6 @@ paths, and the paths as visual-only geoms of a MuJoCo scene (no OpenGL needed: `
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -16,26 +12,12 @@ pytest.importorskip("mujoco", reason="the Kinova tasks need the [mujoco] extra")
 pytest.importorskip("dm_control", reason="the Kinova tasks need the [mujoco] extra")
 
 import mujoco
+from benchmark_script import load_benchmark
 from sb3_stein.envs.kinova import KinovaReachEnv
 
 from sb3_stein import QSTAC
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    name = "benchmarks_qstac_plans"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "qstac_plans.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-plans = _load_script()
+plans = load_benchmark("qstac_plans")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from benchmark_script import load_benchmark
 from gymnasium import spaces
 from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 from stable_baselines3.common.env_util import make_vec_env
@@ -283,14 +284,8 @@ def test_fop_updates_warm_start_from_the_plans_the_agent_acted_with(monkeypatch)
 
 
 def test_violation_report_reads_the_saved_models(tmp_path):
-    import importlib.util
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sac_mpc_violations.py"
-    spec = importlib.util.spec_from_file_location("sac_mpc_violations", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("sac_mpc_violations")
 
     model = SACFOA("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
     model.violation_counts = {"steps": 200, "violating_steps": 50, "episodes": 4, "violating_episodes": 3}

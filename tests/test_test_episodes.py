@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
+from benchmark_script import load_benchmark
 from stable_baselines3 import SAC
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script() -> Any:
-    name = "benchmarks_test_episodes"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "test_episodes.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_seeds_accumulate_are_skipped_and_other_settings_start_over(tmp_path: Path):
-    script = _load_script()
+    script = load_benchmark("test_episodes")
     for seed in (0, 1):  # compare.py's layout: <runs>/logs/seed_<s>/<algo>/<env>_1/<env>.zip
         folder = tmp_path / "logs" / f"seed_{seed}" / "sac" / "Pendulum-v1_1"
         folder.mkdir(parents=True)
@@ -49,7 +33,7 @@ def test_seeds_accumulate_are_skipped_and_other_settings_start_over(tmp_path: Pa
 def test_batched_environments_play_the_same_episodes():
     """A deterministic policy gives the same episodes one by one and as a batch of environments (here 2
     for 3 episodes: one slot idles at the end); stage keys are counted per episode."""
-    script = _load_script()
+    script = load_benchmark("test_episodes")
     model = SAC("MlpPolicy", "Pendulum-v1", seed=0)
     one = script.play(model, "Pendulum-v1", 3, 100, deterministic=True)
     batched = script.play(model, "Pendulum-v1", 3, 100, deterministic=True, n_envs=2, stages=("absent",))
