@@ -291,8 +291,8 @@ def normalize(values: np.ndarray | float, low: float, high: float) -> np.ndarray
 
 
 def fraction_level(low: float, high: float, fraction: float = FRACTION) -> float:
-    """Return level of Fig. 4a: ``R0 + fraction * (R* - R0)``."""
-    return low + fraction * (high - low)
+    """Return level of Fig. 4a: ``R0 + fraction * (R* - R0)`` (compare.py's "80 % of best" level)."""
+    return compare.fraction_of_best_threshold([low], high, fraction)
 
 
 def steps_to_level(curve: Curve, level: float) -> int | None:
@@ -531,6 +531,15 @@ def fmt_share(share: float | None) -> str:
     return "never" if share is None else f"{share:.0%}"
 
 
+def _task_table(result: dict[str, Any], algos: Sequence[str], cell: Any) -> list[str]:
+    """A task x algorithm markdown table: ``cell(per-algorithm numbers)``, "missing" without runs."""
+    lines = ["| task | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos)]
+    for env, t in result["tasks"].items():
+        cells = [cell(t["algos"][a]) if t["algos"][a]["runs"] else "missing" for a in algos]
+        lines.append(f"| {env} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """aggregate.md: the two per-task tables, the rliable aggregates, problems and the command."""
     s = result["settings"]
@@ -583,19 +592,13 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"## Fig. 4a: share of the budget to reach {frac:.0%} (median over seeds; per seed; reached)",
         "",
-        "| task | " + " | ".join(algos) + " |",
-        "|---|" + "---:|" * len(algos),
     ]
-    for env, t in result["tasks"].items():
-        cells = []
-        for a in algos:
-            d = t["algos"][a]
-            if not d["runs"]:
-                cells.append("missing")
-                continue
-            per = ", ".join(fmt_share(r["share"]) for r in d["runs"])
-            cells.append(f"{fmt_share(d['share_median'])} ({per}; {d['n_reached']}/{len(d['runs'])})")
-        lines.append(f"| {env} | " + " | ".join(cells) + " |")
+
+    def share_cell(d: dict[str, Any]) -> str:
+        per = ", ".join(fmt_share(r["share"]) for r in d["runs"])
+        return f"{fmt_share(d['share_median'])} ({per}; {d['n_reached']}/{len(d['runs'])})"
+
+    lines += _task_table(result, algos, share_cell)
     lines += [
         "",
         "never: no evaluation within the budget reached the level; the median counts never as +∞.",
@@ -603,23 +606,17 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"## Fig. 4b: normalized mean return over the first {s['first_evals']} evaluations "
         "(median [min, max] over seeds)",
         "",
-        "| task | " + " | ".join(algos) + " |",
-        "|---|" + "---:|" * len(algos),
     ]
-    for env, t in result["tasks"].items():
-        cells = []
-        for a in algos:
-            d = t["algos"][a]
-            if not d["runs"]:
-                cells.append("missing")
-            elif len(d["runs"]) == 1:
-                cells.append(f"{d['normalized_first_median']:.2f} (n=1)")
-            else:
-                cells.append(
-                    f"{d['normalized_first_median']:.2f} [{d['normalized_first_min']:.2f}, "
-                    f"{d['normalized_first_max']:.2f}] (n={len(d['runs'])})"
-                )
-        lines.append(f"| {env} | " + " | ".join(cells) + " |")
+
+    def normalized_cell(d: dict[str, Any]) -> str:
+        if len(d["runs"]) == 1:
+            return f"{d['normalized_first_median']:.2f} (n=1)"
+        return (
+            f"{d['normalized_first_median']:.2f} [{d['normalized_first_min']:.2f}, "
+            f"{d['normalized_first_max']:.2f}] (n={len(d['runs'])})"
+        )
+
+    lines += _task_table(result, algos, normalized_cell)
     agg = result["aggregate"]
     lines += ["", "## Aggregates over tasks (rliable)", ""]
     if not agg["tasks"]:
