@@ -82,13 +82,7 @@ def play(
         begin(k)
     start = time.perf_counter()
     while any(e is not None for e in episode_of):
-        if n_envs == 1:  # unbatched, as before this option existed
-            action, _ = model.predict(obs[0], deterministic=deterministic, episode_start=starts.copy())
-            actions = [action]
-        else:
-            actions, _ = model.predict(
-                np.stack(obs), deterministic=deterministic, episode_start=starts.copy()
-            )
+        actions, _ = model.predict(np.stack(obs), deterministic=deterministic, episode_start=starts.copy())
         starts[:] = False
         for k, episode in enumerate(episode_of):
             if episode is None:
