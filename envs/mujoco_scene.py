@@ -26,11 +26,11 @@ def import_mujoco() -> Any:
     ``AttributeError`` that names neither)."""
     try:
         import mujoco
-    except ImportError as error:
-        if os.environ.get("MUJOCO_GL") is None:
-            raise ImportError(INSTALL_HINT) from error
-        raise RuntimeError(_gl_hint("MuJoCo cannot be imported", error)) from error
     except Exception as error:
+        if isinstance(error, ModuleNotFoundError) and error.name == "mujoco":
+            raise ImportError(INSTALL_HINT) from error
+        if os.environ.get("MUJOCO_GL") is None:
+            raise
         raise RuntimeError(_gl_hint("MuJoCo cannot be imported", error)) from error
     return mujoco
 
