@@ -77,16 +77,19 @@ def test_kinematic_model_tracks_env_step_in_free_space(env):
 
 
 def test_obstacles_stop_the_arm_and_contacts_are_counted(env):
-    """Turning joint 1 at full speed towards the target side drives the forearm into the boxes: the pinch
-    point stops short of them and the steps with contact are counted; nothing penetrates deeply."""
+    """Lowering the hand, then turning joint 1 at full speed towards the target side drives the arm into
+    the boxes: the pinch point stops before the boxes' far side and the steps with contact are counted;
+    nothing penetrates deeply."""
     obs, _ = env.reset(seed=0)
+    for _ in range(15):
+        env.step(np.array([0, 0.3, -0.3, 0, 0, 0]))
     deepest = 0.0
     for _ in range(100):
         obs, reward, _, _, info = env.step(np.array([1.0, 0, 0, 0, 0, 0]))
         for contact in env.data.contact[: env.data.ncon]:
             deepest = min(deepest, float(contact.dist))
     assert info["collisions"] > 50 and info["obstacle_contact"]
-    assert obs[13] > 0.1  # still on the start side of the boxes (y > 0)
+    assert obs[13] > OBSTACLES[:, 1].max() - OBSTACLES[:, 4].max()  # not past the boxes (their y < 0 face)
     assert deepest > -0.01  # solid: at most millimetres of contact penetration
     assert reward < 0  # the collision penalty
 
@@ -318,3 +321,14 @@ def test_pick_place_checkers_and_bad_input():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="finite"):
         env.step(np.full(7, np.nan))
+
+
+def test_scripted_reach_benchmark_reaches_in_free_space_and_scales_the_boxes():
+    from benchmark_script import load_benchmark
+
+    bench = load_benchmark("kinova_scripted_reach")
+    assert bench.boxes_of_height(0.0).shape == (0, 6)
+    boxes = bench.boxes_of_height(0.3)
+    assert np.allclose(boxes[:, 2] + boxes[:, 5], 0.3) and np.allclose(boxes[:, :2], OBSTACLES[:, :2])
+    (episode,) = bench.scripted_episodes(bench.boxes_of_height(0.0), "direct", episodes=1)
+    assert episode["success"] and episode["contact_steps"] == 0 and episode["steps"] < 150
