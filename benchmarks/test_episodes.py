@@ -1,9 +1,11 @@
 """Test episodes of trained models: success rate over N episodes (MPQ's Table 2: 100; Q-STAC's Table I: 1000).
 
 Loads the final model each ``benchmarks/compare.py`` run saved (``<runs>/logs/seed_<s>/<algo>/<env>_1/
-<env>.zip``), for any rl_zoo3 algorithm name (ours and SB3's), and plays ``--episodes`` episodes with
-the deterministic policy (``--stochastic`` for sampled actions; MPQ/MPPI's deterministic acting is MPPI
-with fixed noise) on environment seeds ``--env-seed + i``, disjoint from training's. An episode
+<env>.zip``; ``--checkpoint best``: rl_zoo3's ``best_model.zip`` of the same run, the model of its best
+periodic evaluation, as Q-STAC's Table I tests "the best checkpoint of each algorithm"), for any rl_zoo3
+algorithm name (ours and SB3's), and plays ``--episodes`` episodes with the deterministic policy
+(``--stochastic`` for sampled actions; MPQ/MPPI's deterministic acting is MPPI with fixed noise) on
+environment seeds ``--env-seed + i``, disjoint from training's. An episode
 succeeds when ``info["is_success"]`` holds at its last step (rl_zoo3's and SB3's convention; for
 BallInCupSparse-v0: the ball is in the cup at the end of the 4 s; for the tasks that end on success,
 reaching it). Also reported: the share of steps with success and the mean return.
@@ -156,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
         "--stages", nargs="*", default=[], help="info keys reported as the share of episodes reaching them"
     )
     parser.add_argument("--redo", action="store_true", help="play seeds already in test_episodes.json again")
+    parser.add_argument(
+        "--checkpoint",
+        choices=["final", "best"],
+        default="final",
+        help="the run's final model or rl_zoo3's best_model.zip (best evaluation; Q-STAC's Table I)",
+    )
     args = parser.parse_args(argv)
     th.set_num_threads(1)
     out = args.out or args.runs
@@ -166,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         "env_seed": args.env_seed,
         "stochastic": args.stochastic,
     }
+    if args.checkpoint != "final":  # reports written before the option existed stay valid
+        settings["checkpoint"] = args.checkpoint
     command = shlex.join(["python", "benchmarks/test_episodes.py", *(sys.argv[1:] if argv is None else argv)])
     path_json = out / "test_episodes.json"
     results = _saved(path_json, settings, command)
@@ -173,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         if str(seed) in results["runs"] and not args.redo:
             print(f"[skip] seed {seed}: in {path_json} (--redo to play it again)")
             continue
-        path = args.runs / "logs" / f"seed_{seed}" / args.algo / f"{args.env}_1" / f"{args.env}.zip"
+        run_dir = args.runs / "logs" / f"seed_{seed}" / args.algo / f"{args.env}_1"
+        path = run_dir / (f"{args.env}.zip" if args.checkpoint == "final" else "best_model.zip")
         if not path.exists():
             raise SystemExit(f"no saved model at {path}: run benchmarks/compare.py for seed {seed} first")
         model = ALGOS[args.algo].load(path, device="cpu")
@@ -195,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *[f"    {c}" for c in results["commands"]],
         "",
-        f"{args.episodes} {'stochastic' if args.stochastic else 'deterministic'} episodes per seed on env "
+        f"{args.episodes} {'stochastic' if args.stochastic else 'deterministic'} episodes per seed "
+        f"({args.checkpoint} model) on env "
         f"seeds {args.env_seed}..."
         f"{args.env_seed + args.episodes - 1}; success = `info['is_success']` at the last step.",
         "",

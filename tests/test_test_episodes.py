@@ -40,3 +40,35 @@ def test_batched_environments_play_the_same_episodes():
     assert batched["n_envs"] == 2 and batched["absent_rate"] == 0.0
     assert abs(one["mean_return"] - batched["mean_return"]) < 1e-3 * abs(one["mean_return"])
     assert abs(one["std_return"] - batched["std_return"]) < 1e-2 * max(1.0, one["std_return"])
+
+
+def test_best_checkpoint_loads_best_model_and_is_reported_apart(tmp_path: Path):
+    """``--checkpoint best`` plays rl_zoo3's best_model.zip and starts its own report (other settings);
+    a missing best model is a clear error naming the path."""
+    import pytest
+
+    script = load_benchmark("test_episodes")
+    folder = tmp_path / "logs" / "seed_0" / "sac" / "Pendulum-v1_1"
+    folder.mkdir(parents=True)
+    SAC("MlpPolicy", "Pendulum-v1", seed=0, learning_starts=0).save(folder / "Pendulum-v1.zip")
+    common = [
+        "--runs",
+        str(tmp_path),
+        "--algo",
+        "sac",
+        "--env",
+        "Pendulum-v1",
+        "--episodes",
+        "1",
+        "--seeds",
+        "0",
+    ]
+    with pytest.raises(SystemExit, match=r"best_model\.zip"):
+        script.main([*common, "--checkpoint", "best"])
+    SAC("MlpPolicy", "Pendulum-v1", seed=1, learning_starts=0).save(folder / "best_model.zip")
+    script.main([*common, "--checkpoint", "best"])
+    report = json.loads((tmp_path / "test_episodes.json").read_text())
+    assert report["settings"]["checkpoint"] == "best" and list(report["runs"]) == ["0"]
+    assert "(best model)" in (tmp_path / "test_episodes.md").read_text()
+    script.main(common)  # the final model: settings without the key, a new report
+    assert "checkpoint" not in json.loads((tmp_path / "test_episodes.json").read_text())["settings"]
