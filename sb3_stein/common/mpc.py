@@ -36,6 +36,9 @@ Shapes: ``states (batch, nx)``, ``params (batch, n_phi)``, ``u0 (batch, nu)``, `
 
 from __future__ import annotations
 
+import os
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
+from sb3_stein.common.jit_cache import find_compiler, jit_options
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.validation import check_choice, check_int, check_positive
 
@@ -85,6 +89,47 @@ def parameter_box(ocp: OptimalControlProblem, param_interface: str) -> spaces.Bo
     return spaces.Box(low, high, dtype=np.float32)
 
 
+#: Set to ``0`` or ``1``: what ``compiled=None`` means (otherwise: whether a C compiler is found).
+COMPILED_ENV = "SB3_STEIN_MPC_COMPILED"
+#: ``compiled=None`` leaves NLPs larger than this interpreted (summed casadi instructions of the
+#: objective, constraints, their derivatives and the Hessian): gcc's time grows with the generated
+#: code, about 30 s at -O1 for the tests' cart-pole at T = 20 (about 44k instructions), and the chain's
+#: exact Hessian alone has about 627k.
+AUTO_COMPILE_MAX_INSTRUCTIONS = 200_000
+_warned_interpreted = False
+
+
+def _instructions(solver: Any) -> int:
+    """The summed casadi instruction counts of an NLP solver's functions."""
+    names = ("nlp_f", "nlp_g", "nlp_grad_f", "nlp_jac_g", "nlp_hess_l")
+    return sum(int(solver.get_function(name).n_instructions()) for name in names)
+
+
+def _resolve_compiled(compiled: bool | None) -> bool:
+    """``compiled`` as :class:`MPCLayer` documents it, resolved to a bool."""
+    global _warned_interpreted
+    if compiled is None:
+        setting = os.environ.get(COMPILED_ENV, "").strip()
+        if setting not in ("", "0", "1"):
+            raise ValueError(f"${COMPILED_ENV} must be 0 or 1 when set, got {setting!r}")
+        if setting:
+            compiled = setting == "1"
+        elif find_compiler() is not None:
+            compiled = True
+        else:
+            if not _warned_interpreted:
+                warnings.warn(
+                    "MPCLayer: no C compiler found (CC, gcc, cc, clang), so the MPC runs in casadi's "
+                    "interpreter, several times slower; install gcc or pass compiled=False to silence this",
+                    stacklevel=3,
+                )
+                _warned_interpreted = True
+            compiled = False
+    if compiled and find_compiler() is None:
+        raise ValueError("compiled=True needs a C compiler (set CC, or install gcc, cc or clang)")
+    return bool(compiled)
+
+
 class MPCLayer:
     """Solve an :class:`~sb3_stein.common.ocp.OptimalControlProblem` for batches, with exact gradients.
 
@@ -103,6 +148,16 @@ class MPCLayer:
     :param max_iter: iteration limit of one solve; hitting it counts as a failure.
     :param active_tol: bound multipliers below this magnitude are treated as inactive in the
         backward pass (the silent-zero-gradient fix, see the module docstring).
+    :param compiled: ``True``: the forward solver's functions (objective, constraints, their
+        derivatives and the Lagrangian's Hessian) and the backward pass are compiled to C
+        (:mod:`sb3_stein.common.jit_cache`: casadi's JIT, cached on disk, so a second process or an
+        unpickled layer reuses the objects); same ``u0`` and ``vjp`` as interpreted, bit for bit on
+        the tested problems. ``False``: casadi's interpreter. ``None`` (default): compiled when a C
+        compiler is found (``$SB3_STEIN_MPC_COMPILED=0`` or ``1`` overrides), else interpreted with
+        one warning, and interpreted for NLPs above :data:`AUTO_COMPILE_MAX_INSTRUCTIONS` (with a
+        warning: the chain's exact Hessian would take many minutes to compile). The build time is
+        :attr:`build_seconds` (compiling or loading from the cache).
+    :param compile_flags: the C compiler's flags for the compiled functions.
     """
 
     def __init__(
@@ -113,6 +168,8 @@ class MPCLayer:
         tol: float = 1e-8,
         max_iter: int = 100,
         active_tol: float = 1e-6,
+        compiled: bool | None = None,
+        compile_flags: tuple[str, ...] = ("-O1",),
     ) -> None:
         if not isinstance(ocp, OptimalControlProblem):
             raise TypeError(f"ocp must be an OptimalControlProblem, got {type(ocp).__name__}")
@@ -123,6 +180,14 @@ class MPCLayer:
         self.tol = float(check_positive("tol", tol) or 0.0)
         self.max_iter = check_int("max_iter", max_iter, 1)
         self.active_tol = float(check_positive("active_tol", active_tol) or 0.0)
+        if compiled not in (None, True, False):
+            raise ValueError(f"compiled must be True, False or None (auto), got {compiled!r}")
+        self._compiled_request = compiled
+        #: Whether the casadi functions are compiled (``compiled`` resolved; see the parameter).
+        self.compiled = _resolve_compiled(compiled)
+        self.compile_flags = tuple(str(flag) for flag in compile_flags)
+        #: Seconds the last build of the casadi functions took (compiling, or loading from the cache).
+        self.build_seconds = 0.0
         self.nx, self.nu, self.horizon = int(ocp.state_dim), int(ocp.control_dim), int(ocp.horizon)
         self.n_p = ocp.n_params
         self.n_phi = self.n_p if self.param_interface == "global" else (self.horizon + 1) * self.n_p
@@ -136,6 +201,7 @@ class MPCLayer:
     # ------------------------------------------------------------------ construction
 
     def _build(self) -> None:
+        start = time.perf_counter()
         try:
             self._build_solver()
         except ValueError:
@@ -147,6 +213,7 @@ class MPCLayer:
                 f"could not build the MPC for {type(self.ocp).__name__} ({self.solver_name}): "
                 f"{type(error).__name__}: {last_line}"
             ) from error
+        self.build_seconds = time.perf_counter() - start
 
     def _build_solver(self) -> None:
         import casadi as ca
@@ -215,11 +282,40 @@ class MPCLayer:
                 "acceptable_iter": 0,
             }
             options.update(ipopt=ipopt)
-        self._solver = ca.nlpsol("mpc", self.solver_name, nlp, options)
+        # The interpreted solver provides the sensitivities: casadi cannot differentiate a JIT-compiled
+        # solver ("Derivatives cannot be calculated for nlp_grad"). Compiled, a twin solver of the same
+        # NLP does the forward solves and the interpreted solver's reverse mode is wrapped in a
+        # Function of its own and compiled.
+        interpreted = ca.nlpsol("mpc", self.solver_name, nlp, options)
+        reverse = interpreted.reverse(1)
+        if self.compiled and self._compiled_request is None:
+            size = _instructions(interpreted)
+            if size > AUTO_COMPILE_MAX_INSTRUCTIONS:
+                warnings.warn(
+                    f"MPCLayer: {type(ocp).__name__}'s NLP functions have {size} casadi instructions "
+                    f"(more than {AUTO_COMPILE_MAX_INSTRUCTIONS}); compiling them would take many minutes, "
+                    "so compiled=None runs this layer interpreted; pass compiled=True to compile anyway",
+                    stacklevel=4,
+                )
+                self.compiled = False
+        if self.compiled:
+            self._solver = ca.nlpsol(
+                "mpc", self.solver_name, nlp, {**options, **jit_options("mpc", self.compile_flags)}
+            )
+            inputs = [ca.MX.sym(reverse.name_in(i), reverse.sparsity_in(i)) for i in range(reverse.n_in())]
+            self._reverse = ca.Function(
+                "mpc_reverse",
+                inputs,
+                reverse.call(inputs),
+                reverse.name_in(),
+                reverse.name_out(),
+                jit_options("reverse", self.compile_flags),
+            )
+        else:
+            self._solver, self._reverse = interpreted, reverse
         self._lbz = np.concatenate(lbz)
         self._ubz = np.concatenate(ubz)
         self._g_zero = np.zeros(g.shape[0])
-        self._reverse = self._solver.reverse(1)
         self._reverse_maps: dict[int, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -230,6 +326,9 @@ class MPCLayer:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Layers pickled before the compiled option existed were interpreted.
+        old = {"compiled": False, "_compiled_request": False, "compile_flags": ("-O1",), "build_seconds": 0.0}
+        state = {**old, **state}
         self.__dict__.update(state)
         self._build()
 

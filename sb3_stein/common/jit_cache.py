@@ -1,0 +1,168 @@
+"""Compiled casadi functions, cached on disk: casadi's JIT through a caching compiler command.
+
+casadi's ``jit`` option generates C code for a Function (for an NLP solver: its objective, constraints
+and their derivatives, Hessian included) and compiles it with the ``shell`` plugin's compiler command.
+Compiling the cart-pole MPC's code takes tens of seconds; doing it again in every process, and after
+every unpickling, would cost more than it saves. So the compiler command casadi runs is this module::
+
+    <python> -I .../sb3_stein/common/jit_cache.py <real compiler> <casadi's flags and files>
+
+(run as a script in isolated mode: it imports only the standard library, so a cache hit costs a
+fraction of a second, not the package's import of torch).
+
+It hashes the generated source (with casadi's per-instance name replaced by a fixed one, so that the
+same problem gives the same hash in every process), the flags and the compiler's identity, and
+compiles only on a miss: into the cache, under a per-hash file lock (two processes that need the
+same object compile it once), written to a temporary name and renamed into place (a reader never sees
+a partial file). casadi's link step (no ``-c``) is passed to the real compiler unchanged.
+
+**Where**: ``$SB3_STEIN_JIT_CACHE`` if set, else ``$XDG_CACHE_HOME/sb3_stein/casadi_jit``, else
+``~/.cache/sb3_stein/casadi_jit``: one ``<hash>.o`` per compiled source (about 1-2 MB each).
+**Clearing** it is always safe (the next build compiles again): delete the folder or call
+:func:`clear_cache`. casadi writes the generated ``.c`` file into the working directory under a
+unique name per process and instance and deletes it after compiling, so the working directory must
+be writable when a compiled function is built.
+
+**Compiler**: ``$CC`` if set, else the first of ``gcc``, ``cc``, ``clang`` on ``PATH``
+(:func:`find_compiler`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CACHE_ENV", "cache_dir", "clear_cache", "find_compiler", "jit_options"]
+
+#: The environment variable that moves the cache.
+CACHE_ENV = "SB3_STEIN_JIT_CACHE"
+#: The fixed name that replaces casadi's per-instance name in the hashed and compiled source.
+CANONICAL_NAME = "sb3s_jit"
+_counter = itertools.count()
+_counter_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """The cache folder (module docstring), not created."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sb3_stein" / "casadi_jit"
+
+
+def clear_cache() -> int:
+    """Delete every cached object; returns how many files were removed."""
+    folder = cache_dir()
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.iterdir():
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+@lru_cache(maxsize=1)
+def find_compiler() -> str | None:
+    """The C compiler casadi's generated code is compiled with, or ``None`` when there is none."""
+    candidates = [os.environ["CC"]] if os.environ.get("CC") else ["gcc", "cc", "clang"]
+    for candidate in candidates:
+        words = shlex.split(candidate)
+        if words and shutil.which(words[0]):
+            return candidate
+    return None
+
+
+def jit_options(kind: str, flags: tuple[str, ...] = ("-O1",)) -> dict[str, Any]:
+    """casadi options that JIT-compile a Function (or an NLP solver's functions) through the cache.
+
+    :param kind: a short tag for the instance's name (``[a-z_]``), e.g. ``"mpc"``.
+    :param flags: the compiler's optimisation flags.
+    :raises RuntimeError: when no C compiler is found.
+    """
+    compiler = find_compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set CC, or install gcc, cc or clang)")
+    with _counter_lock:
+        number = next(_counter)
+    command = shlex.join([sys.executable, "-I", str(Path(__file__).resolve()), *shlex.split(compiler)])
+    return {
+        "jit": True,
+        "compiler": "shell",
+        # A name unique to this process and instance: casadi writes <name>.c into the working
+        # directory, so concurrent processes there must not share a file.
+        "jit_name": f"sb3s_{kind}_{os.getpid()}_{number}",
+        "jit_temp_suffix": False,
+        "jit_options": {"compiler": command, "flags": list(flags), "verbose": False},
+    }
+
+
+def _compiler_identity(compiler: list[str]) -> str:
+    try:
+        version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    return " ".join(compiler) + "\n" + version
+
+
+def _compile_cached(compiler: list[str], args: list[str]) -> int:
+    """casadi's compile step ``<flags> -c <source>.c -o <object>``, through the cache."""
+    source = next(a for a in args if a.endswith(".c"))
+    out_index = args.index("-o") + 1
+    output = args[out_index]
+    flags = [a for i, a in enumerate(args) if a != source and i not in (out_index - 1, out_index)]
+    name = Path(source).stem
+    code = Path(source).read_text().replace(name, CANONICAL_NAME)
+    digest = hashlib.sha256(
+        "\n".join([code, shlex.join(flags), _compiler_identity(compiler)]).encode()
+    ).hexdigest()[:32]
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{digest}.o"
+    if not target.exists():
+        with open(folder / f"{digest}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here instead of compiling again
+            if not target.exists():
+                unique = f"{os.getpid()}_{threading.get_ident()}"
+                canonical_source = folder / f"{digest}.{unique}.c"
+                partial = folder / f"{digest}.{unique}.o.partial"
+                try:
+                    canonical_source.write_text(code)
+                    result = subprocess.run([*compiler, *flags, str(canonical_source), "-o", str(partial)])
+                    if result.returncode != 0:
+                        return result.returncode
+                    os.replace(partial, target)
+                finally:
+                    canonical_source.unlink(missing_ok=True)
+                    partial.unlink(missing_ok=True)
+    shutil.copyfile(target, output)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The compiler command casadi runs: ``<real compiler...> <casadi's arguments>``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # The real compiler is everything before casadi's first flag.
+    split = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+    compiler, rest = args[:split], args[split:]
+    if not compiler:
+        print("usage: python -I jit_cache.py COMPILER [ARGS...]", file=sys.stderr)
+        return 2
+    if "-c" not in rest or "-o" not in rest or not any(a.endswith(".c") for a in rest):
+        return subprocess.run([*compiler, *rest]).returncode  # the link step
+    return _compile_cached(compiler, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

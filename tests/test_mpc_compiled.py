@@ -1,0 +1,166 @@
+"""The compiled MPC layer: the interpreted layer's results, a disk cache shared by processes, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_mpc import TinyCartPoleOCP, _batch
+
+import sb3_stein.common.mpc as mpc_module
+from sb3_stein.common import jit_cache
+from sb3_stein.common.mpc import COMPILED_ENV, MPCLayer
+
+pytestmark = pytest.mark.skipif(jit_cache.find_compiler() is None, reason="no C compiler on this machine")
+
+#: -O0 compiles the tiny cart-pole in seconds; the flags enter the cache key like the source.
+FLAGS = ("-O0",)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("jit_cache")
+    previous = os.environ.get(jit_cache.CACHE_ENV)
+    os.environ[jit_cache.CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(jit_cache.CACHE_ENV, None)
+    else:
+        os.environ[jit_cache.CACHE_ENV] = previous
+
+
+@pytest.fixture(scope="module")
+def compiled(cache) -> MPCLayer:
+    return MPCLayer(TinyCartPoleOCP(), compiled=True, compile_flags=FLAGS)
+
+
+def _objects(folder: Path) -> set[str]:
+    return {p.name for p in folder.glob("*.o")}
+
+
+def test_compiled_layer_gives_the_interpreted_controls_iterations_and_gradients(compiled):
+    interpreted = MPCLayer(TinyCartPoleOCP(), compiled=False)
+    states, params = _batch(8, seed=3)
+    a, b = interpreted.solve(states, params), compiled.solve(states, params)
+    assert a.success.all() and b.success.all()
+    np.testing.assert_allclose(b.u0, a.u0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(b.iterations, a.iterations)
+    weights = np.random.default_rng(0).normal(size=(8, 1))
+    for ga, gb in zip(interpreted.vjp(a, weights), compiled.vjp(b, weights)):
+        np.testing.assert_allclose(gb, ga, rtol=1e-10, atol=1e-12)
+    warm = compiled.solve(states, params, initial_guess=b.z)  # warm starts go through the same solver
+    assert warm.iterations.mean() < b.iterations.mean()
+
+
+def test_a_second_process_and_an_unpickled_layer_reuse_the_cached_objects(compiled, cache):
+    objects = _objects(cache)
+    assert len(objects) >= 2  # the forward solver's functions and the backward pass
+    clone = pickle.loads(pickle.dumps(compiled))
+    assert clone.compiled and _objects(cache) == objects
+    states, params = _batch(2, seed=4)
+    np.testing.assert_array_equal(clone.solve(states, params).u0, compiled.solve(states, params).u0)
+    tests = Path(__file__).parent
+    script = (
+        f"import json, sys; sys.path.insert(0, {str(tests)!r})\n"
+        "from test_mpc import TinyCartPoleOCP, _batch\n"
+        "from sb3_stein.common.mpc import MPCLayer\n"
+        f"layer = MPCLayer(TinyCartPoleOCP(), compiled=True, compile_flags={FLAGS!r})\n"
+        "print(json.dumps(layer.solve(*_batch(2, seed=4)).u0.tolist()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    np.testing.assert_array_equal(
+        json.loads(result.stdout.splitlines()[-1]), compiled.solve(states, params).u0
+    )
+    assert _objects(cache) == objects  # another pid, another casadi name: the same hashes
+
+
+def test_cache_compiles_a_source_once_for_concurrent_callers_and_ignores_casadi_names(tmp_path, monkeypatch):
+    monkeypatch.setenv(jit_cache.CACHE_ENV, str(tmp_path / "cache"))
+    compiler = jit_cache.find_compiler()
+    assert compiler is not None
+    body = "double {name}_twice(double x) {{ return 2 * x; }}\n"
+    sources = []
+    for name in ("sb3s_a_1_0", "sb3s_b_2_7"):  # two instances' names: the same canonical source
+        source = tmp_path / f"{name}.c"
+        source.write_text(body.format(name=name))
+        sources.append(source)
+    codes = []
+
+    def compile_one(i: int) -> None:
+        args = [
+            *compiler.split(),
+            "-O0",
+            "-fPIC",
+            "-c",
+            str(sources[i % 2]),
+            "-o",
+            str(tmp_path / f"out{i}.o"),
+        ]
+        codes.append(jit_cache.main(args))
+
+    threads = [threading.Thread(target=compile_one, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [0, 0, 0, 0]
+    assert len(_objects(tmp_path / "cache")) == 1
+    outputs = {(tmp_path / f"out{i}.o").read_bytes() for i in range(4)}
+    assert len(outputs) == 1 and outputs != {b""}
+    assert not list((tmp_path / "cache").glob("*.c")) and not list((tmp_path / "cache").glob("*.partial"))
+    assert jit_cache.clear_cache() >= 1 and not _objects(tmp_path / "cache")
+
+
+def test_a_compile_error_is_reported_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv(jit_cache.CACHE_ENV, str(tmp_path / "cache"))
+    source = tmp_path / "broken.c"
+    source.write_text("this is not C\n")
+    compiler = jit_cache.find_compiler()
+    args = [*compiler.split(), "-c", str(source), "-o", str(tmp_path / "broken.o")]
+    assert jit_cache.main(args) != 0
+    assert not _objects(tmp_path / "cache")
+
+
+def test_compiled_needs_a_compiler_and_auto_falls_back_with_a_warning(monkeypatch):
+    monkeypatch.setattr(mpc_module, "find_compiler", lambda: None)
+    monkeypatch.delenv(COMPILED_ENV, raising=False)
+    with pytest.raises(ValueError, match="compiled=True needs a C compiler"):
+        MPCLayer(TinyCartPoleOCP(), compiled=True)
+    monkeypatch.setattr(mpc_module, "_warned_interpreted", False)
+    with pytest.warns(UserWarning, match="no C compiler found"):
+        layer = MPCLayer(TinyCartPoleOCP())
+    assert not layer.compiled
+    with pytest.raises(ValueError, match="compiled must be True, False or None"):
+        MPCLayer(TinyCartPoleOCP(), compiled="yes")  # type: ignore[arg-type]
+    monkeypatch.setenv(COMPILED_ENV, "maybe")
+    with pytest.raises(ValueError, match=COMPILED_ENV):
+        MPCLayer(TinyCartPoleOCP())
+    monkeypatch.setenv(COMPILED_ENV, "0")
+    assert not MPCLayer(TinyCartPoleOCP()).compiled
+
+
+def test_layers_pickled_before_the_option_existed_load_interpreted():
+    layer = MPCLayer(TinyCartPoleOCP(), compiled=False)
+    state = layer.__getstate__()
+    for key in ("compiled", "compile_flags", "build_seconds"):
+        state.pop(key)
+    old = MPCLayer.__new__(MPCLayer)
+    old.__setstate__(state)
+    assert old.compiled is False
+    states, params = _batch(1, seed=5)
+    np.testing.assert_array_equal(old.solve(states, params).u0, layer.solve(states, params).u0)
+
+
+def test_auto_leaves_a_large_nlp_interpreted_with_a_warning(monkeypatch):
+    monkeypatch.delenv(COMPILED_ENV, raising=False)
+    monkeypatch.setattr(mpc_module, "AUTO_COMPILE_MAX_INSTRUCTIONS", 1000)  # the tiny cart-pole: ~44k
+    with pytest.warns(UserWarning, match="casadi instructions"):
+        layer = MPCLayer(TinyCartPoleOCP())
+    assert not layer.compiled
