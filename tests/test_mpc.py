@@ -295,3 +295,55 @@ def test_params_jacobian_matches_finite_differences_and_is_zero_at_a_bound(layer
     assert saturated.any() and (~saturated).any()
     np.testing.assert_allclose(jacobian[saturated], 0.0, atol=1e-8)
     assert np.abs(jacobian[~saturated]).max() > 1e-2
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_mapped_call_agrees_with_the_loop_including_success_flags(threads):
+    """``batch_mode="map"`` (one casadi call, success by the KKT check) against ``"loop"`` (the solver's
+    own flags): with max_iter = 8 only some of the 32 solves converge, and the same ones do."""
+    states, params = _batch(32, seed=1)
+    for max_iter in (100, 8):
+        loop = MPCLayer(TinyCartPoleOCP(), batch_mode="loop", max_iter=max_iter)
+        mapped = MPCLayer(TinyCartPoleOCP(), batch_mode="map", max_iter=max_iter, n_threads=threads)
+        a, b = loop.solve(states, params), mapped.solve(states, params)
+        np.testing.assert_array_equal(b.success, a.success)
+        np.testing.assert_allclose(b.u0, a.u0, rtol=1e-12, atol=1e-12)
+        assert (b.iterations == -1).all() and all(s.startswith("kkt_") for s in b.status)
+        weights = np.ones((32, 1))
+        for ga, gb in zip(loop.vjp(a, weights), mapped.vjp(b, weights)):
+            np.testing.assert_allclose(gb, ga, rtol=1e-10, atol=1e-12)
+        if max_iter == 8:
+            assert 0 < a.success.sum() < 32
+    residuals = mapped.kkt_residuals(b)
+    assert residuals.shape == (32, 3)
+    assert (residuals[b.success] <= mapped.kkt_tol).all() and (
+        residuals[~b.success].max(axis=1) > mapped.kkt_tol
+    ).all()
+
+
+@pytest.mark.parametrize("batch_mode", ["loop", "map"])
+def test_a_failed_warm_start_is_retried_cold_and_counted(batch_mode):
+    """A warm start far off (noise of 10 on every variable) fails within 20 iterations; the cold start
+    converges: with retry_cold the batch comes back solved, as the cold solve, and flagged retried."""
+    states, params = _batch(8, seed=2)
+    plain = MPCLayer(TinyCartPoleOCP(), batch_mode=batch_mode, max_iter=20, retry_cold=False)
+    bad = plain.cold_start(states) + 10.0 * np.random.default_rng(0).normal(size=(8, plain.nz))
+    failed = plain.solve(states, params, initial_guess=bad)
+    assert not failed.success.any() and not failed.retried.any()
+    layer = MPCLayer(TinyCartPoleOCP(), batch_mode=batch_mode, max_iter=20)
+    retried, cold = layer.solve(states, params, initial_guess=bad), layer.solve(states, params)
+    assert retried.success.all() and retried.retried.all() and not cold.retried.any()
+    np.testing.assert_array_equal(retried.u0, cold.u0)
+    np.testing.assert_array_equal(retried.z, cold.z)
+    if batch_mode == "loop":
+        assert (retried.iterations == cold.iterations + failed.iterations).all()
+    assert all("cold retry" in status for status in retried.status)
+    good = layer.solve(states, params, initial_guess=cold.z)  # a good warm start: nothing retried
+    assert good.success.all() and not good.retried.any()
+
+
+def test_bad_batching_options_are_refused():
+    with pytest.raises(ValueError, match="batch_mode"):
+        MPCLayer(TinyCartPoleOCP(), batch_mode="vectorised")
+    with pytest.raises(ValueError, match="n_threads"):
+        MPCLayer(TinyCartPoleOCP(), n_threads=0)

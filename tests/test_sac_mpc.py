@@ -515,3 +515,21 @@ def test_ocp_import_path_errors_name_the_ocp_parameter(ocp, match):
     with pytest.raises(ValueError, match=match) as info:
         SACFOP("MlpPolicy", "CartPoleSwingUp-v0", ocp=ocp)
     assert "dynamics_model" not in str(info.value)
+
+
+def test_mapped_mpc_learns_and_logs_retries_without_iteration_counts():
+    """``mpc_kwargs={"batch_mode": "map"}`` (the compiled layer's default): SAC-FOP learns, the
+    iteration counts (unknown for mapped solves) are not averaged in, the retry rates are logged."""
+    model = SACFOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST, mpc_kwargs={"batch_mode": "map"})
+    assert model.policy.mpc.mapped
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(None, []))
+    recorded = _recording_logger(model)
+    model.learn(200)
+    assert model._n_updates >= 5
+    act = model.policy.act_stats
+    assert act["solves"] == 200 and act["iteration_solves"] == 0 and act["iterations"] == 0
+    model.dump_logs()
+    assert "mpc/act_iterations" not in recorded and "train/mpc_iterations" not in recorded
+    assert 0.0 <= recorded["mpc/retry_rate"] <= 1.0 and 0.0 <= recorded["train/mpc_retry_rate"] <= 1.0

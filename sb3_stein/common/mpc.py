@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ __all__ = ["PARAM_INTERFACES", "SOLVERS", "MPCLayer", "MPCSolution", "parameter_
 #: The lecture's parameter interfaces ("Controller Comparison").
 PARAM_INTERFACES = ("global", "stage")
 SOLVERS = ("fatrop", "ipopt")
+BATCH_MODES = ("auto", "map", "loop")
 
 
 @dataclass
@@ -63,11 +64,15 @@ class MPCSolution:
 
     :ivar u0: ``(batch, nu)`` first controls, clipped into the control bounds.
     :ivar z: ``(batch, nz)`` primal solutions (a warm start for the next call).
-    :ivar success: ``(batch,)`` whether the solver reported convergence (and the result is finite).
-    :ivar iterations: ``(batch,)`` solver iterations.
+    :ivar success: ``(batch,)`` whether the solver reported convergence (and the result is finite);
+        mapped solves: whether the KKT check passed (:meth:`MPCLayer.kkt_residuals`).
+    :ivar iterations: ``(batch,)`` solver iterations (``-1``: unknown, a mapped solve).
     :ivar status: per-sample solver return status strings.
     :ivar nlp_outputs: per-sample casadi outputs (``x, f, g, lam_x, lam_g, lam_p``), for the backward pass.
     :ivar nlp_p: ``(batch, nx + n_phi)`` NLP parameters the problems were solved for.
+    :ivar retried: ``(batch,)`` whether the sample's warm-started solve failed and was solved again
+        from a cold start (``MPCLayer(retry_cold=True)``); its result is the cold solve's if that one
+        succeeded.
     """
 
     u0: np.ndarray
@@ -77,6 +82,11 @@ class MPCSolution:
     status: list[str]
     nlp_outputs: dict[str, np.ndarray]
     nlp_p: np.ndarray
+    retried: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __post_init__(self) -> None:
+        if len(self.retried) != len(self.u0):  # not given: nothing retried
+            self.retried = np.zeros(len(self.u0), dtype=bool)
 
 
 def parameter_box(ocp: OptimalControlProblem, param_interface: str) -> spaces.Box:
@@ -158,6 +168,16 @@ class MPCLayer:
         warning: the chain's exact Hessian would take many minutes to compile). The build time is
         :attr:`build_seconds` (compiling or loading from the cache).
     :param compile_flags: the C compiler's flags for the compiled functions.
+    :param batch_mode: ``"map"``: one casadi call per batch (``Function.map`` with ``n_threads``
+        threads); a mapped call returns no per-sample solver statistics, so each sample's ``success``
+        is a KKT check of its solution (:meth:`kkt_residuals` at most :attr:`kkt_tol`) and its
+        ``iterations`` are ``-1``. ``"loop"``: one call per sample, with the solver's own success flag,
+        iteration count and status. ``"auto"`` (default): ``"map"`` when compiled, else ``"loop"``.
+    :param n_threads: threads of a mapped call; ``None``: torch's thread setting
+        (``torch.get_num_threads()``) at the time of the call.
+    :param retry_cold: solve the samples whose warm-started solve failed again from
+        :meth:`cold_start` (leap-c's ``solve_with_retry``); counted in
+        :attr:`MPCSolution.retried` (SAC-MPC logs their share as ``mpc/retry_rate``).
     """
 
     def __init__(
@@ -170,6 +190,9 @@ class MPCLayer:
         active_tol: float = 1e-6,
         compiled: bool | None = None,
         compile_flags: tuple[str, ...] = ("-O1",),
+        batch_mode: str = "auto",
+        n_threads: int | None = None,
+        retry_cold: bool = True,
     ) -> None:
         if not isinstance(ocp, OptimalControlProblem):
             raise TypeError(f"ocp must be an OptimalControlProblem, got {type(ocp).__name__}")
@@ -188,6 +211,15 @@ class MPCLayer:
         self.compile_flags = tuple(str(flag) for flag in compile_flags)
         #: Seconds the last build of the casadi functions took (compiling, or loading from the cache).
         self.build_seconds = 0.0
+        self.batch_mode = check_choice("batch_mode", batch_mode, BATCH_MODES)
+        self.n_threads = None if n_threads is None else check_int("n_threads", n_threads, 1)
+        self.retry_cold = bool(retry_cold)
+        #: A mapped solve counts as converged when its KKT residual is at most this (see
+        #: :meth:`kkt_residuals`). Measured at ``tol = 1e-8`` (benchmarks/results/mpc_kkt_check, and two
+        #: cart-poles with ``max_iter`` from 2 to 100): the solver's converged solves had residuals up to
+        #: 1.04e-8, the unconverged ones at least 1.2e-6, except solves the iteration limit stopped at a
+        #: point that already met the tolerance (residuals 9e-9 to 1.7e-8), which the check accepts.
+        self.kkt_tol = 10.0 * self.tol
         self.nx, self.nu, self.horizon = int(ocp.state_dim), int(ocp.control_dim), int(ocp.horizon)
         self.n_p = ocp.n_params
         self.n_phi = self.n_p if self.param_interface == "global" else (self.horizon + 1) * self.n_p
@@ -317,17 +349,63 @@ class MPCLayer:
         self._ubz = np.concatenate(ubz)
         self._g_zero = np.zeros(g.shape[0])
         self._reverse_maps: dict[int, Any] = {}
+        self._solver_maps: dict[tuple[int, int], Any] = {}
+        self._kkt_maps: dict[tuple[int, int], Any] = {}
+        self._kkt = self._build_kkt(ca, z, ca.vertcat(s, phi), cost, g)
+
+    def _build_kkt(self, ca: Any, z: Any, p: Any, cost: Any, g: Any) -> Any:
+        """The KKT residual of a primal-dual point, ``(z, P, lam_x, lam_g) -> (3,)``: scaled stationarity,
+        constraint and bound violation, complementarity (:meth:`kkt_residuals`)."""
+        lam_x, lam_g = ca.SX.sym("lam_x", self.nz), ca.SX.sym("lam_g", g.shape[0])
+        # casadi's convention: L = f + lam_g' g + lam_x' z, so grad_z L = 0 at a solution.
+        stationarity = ca.gradient(cost, z) + ca.jtimes(g, z, lam_g, True) + lam_x
+        # IPOPT's dual scaling s_d (fatrop's is alike): large multipliers loosen stationarity.
+        n_multipliers = self.nz + g.shape[0]
+        scale = ca.fmax(100.0, (ca.norm_1(lam_x) + ca.norm_1(lam_g)) / n_multipliers) / 100.0
+        lbz, ubz = self._lbz, self._ubz
+        finite_lb, finite_ub = np.where(np.isfinite(lbz), lbz, 0.0), np.where(np.isfinite(ubz), ubz, 0.0)
+        violation = ca.fmax(ca.norm_inf(g), 0.0)
+        # Bounds relative to their size: interior-point solvers relax a bound b by about 1e-8 (1 + |b|)
+        # (IPOPT's bound_relax_factor), so a control held at 80 N may sit 8e-7 beyond it.
+        for i in range(self.nz):
+            if np.isfinite(lbz[i]):
+                violation = ca.fmax(violation, (finite_lb[i] - z[i]) / (1.0 + abs(finite_lb[i])))
+            if np.isfinite(ubz[i]):
+                violation = ca.fmax(violation, (z[i] - finite_ub[i]) / (1.0 + abs(finite_ub[i])))
+        # |lam| times the slack of the bound its sign points to (upper for lam > 0); a multiplier on an
+        # infinite bound counts as its magnitude times 1e10 (it must be zero).
+        big = 1e10
+        complementarity = 0.0
+        for i in range(self.nz):
+            upper = ubz[i] - z[i] if np.isfinite(ubz[i]) else big
+            lower = z[i] - lbz[i] if np.isfinite(lbz[i]) else big
+            term = ca.if_else(lam_x[i] > 0, lam_x[i] * upper, -lam_x[i] * lower)
+            complementarity = ca.fmax(complementarity, term)
+        residuals = ca.vertcat(ca.norm_inf(stationarity) / scale, violation, complementarity)
+        options = jit_options("kkt", self.compile_flags) if self.compiled else {}
+        return ca.Function(
+            "mpc_kkt", [z, p, lam_x, lam_g], [residuals], ["x", "p", "lam_x", "lam_g"], ["r"], options
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # casadi functions are rebuilt from the (picklable) OCP on unpickling.
         state = self.__dict__.copy()
-        for key in ("_solver", "_reverse", "_reverse_maps"):
+        for key in ("_solver", "_reverse", "_reverse_maps", "_solver_maps", "_kkt", "_kkt_maps"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Layers pickled before the compiled option existed were interpreted.
-        old = {"compiled": False, "_compiled_request": False, "compile_flags": ("-O1",), "build_seconds": 0.0}
+        old = {
+            "compiled": False,
+            "_compiled_request": False,
+            "compile_flags": ("-O1",),
+            "build_seconds": 0.0,
+            "batch_mode": "loop",
+            "n_threads": None,
+            "retry_cold": False,
+            "kkt_tol": 10.0 * state.get("tol", 1e-8),
+        }
         state = {**old, **state}
         self.__dict__.update(state)
         self._build()
@@ -461,6 +539,36 @@ class MPCLayer:
         if guess.shape != (batch, self.nz):
             raise ValueError(f"initial_guess must have shape ({batch}, {self.nz}), got {guess.shape}")
         nlp_p = np.concatenate([states, params], axis=1)
+        solution = self._solve_mapped(guess, nlp_p) if self.mapped else self._solve_loop(guess, nlp_p)
+        if initial_guess is None or not self.retry_cold or solution.success.all():
+            return solution
+        # leap-c's solve_with_retry: a warm start that led the solver astray is retried cold.
+        rows = np.flatnonzero(~solution.success)
+        cold_guess = self.cold_start(states[rows])
+        retry = (
+            self._solve_mapped(cold_guess, nlp_p[rows])
+            if self.mapped
+            else self._solve_loop(cold_guess, nlp_p[rows])
+        )
+        solution.retried[rows] = True
+        better = rows[retry.success]
+        from_retry = np.flatnonzero(retry.success)
+        for name, values in solution.nlp_outputs.items():
+            values[better] = retry.nlp_outputs[name][from_retry]
+        solution.success[better] = True
+        known = (solution.iterations[rows] >= 0) & (retry.iterations >= 0)
+        solution.iterations[rows] = np.where(known, solution.iterations[rows] + retry.iterations, -1)
+        for i, row in enumerate(rows):
+            solution.status[row] = f"{solution.status[row]}; cold retry: {retry.status[i]}"
+        solution.z = solution.nlp_outputs["x"]
+        solution.u0 = np.clip(
+            np.nan_to_num(solution.z[:, self.nx : self.nx + self.nu]), self.ocp.u_low, self.ocp.u_high
+        )
+        return solution
+
+    def _solve_loop(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
+        """One casadi call per sample, with the solver's own statistics."""
+        batch = len(guess)
         names = ("x", "f", "g", "lam_x", "lam_g", "lam_p")
         outputs: dict[str, list[np.ndarray]] = {name: [] for name in names}
         success = np.zeros(batch, dtype=bool)
@@ -483,10 +591,76 @@ class MPCLayer:
                 outputs[name].append(np.asarray(result[name], dtype=np.float64).ravel())
             success[b] = ok and bool(np.isfinite(outputs["x"][-1]).all())
         stacked = {name: np.stack(values) for name, values in outputs.items()}
-        z = stacked["x"]
+        return self._solution(stacked, success, iterations, status, nlp_p)
+
+    def _solution(
+        self,
+        outputs: dict[str, np.ndarray],
+        success: np.ndarray,
+        iterations: np.ndarray,
+        status: list[str],
+        nlp_p: np.ndarray,
+    ) -> MPCSolution:
+        z = outputs["x"]
         u0 = z[:, self.nx : self.nx + self.nu]
         u0 = np.clip(np.nan_to_num(u0), self.ocp.u_low, self.ocp.u_high)  # interior-point round-off
-        return MPCSolution(u0, z, success, iterations, status, stacked, nlp_p)
+        return MPCSolution(u0, z, success, iterations, status, outputs, nlp_p)
+
+    @property
+    def mapped(self) -> bool:
+        """Whether :meth:`solve` makes one mapped casadi call per batch (``batch_mode``)."""
+        return self.batch_mode == "map" or (self.batch_mode == "auto" and self.compiled)
+
+    def _threads(self) -> int:
+        return self.n_threads if self.n_threads is not None else max(1, th.get_num_threads())
+
+    def _mapped(self, cache: dict[tuple[int, int], Any], function: Any, batch: int) -> Any:
+        threads = min(self._threads(), batch)
+        key = (batch, threads)
+        if key not in cache:
+            cache[key] = function.map(batch, "thread", threads) if threads > 1 else function.map(batch)
+        return cache[key]
+
+    def _solve_mapped(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
+        """One casadi call for the batch; success by :meth:`kkt_residuals`."""
+        batch = len(guess)
+        g_zero = np.zeros((len(self._g_zero), batch))
+        result = self._mapped(self._solver_maps, self._solver, batch)(
+            x0=guess.T,
+            p=nlp_p.T,
+            lbx=np.tile(self._lbz[:, None], batch),
+            ubx=np.tile(self._ubz[:, None], batch),
+            lbg=g_zero,
+            ubg=g_zero,
+        )
+        outputs = {
+            name: np.asarray(result[name], dtype=np.float64).reshape(-1, batch).T
+            for name in ("x", "f", "g", "lam_x", "lam_g", "lam_p")
+        }
+        residuals = self._kkt_residuals(outputs, nlp_p)
+        finite = np.all([np.isfinite(v).all(axis=1) for v in outputs.values()], axis=0)
+        success = finite & np.all(residuals <= self.kkt_tol, axis=1)
+        status = [
+            "kkt_converged" if ok else f"kkt_not_converged (residuals {r[0]:.1e}, {r[1]:.1e}, {r[2]:.1e})"
+            for ok, r in zip(success, residuals)
+        ]
+        return self._solution(outputs, success, np.full(batch, -1, dtype=np.int64), status, nlp_p)
+
+    def kkt_residuals(self, solution: MPCSolution) -> np.ndarray:
+        """``(batch, 3)`` KKT residuals of ``solution``'s primal-dual points: stationarity of the
+        Lagrangian (infinity norm, divided by IPOPT's dual scaling ``max(100, mean |multiplier|) /
+        100``), the largest constraint or bound violation (a bound's relative to ``1 + |bound|``), and the
+        largest product of a bound
+        multiplier with the slack of its bound. A mapped solve counts as converged when all three are
+        at most :attr:`kkt_tol`; NaN rows give NaN."""
+        return self._kkt_residuals(solution.nlp_outputs, solution.nlp_p)
+
+    def _kkt_residuals(self, outputs: dict[str, np.ndarray], nlp_p: np.ndarray) -> np.ndarray:
+        batch = len(nlp_p)
+        result = self._mapped(self._kkt_maps, self._kkt, batch)(
+            x=outputs["x"].T, p=nlp_p.T, lam_x=outputs["lam_x"].T, lam_g=outputs["lam_g"].T
+        )
+        return np.asarray(result["r"], dtype=np.float64).reshape(3, batch).T
 
     def _size(self, name: str) -> int:
         return {

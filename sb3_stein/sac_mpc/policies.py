@@ -183,7 +183,10 @@ class MPCParameterPolicy(SACPolicy):
         acting.plans, acting.has_plan = plans, ok | acting.has_plan
         acting.stats["solves"] += batch
         acting.stats["failures"] += int((~ok).sum())
-        acting.stats["iterations"] += int(solution.iterations.sum())
+        known = solution.iterations >= 0  # a mapped solve reports no iteration count (-1)
+        acting.stats["iterations"] += int(solution.iterations[known].sum())
+        acting.stats["iteration_solves"] += int(known.sum())
+        acting.stats["retries"] += int(np.count_nonzero(solution.retried))
         at_bound = self.mpc.controls_at_bound(solution.u0[ok])  # the MPC's own controls, not fallbacks
         acting.stats["u0_at_bound"] += int(at_bound.sum())
         acting.stats["u0_solved"] += at_bound.size
@@ -244,15 +247,25 @@ class ActingContext:
     """Per environment row: the last plan ``(n_envs, nz)``, whether it exists, and acting statistics.
 
     ``stats`` counts, since the context was made: ``solves`` (rows solved), ``failures`` (rows that
-    got a fallback action), ``iterations`` (solver iterations), ``u0_solved`` (first-control
-    entries of the successful solves, ``nu`` per row) and ``u0_at_bound`` (those of them at a
-    control bound, :meth:`~sb3_stein.common.mpc.MPCLayer.controls_at_bound`).
+    got a fallback action), ``iterations`` (solver iterations of the ``iteration_solves`` rows whose
+    count is known: a mapped solve reports none), ``retries`` (rows whose warm-started solve failed
+    and was retried cold), ``u0_solved`` (first-control entries of the successful solves, ``nu`` per
+    row) and ``u0_at_bound`` (those of them at a control bound,
+    :meth:`~sb3_stein.common.mpc.MPCLayer.controls_at_bound`).
     """
 
     def __init__(self) -> None:
         self.plans = np.zeros((0, 0))
         self.has_plan = np.zeros(0, dtype=bool)
-        self.stats = {"solves": 0, "failures": 0, "iterations": 0, "u0_solved": 0, "u0_at_bound": 0}
+        self.stats = {
+            "solves": 0,
+            "failures": 0,
+            "iterations": 0,
+            "iteration_solves": 0,
+            "retries": 0,
+            "u0_solved": 0,
+            "u0_at_bound": 0,
+        }
 
     def resize(self, batch: int, nz: int) -> None:
         """A different number of rows (or a new problem size) starts every row afresh."""

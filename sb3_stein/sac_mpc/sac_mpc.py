@@ -19,10 +19,12 @@ outside the OCP's control bounds, or the state reached lies outside the OCP's st
 environment reports ``info["violation"]``. They
 log ``rollout/violation_rate`` (fraction of training steps) and ``rollout/violation_episode_rate``
 (fraction of finished training episodes with at least one violation), and the MPC's acting
-statistics (``mpc/act_failures``, ``mpc/act_iterations``, ``mpc/act_ms``, and
-``mpc/act_u0_at_bound``, the share of the first controls at a control bound since the previous
-log dump). SAC-FOP and SAC-FOA also log their updates' MPC statistics, among them the share of
-first controls at a bound and the size of ``d u0* / d phi`` (see :class:`SACFOP`).
+statistics (``mpc/act_failures``, ``mpc/act_iterations`` (loop batches only: a mapped solve
+reports no iteration count), ``mpc/act_ms``, ``mpc/retry_rate``, the share of solves whose warm
+start failed and that were retried cold, and ``mpc/act_u0_at_bound``, the share of the first
+controls at a control bound, both since the previous log dump). SAC-FOP and SAC-FOA also log their
+updates' MPC statistics, among them the share of first controls at a bound and the size of
+``d u0* / d phi`` (see :class:`SACFOP`).
 """
 
 from __future__ import annotations
@@ -358,10 +360,14 @@ class _SACMPC(RefusesNormalizedObservations, SAC):
         stats = self.policy.act_stats
         if stats["solves"]:
             self.logger.record("mpc/act_failures", stats["failures"])
-            self.logger.record("mpc/act_iterations", stats["iterations"] / stats["solves"])
+            if stats["iteration_solves"]:
+                self.logger.record("mpc/act_iterations", stats["iterations"] / stats["iteration_solves"])
             self.logger.record("mpc/act_ms", 1e3 * self._act_seconds / max(counts["steps"], 1))
         previous = self._logged_act_stats
         solved = stats["u0_solved"] - previous.get("u0_solved", 0)
+        solves = stats["solves"] - previous.get("solves", 0)
+        if solves > 0:  # warm starts retried cold, since the previous dump
+            self.logger.record("mpc/retry_rate", (stats["retries"] - previous.get("retries", 0)) / solves)
         if solved > 0:  # since the previous dump: the share moves as the policy learns
             at_bound = stats["u0_at_bound"] - previous.get("u0_at_bound", 0)
             self.logger.record("mpc/act_u0_at_bound", at_bound / solved)
@@ -450,6 +456,9 @@ class _UpdateLogs:
     mpc_solves: int = 0
     mpc_failures: int = 0
     mpc_iterations: int = 0
+    #: Solves whose iteration count is known (a mapped solve reports none).
+    mpc_iteration_solves: int = 0
+    mpc_retries: int = 0
 
 
 class SACFOP(_SACMPC):
@@ -470,7 +479,8 @@ class SACFOP(_SACMPC):
     next-state solve removes the sample from the critic loss, a failed actor solve from the actor
     loss. A batch in which every solve fails raises ``RuntimeError`` with the solver's statuses.
 
-    Diagnostics (beyond SAC's keys and the MPC's failure rate, iterations and time):
+    Diagnostics (beyond SAC's keys and the MPC's failure rate, iterations, time and
+    ``train/mpc_retry_rate``, the share of solves retried cold after a failed warm start):
     ``train/mpc_u0_at_bound``, the share of the actor's first controls (successful solves) that sit
     at a control bound, where ``d u0* / d phi = 0`` and the actor gets no gradient through the MPC;
     ``train/mpc_du0_dphi_norm``, the mean Frobenius norm of ``d a / d phi`` over the successful
@@ -624,7 +634,9 @@ class SACFOP(_SACMPC):
             self.logger.record("train/ent_coef_loss", np.mean(logs.ent_coef_losses))
         if logs.mpc_solves:
             self.logger.record("train/mpc_failure_rate", logs.mpc_failures / logs.mpc_solves)
-            self.logger.record("train/mpc_iterations", logs.mpc_iterations / logs.mpc_solves)
+            if logs.mpc_iteration_solves:
+                self.logger.record("train/mpc_iterations", logs.mpc_iterations / logs.mpc_iteration_solves)
+            self.logger.record("train/mpc_retry_rate", logs.mpc_retries / logs.mpc_solves)
             self.logger.record("train/mpc_ms", 1e3 * logs.mpc_seconds / gradient_steps)
             self.logger.record("train/mpc_sensitivity_failures", self.policy.mpc.sensitivity_failures)
         if logs.u0_at_bound:
@@ -666,7 +678,10 @@ class SACFOP(_SACMPC):
         logs.mpc_seconds += time.perf_counter() - start
         logs.mpc_solves += len(success)
         logs.mpc_failures += int((~solution.success).sum())
-        logs.mpc_iterations += int(solution.iterations.sum())
+        known = solution.iterations >= 0
+        logs.mpc_iterations += int(solution.iterations[known].sum())
+        logs.mpc_iteration_solves += int(known.sum())
+        logs.mpc_retries += int(np.count_nonzero(solution.retried))
         counted = np.ones(len(success), dtype=bool) if terminal is None else ~terminal.cpu().numpy()
         if counted.any() and not solution.success[counted].any():
             statuses = sorted(set(solution.status))
