@@ -8,21 +8,26 @@ Measures (medians; candidates timed round-robin, see benchmarks/speed_s2ac.py:in
 
 * the MPC layer on the cart-pole at T = 20 stages (``CartPoleSwingUpOCP(horizon=20)``), batch 256:
   the forward solve (cold start, and warm-started from the previous solution of nearby states) and
-  the backward pass (vector-Jacobian product), per sample; the issue's target is <= 0.5 ms per
-  sample for solve plus sensitivities (shared/notes/differentiable-mpc.md measured 0.5-1 ms);
+  the backward pass (vector-Jacobian product), per sample, for each of :data:`LAYER_VARIANTS`
+  (interpreted; compiled with one call per sample; compiled with one mapped call per batch on 1 and
+  2 threads); targets (issue 15): solve plus sensitivities <= 1.5 ms per sample cold, <= 0.5 ms
+  warm; and the compiled layer's build time with an empty cache and from the cache;
 * one gradient step of SAC-ZOP, SAC-FOP and SB3 SAC at the shipped CartPoleSwingUp-v0 settings
   (hyperparams/sac_zop.yml: batch 64), next to the MPC layer's own time for what an FOP step
-  solves (forward for the actor batch and the target batch, backward for the actor batch): the
-  issue's target is FOP's step <= 1.3x that; FOP/ZOP is reported next to the lecture's 3x
-  (2 h vs 6 h for 1M WindMaze steps, acados with 4 threads);
+  solves (forward for the actor batch and the target batch, backward for the actor batch), with
+  the layer configured as the shipped models' (``compiled=None``: compiled and mapped where a C
+  compiler exists): targets FOP's step <= 1.3x that and <= 3x ZOP's (the lecture: 2 h vs 6 h for
+  1M WindMaze steps, acados with 4 threads);
 * ``learn`` wall-clock per 1000 steps of SAC-ZOP and SB3 SAC at the same shipped settings
-  (target: ZOP <= 2x SAC; the MPC runs only when acting).
+  (target: ZOP <= 1.5x SAC; the MPC runs only when acting).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from stable_baselines3.common.logger import configure
 
 import sb3_stein  # noqa: F401  (registers the environments)
 from sb3_stein import SACFOP, SACZOP
+from sb3_stein.common import jit_cache
 from sb3_stein.common.mpc import MPCLayer
 from sb3_stein.zoo import hyperparams_file
 
@@ -47,30 +53,61 @@ def _states(rng: np.random.Generator, batch: int) -> np.ndarray:
     return rng.uniform([-1.5, -np.pi, -2.0, -4.0], [1.5, np.pi, 2.0, 4.0], size=(batch, 4))
 
 
-def layer_timings(batch: int, horizon: int, rounds: int) -> dict[str, float]:
-    layer = MPCLayer(CartPoleSwingUpOCP(horizon=horizon))
+#: The MPC layer's variants timed side by side: interpreted (the loop of one casadi call per sample),
+#: compiled with the same loop, and compiled with one mapped call per batch on 1 and 2 threads.
+LAYER_VARIANTS: dict[str, dict[str, object]] = {
+    "interpreted": {"compiled": False, "batch_mode": "loop"},
+    "compiled_loop": {"compiled": True, "batch_mode": "loop"},
+    "compiled_map": {"compiled": True, "batch_mode": "map", "n_threads": 1},
+    "compiled_map_2threads": {"compiled": True, "batch_mode": "map", "n_threads": 2},
+}
+
+
+def compile_seconds(horizon: int) -> dict[str, float]:
+    """The compiled layer's build time with an empty cache (compiling) and again (loading the cache),
+    in a temporary cache folder (the user's cache is left alone)."""
+    with tempfile.TemporaryDirectory() as folder:
+        previous = os.environ.get(jit_cache.CACHE_ENV)
+        os.environ[jit_cache.CACHE_ENV] = folder
+        try:
+            first = MPCLayer(CartPoleSwingUpOCP(horizon=horizon), compiled=True).build_seconds
+            second = MPCLayer(CartPoleSwingUpOCP(horizon=horizon), compiled=True).build_seconds
+        finally:
+            if previous is None:
+                os.environ.pop(jit_cache.CACHE_ENV, None)
+            else:
+                os.environ[jit_cache.CACHE_ENV] = previous
+    interpreted = MPCLayer(CartPoleSwingUpOCP(horizon=horizon), compiled=False).build_seconds
+    return {"compile_s": first, "cached_build_s": second, "interpreted_build_s": interpreted}
+
+
+def layer_timings(
+    batch: int, horizon: int, rounds: int, variants: dict[str, dict[str, object]] | None = None
+) -> dict[str, float]:
+    """Per variant (default: the interpreted layer only): forward cold, forward warm-started from the
+    solution of nearby states, backward; in ms for the whole batch, interleaved across variants."""
+    variants = {"interpreted": LAYER_VARIANTS["interpreted"]} if variants is None else variants
     rng = np.random.default_rng(0)
     states = _states(rng, batch)
     params = rng.uniform(-np.pi, np.pi, size=(batch, 1))
-    first = layer.solve(states, params)
     nearby = states + rng.normal(scale=0.02, size=states.shape)
     weights = rng.normal(size=(batch, 1))
-    solution = layer.solve(nearby, params)
-    times = interleaved_ms(
-        {
-            "forward_cold": lambda: layer.solve(nearby, params),
-            "forward_warm": lambda: layer.solve(nearby, params, initial_guess=first.z),
-            "backward": lambda: layer.vjp(solution, weights),
-        },
-        rounds=rounds,
-    )
-    warm = layer.solve(nearby, params, initial_guess=first.z)
-    return {
-        **{f"{k}_ms": v for k, v in times.items()},
-        "failures_cold": int((~solution.success).sum()),
-        "iterations_cold": float(solution.iterations.mean()),
-        "iterations_warm": float(warm.iterations.mean()),
-    }
+    candidates, results = {}, {}
+    for name, kwargs in variants.items():
+        layer = MPCLayer(CartPoleSwingUpOCP(horizon=horizon), **kwargs)  # type: ignore[arg-type]
+        first = layer.solve(states, params)
+        solution = layer.solve(nearby, params)
+        candidates[f"{name}_forward_cold"] = lambda layer=layer: layer.solve(nearby, params)
+        candidates[f"{name}_forward_warm"] = lambda layer=layer, z=first.z: layer.solve(nearby, params, z)
+        candidates[f"{name}_backward"] = lambda layer=layer, solution=solution: layer.vjp(solution, weights)
+        warm = layer.solve(nearby, params, initial_guess=first.z)
+        results[f"{name}_failures_cold"] = int((~solution.success).sum())
+        results[f"{name}_retried_warm"] = int(warm.retried.sum())
+        if not layer.mapped:
+            results[f"{name}_iterations_cold"] = float(solution.iterations.mean())
+            results[f"{name}_iterations_warm"] = float(warm.iterations.mean())
+    times = interleaved_ms(candidates, rounds=rounds)
+    return {**{f"{k}_ms": v for k, v in times.items()}, **results}
 
 
 def _settings() -> dict[str, object]:
@@ -108,7 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     th.set_num_threads(1)
     results: dict[str, object] = {**run_metadata(), "settings": _settings()}
 
-    layer = layer_timings(args.batch, args.horizon, args.rounds)
+    variants = LAYER_VARIANTS if jit_cache.find_compiler() else {"interpreted": LAYER_VARIANTS["interpreted"]}
+    if jit_cache.find_compiler():
+        results["compile"] = compile_seconds(args.horizon)
+        print("compile (s):", json.dumps(results["compile"]), flush=True)
+    layer = layer_timings(args.batch, args.horizon, args.rounds, variants)
     results["layer"] = layer
     per_sample = {k: v / args.batch for k, v in layer.items() if k.endswith("_ms")}
     print(f"MPC layer (cart-pole T={args.horizon}, batch {args.batch}):", json.dumps(layer), flush=True)
@@ -120,11 +161,15 @@ def main(argv: list[str] | None = None) -> None:
     steps = interleaved_ms(
         {name: (lambda m=m: m.train(1, batch)) for name, m in models.items()}, args.step_rounds
     )
-    # What one FOP step asks of the MPC layer: forward for the actor and the target batch, one backward.
-    fop_layer = layer_timings(batch, CartPoleSwingUpOCP().horizon, args.step_rounds)
-    fop_layer_ms = 2 * fop_layer["forward_cold_ms"] + fop_layer["backward_ms"]
+    # What one FOP step asks of the MPC layer, configured as the shipped model's: forward for the
+    # actor and the target batch, one backward.
+    shipped_mpc = models["sac_fop"].policy.mpc  # type: ignore[attr-defined]
+    shipped = {"compiled": shipped_mpc.compiled, "batch_mode": shipped_mpc.batch_mode}
+    fop_layer = layer_timings(batch, CartPoleSwingUpOCP().horizon, args.step_rounds, {"shipped": shipped})
+    fop_layer_ms = 2 * fop_layer["shipped_forward_cold_ms"] + fop_layer["shipped_backward_ms"]
     results["gradient_step_ms"] = steps
     results["fop_layer_ms"] = fop_layer_ms
+    results["shipped_mpc"] = shipped
     print("gradient steps (ms):", json.dumps(steps), "FOP's MPC work:", fop_layer_ms, flush=True)
 
     learn: dict[str, float] = {}
@@ -135,16 +180,27 @@ def main(argv: list[str] | None = None) -> None:
         learn[name] = 1e3 * (time.perf_counter() - start) / (args.learn_steps / 1000)
     results["learn_ms_per_1k"] = learn
 
-    ratios = {
-        "layer forward+backward per sample, ms (cold; target <= 0.5)": per_sample["forward_cold_ms"]
-        + per_sample["backward_ms"],
-        "layer forward+backward per sample, ms (warm start)": per_sample["forward_warm_ms"]
-        + per_sample["backward_ms"],
-        "FOP gradient step / its MPC-layer work (target <= 1.3)": steps["sac_fop"] / fop_layer_ms,
-        "FOP / ZOP gradient step (lecture: 3x whole training)": steps["sac_fop"] / steps["sac_zop"],
-        "ZOP / SAC gradient step": steps["sac_zop"] / steps["sac"],
-        "ZOP / SAC learn per 1k steps (target <= 2)": learn["sac_zop"] / learn["sac"],
-    }
+    ratios: dict[str, float] = {}
+    for name in variants:
+        backward = per_sample[f"{name}_backward_ms"]
+        ratios[f"{name}: layer forward+backward per sample, ms, cold (target <= 1.5)"] = (
+            per_sample[f"{name}_forward_cold_ms"] + backward
+        )
+        ratios[f"{name}: layer forward+backward per sample, ms, warm (target <= 0.5)"] = (
+            per_sample[f"{name}_forward_warm_ms"] + backward
+        )
+    if "compiled_map_2threads" in variants:
+        ratios["compiled map: 1 thread / 2 threads, cold forward"] = (
+            layer["compiled_map_forward_cold_ms"] / layer["compiled_map_2threads_forward_cold_ms"]
+        )
+    ratios.update(
+        {
+            "FOP gradient step / its MPC-layer work (target <= 1.3)": steps["sac_fop"] / fop_layer_ms,
+            "FOP / ZOP gradient step (target <= 3)": steps["sac_fop"] / steps["sac_zop"],
+            "ZOP / SAC gradient step": steps["sac_zop"] / steps["sac"],
+            "ZOP / SAC learn per 1k steps (target <= 1.5)": learn["sac_zop"] / learn["sac"],
+        }
+    )
     results["ratios"] = ratios
     rows: list[tuple[str, float, int]] = [
         *(
@@ -156,11 +212,26 @@ def main(argv: list[str] | None = None) -> None:
         (f"MPC work of one FOP step (batch {batch}, T=5: 2 forward, 1 backward)", fop_layer_ms, 1),
         *((f"learn per 1k steps {k}", v, 0) for k, v in learn.items()),
     ]
-    iterations = (
-        f"Layer iterations: cold {layer['iterations_cold']:.1f}, warm {layer['iterations_warm']:.1f}; "
-        f"failed cold solves: {layer['failures_cold']} of {args.batch}"
-    )
-    write_report(args.out, "SAC-ZOP/FOP", results, rows, ratios, extra=[iterations], env_id=ENV_ID)
+    extra = [
+        f"{name}: iterations cold {layer[f'{name}_iterations_cold']:.1f}, warm "
+        f"{layer[f'{name}_iterations_warm']:.1f}"
+        for name in variants
+        if f"{name}_iterations_cold" in layer
+    ]
+    extra += [
+        f"{name}: failed cold solves {layer[f'{name}_failures_cold']} of {args.batch}, warm starts retried "
+        f"{layer[f'{name}_retried_warm']}"
+        for name in variants
+    ]
+    if "compile" in results:
+        c = results["compile"]
+        extra.append(
+            f"Compiled layer build (T={args.horizon}): {c['compile_s']:.1f} s with an empty cache, "  # type: ignore[index]
+            f"{c['cached_build_s']:.1f} s from the cache; interpreted {c['interpreted_build_s']:.2f} s"  # type: ignore[index]
+        )
+    extra.append(f"Shipped models' MPC layer: {shipped}")
+    iterations = extra
+    write_report(args.out, "SAC-ZOP/FOP", results, rows, ratios, extra=iterations, env_id=ENV_ID)
     print((args.out / "speed.md").read_text())
 
 
