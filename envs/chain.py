@@ -594,6 +594,9 @@ class ChainOCP(OptimalControlProblem):
     """
 
     obs_dim: ClassVar[int | None] = None  # the observation is the MPC state
+    # One stage's RK4 over the masses is large: inline, its Hessian repeated 20 times has about 627k
+    # casadi instructions (too slow to compile); as per-stage functions it is generated once.
+    stage_functions: ClassVar[bool] = True
 
     def __init__(
         self,

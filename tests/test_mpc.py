@@ -347,3 +347,27 @@ def test_bad_batching_options_are_refused():
         MPCLayer(TinyCartPoleOCP(), batch_mode="vectorised")
     with pytest.raises(ValueError, match="n_threads"):
         MPCLayer(TinyCartPoleOCP(), n_threads=0)
+
+
+@pytest.mark.parametrize("batch_mode", ["loop", "map"])
+def test_stage_functions_give_the_inline_solution_and_gradients(batch_mode):
+    """The NLP built from per-stage casadi Functions (an MX graph) solves to the inline SX NLP's
+    controls, iteration counts and sensitivities."""
+    states, params = _batch(8, seed=6)
+    inline = MPCLayer(TinyCartPoleOCP(), batch_mode=batch_mode)
+    staged = MPCLayer(TinyCartPoleOCP(), batch_mode=batch_mode, stage_functions=True)
+    assert staged.stage_functions and not inline.stage_functions
+    a, b = inline.solve(states, params), staged.solve(states, params)
+    assert a.success.all() and b.success.all()
+    np.testing.assert_allclose(b.u0, a.u0, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(b.iterations, a.iterations)
+    weights = np.ones((8, 1))
+    for ga, gb in zip(inline.vjp(a, weights), staged.vjp(b, weights)):
+        np.testing.assert_allclose(gb, ga, rtol=1e-8, atol=1e-9)
+
+
+def test_the_chain_builds_from_stage_functions_by_default():
+    from sb3_stein.envs.chain import ChainOCP
+
+    assert MPCLayer(ChainOCP()).stage_functions
+    assert not MPCLayer(ChainOCP(), stage_functions=False).stage_functions

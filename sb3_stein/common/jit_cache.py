@@ -137,6 +137,12 @@ def _compile_cached(compiler: list[str], args: list[str]) -> int:
                 unique = f"{os.getpid()}_{threading.get_ident()}"
                 canonical_source = folder / f"{digest}.{unique}.c"
                 partial = folder / f"{digest}.{unique}.o.partial"
+                print(
+                    f"sb3_stein: compiling casadi's generated code ({len(code) // 1000} kB) into {target} "
+                    "(once: later builds load it)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 try:
                     canonical_source.write_text(code)
                     result = subprocess.run([*compiler, *flags, str(canonical_source), "-o", str(partial)])

@@ -175,6 +175,11 @@ class MPCLayer:
         iteration count and status. ``"auto"`` (default): ``"map"`` when compiled, else ``"loop"``.
     :param n_threads: threads of a mapped call; ``None``: torch's thread setting
         (``torch.get_num_threads()``) at the time of the call.
+    :param stage_functions: build the NLP from one casadi Function per piece of the OCP (dynamics,
+        stage cost, terminal cost) called at every stage, instead of one expanded expression graph:
+        the generated code and its compile time then hold each piece's derivatives once, not ``N``
+        times (the chain's exact Hessian: about 627k instructions inline). ``None`` (default): the
+        OCP's ``stage_functions`` attribute (``False`` unless the OCP sets it).
     :param retry_cold: solve the samples whose warm-started solve failed again from
         :meth:`cold_start` (leap-c's ``solve_with_retry``); counted in
         :attr:`MPCSolution.retried` (SAC-MPC logs their share as ``mpc/retry_rate``).
@@ -193,6 +198,7 @@ class MPCLayer:
         batch_mode: str = "auto",
         n_threads: int | None = None,
         retry_cold: bool = True,
+        stage_functions: bool | None = None,
     ) -> None:
         if not isinstance(ocp, OptimalControlProblem):
             raise TypeError(f"ocp must be an OptimalControlProblem, got {type(ocp).__name__}")
@@ -214,6 +220,9 @@ class MPCLayer:
         self.batch_mode = check_choice("batch_mode", batch_mode, BATCH_MODES)
         self.n_threads = None if n_threads is None else check_int("n_threads", n_threads, 1)
         self.retry_cold = bool(retry_cold)
+        self.stage_functions = bool(
+            getattr(ocp, "stage_functions", False) if stage_functions is None else stage_functions
+        )
         #: A mapped solve counts as converged when its KKT residual is at most this (see
         #: :meth:`kkt_residuals`). Measured at ``tol = 1e-8`` (benchmarks/results/mpc_kkt_check, and two
         #: cart-poles with ``max_iter`` from 2 to 100): the solver's converged solves had residuals up to
@@ -251,8 +260,28 @@ class MPCLayer:
         import casadi as ca
 
         ocp, nx, nu, N = self.ocp, self.nx, self.nu, self.horizon
-        s = ca.SX.sym("s", nx)
-        phi = ca.SX.sym("phi", self.n_phi)
+        # Inline, every stage's dynamics and costs are expanded into one SX graph, whose Hessian casadi
+        # differentiates as a whole (the chain's: about 627k instructions for 20 stages). With stage
+        # functions the NLP is an MX graph calling one casadi Function per piece N times, so the
+        # generated code (and the compile time) holds each piece's derivatives once.
+        if self.stage_functions:
+            xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", self.n_p)
+            dynamics_fn = ca.Function("dynamics", [xs, us], [ocp.dynamics(xs, us)])
+            stage_cost_fn = ca.Function("stage_cost", [xs, us, ps], [ocp.stage_cost(xs, us, ps)])
+            terminal_cost_fn = ca.Function("terminal_cost", [xs, ps], [ocp.terminal_cost(xs, ps)])
+            sym: Any = ca.MX.sym
+            dynamics: Any = dynamics_fn
+            stage_cost: Any = stage_cost_fn
+            terminal_cost: Any = terminal_cost_fn
+        else:
+            sym, dynamics, stage_cost, terminal_cost = (
+                ca.SX.sym,
+                ocp.dynamics,
+                ocp.stage_cost,
+                ocp.terminal_cost,
+            )
+        s = sym("s", nx)
+        phi = sym("phi", self.n_phi)
 
         def stage_params(k: int) -> Any:
             if self.param_interface == "global":
@@ -267,27 +296,27 @@ class MPCLayer:
         variables, constraints, equality = [], [], []
         lbz: list[np.ndarray] = []
         ubz: list[np.ndarray] = []
-        cost = 0
-        x = ca.SX.sym("x_0", nx)
+        cost: Any = 0
+        x = sym("x_0", nx)
         variables.append(x)
         lbz.append(np.full(nx, -inf))  # x_0 is fixed by the equality below, not by bounds
         ubz.append(np.full(nx, inf))
         constraints.append(x - s)
         equality += [True] * nx
         for k in range(N):
-            u = ca.SX.sym(f"u_{k}", nu)
+            u = sym(f"u_{k}", nu)
             variables.append(u)
             lbz.append(u_low)
             ubz.append(u_high)
-            cost = cost + ocp.stage_cost(x, u, stage_params(k))
-            x_next = ca.SX.sym(f"x_{k + 1}", nx)
+            cost = cost + stage_cost(x, u, stage_params(k))
+            x_next = sym(f"x_{k + 1}", nx)
             variables.append(x_next)
             lbz.append(x_low)
             ubz.append(x_high)
-            constraints.append(x_next - ocp.dynamics(x, u))
+            constraints.append(x_next - dynamics(x, u))
             equality += [True] * nx
             x = x_next
-        cost = cost + ocp.terminal_cost(x, stage_params(N))
+        cost = cost + terminal_cost(x, stage_params(N))
         z = ca.vertcat(*variables)
         g = ca.vertcat(*constraints)
         if z.shape[0] != self.nz or cost.shape != (1, 1):
@@ -295,7 +324,7 @@ class MPCLayer:
                 f"{type(ocp).__name__}: the dynamics must return (nx, 1) = ({nx}, 1) and the costs scalars; "
                 f"got {z.shape[0]} decision variables (expected {self.nz}) and cost shape {cost.shape}"
             )
-        nlp = {"x": z, "p": ca.vertcat(s, phi), "f": cost, "g": g}
+        nlp: dict[str, Any] = {"x": z, "p": ca.vertcat(s, phi), "f": cost, "g": g}
         options: dict[str, Any] = {"print_time": False}
         if self.solver_name == "fatrop":
             options.update(
@@ -356,31 +385,30 @@ class MPCLayer:
     def _build_kkt(self, ca: Any, z: Any, p: Any, cost: Any, g: Any) -> Any:
         """The KKT residual of a primal-dual point, ``(z, P, lam_x, lam_g) -> (3,)``: scaled stationarity,
         constraint and bound violation, complementarity (:meth:`kkt_residuals`)."""
-        lam_x, lam_g = ca.SX.sym("lam_x", self.nz), ca.SX.sym("lam_g", g.shape[0])
+        sym = ca.MX.sym if isinstance(z, ca.MX) else ca.SX.sym
+        lam_x, lam_g = sym("lam_x", self.nz), sym("lam_g", g.shape[0])
         # casadi's convention: L = f + lam_g' g + lam_x' z, so grad_z L = 0 at a solution.
         stationarity = ca.gradient(cost, z) + ca.jtimes(g, z, lam_g, True) + lam_x
         # IPOPT's dual scaling s_d (fatrop's is alike): large multipliers loosen stationarity.
         n_multipliers = self.nz + g.shape[0]
         scale = ca.fmax(100.0, (ca.norm_1(lam_x) + ca.norm_1(lam_g)) / n_multipliers) / 100.0
-        lbz, ubz = self._lbz, self._ubz
-        finite_lb, finite_ub = np.where(np.isfinite(lbz), lbz, 0.0), np.where(np.isfinite(ubz), ubz, 0.0)
-        violation = ca.fmax(ca.norm_inf(g), 0.0)
+        finite_lb, finite_ub = np.isfinite(self._lbz), np.isfinite(self._ubz)
+        has_lb, has_ub = ca.DM(finite_lb.astype(float)), ca.DM(finite_ub.astype(float))
+        lb = ca.DM(np.where(finite_lb, self._lbz, 0.0))
+        ub = ca.DM(np.where(finite_ub, self._ubz, 0.0))
         # Bounds relative to their size: interior-point solvers relax a bound b by about 1e-8 (1 + |b|)
         # (IPOPT's bound_relax_factor), so a control held at 80 N may sit 8e-7 beyond it.
-        for i in range(self.nz):
-            if np.isfinite(lbz[i]):
-                violation = ca.fmax(violation, (finite_lb[i] - z[i]) / (1.0 + abs(finite_lb[i])))
-            if np.isfinite(ubz[i]):
-                violation = ca.fmax(violation, (z[i] - finite_ub[i]) / (1.0 + abs(finite_ub[i])))
+        below = has_lb * (lb - z) / (1.0 + ca.fabs(lb))
+        above = has_ub * (z - ub) / (1.0 + ca.fabs(ub))
+        violation = ca.fmax(ca.norm_inf(g), ca.fmax(ca.mmax(below), ca.mmax(above)))
         # |lam| times the slack of the bound its sign points to (upper for lam > 0); a multiplier on an
         # infinite bound counts as its magnitude times 1e10 (it must be zero).
         big = 1e10
-        complementarity = 0.0
-        for i in range(self.nz):
-            upper = ubz[i] - z[i] if np.isfinite(ubz[i]) else big
-            lower = z[i] - lbz[i] if np.isfinite(lbz[i]) else big
-            term = ca.if_else(lam_x[i] > 0, lam_x[i] * upper, -lam_x[i] * lower)
-            complementarity = ca.fmax(complementarity, term)
+        upper_slack = has_ub * (ub - z) + (1 - has_ub) * big
+        lower_slack = has_lb * (z - lb) + (1 - has_lb) * big
+        complementarity = ca.fmax(
+            0.0, ca.mmax(ca.if_else(lam_x > 0, lam_x * upper_slack, -lam_x * lower_slack))
+        )
         residuals = ca.vertcat(ca.norm_inf(stationarity) / scale, violation, complementarity)
         options = jit_options("kkt", self.compile_flags) if self.compiled else {}
         return ca.Function(
@@ -404,6 +432,7 @@ class MPCLayer:
             "batch_mode": "loop",
             "n_threads": None,
             "retry_cold": False,
+            "stage_functions": False,
             "kkt_tol": 10.0 * state.get("tol", 1e-8),
         }
         state = {**old, **state}

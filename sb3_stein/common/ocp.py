@@ -65,6 +65,10 @@ class OptimalControlProblem:
     param_default: np.ndarray
     #: Observation size of the environment this OCP is meant for (``None``: ``state_dim``).
     obs_dim: ClassVar[int | None] = None
+    #: Whether :class:`~sb3_stein.common.mpc.MPCLayer` builds this OCP's NLP from per-stage casadi
+    #: functions by default (its ``stage_functions`` parameter): worth it when one stage's
+    #: derivatives are large, as the chain's.
+    stage_functions: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ symbolic problem
 
