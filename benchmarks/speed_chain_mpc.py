@@ -1,0 +1,77 @@
+"""Speed of the chain's MPC layer (Chain-v0's OCP): interpreted inline NLP vs compiled per-stage functions.
+
+Issue 15's target: the chain >= 10x faster than the interpreted layer. Solves a batch of states near a
+reset state (``--batch``, default parameters), forward and backward, per sample, interleaved (median of
+``--rounds``), one torch thread::
+
+    python benchmarks/speed_chain_mpc.py --out benchmarks/results/speed_chain_mpc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch as th
+from sb3_stein.envs.chain import ChainOCP
+from speed_s2ac import interleaved_ms
+
+from sb3_stein import SACZOP
+from sb3_stein.common.mpc import MPCLayer
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "interpreted_inline_loop": {"compiled": False, "stage_functions": False, "batch_mode": "loop"},
+    "compiled_stages_map": {"compiled": True, "stage_functions": True, "batch_mode": "map", "n_threads": 1},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    model = SACZOP("MlpPolicy", "Chain-v0", seed=0, learning_starts=10**9, mpc_kwargs={"compiled": False})
+    obs = model.env.reset()
+    start = model.policy.mpc_states(th.as_tensor(obs, dtype=th.float32)).double().numpy()
+    states = np.repeat(start, args.batch, 0)
+    states = states + np.random.default_rng(0).normal(scale=0.01, size=states.shape)
+    candidates, results = {}, {}
+    for name, kwargs in VARIANTS.items():
+        begin = time.perf_counter()
+        layer = MPCLayer(ChainOCP(), **kwargs)  # type: ignore[arg-type]
+        results[f"{name}_build_s"] = time.perf_counter() - begin
+        params = np.tile(layer.default_params(), (args.batch, 1))
+        solution = layer.solve(states, params)
+        results[f"{name}_success"] = int(solution.success.sum())
+        weights = np.ones((args.batch, layer.nu))
+        candidates[f"{name}_forward"] = lambda layer=layer, params=params: layer.solve(states, params)
+        candidates[f"{name}_backward"] = lambda layer=layer, s=solution, w=weights: layer.vjp(s, w)
+    per_sample = {k: v / args.batch for k, v in interleaved_ms(candidates, rounds=args.rounds).items()}
+    total = {n: per_sample[f"{n}_forward"] + per_sample[f"{n}_backward"] for n in VARIANTS}
+    results.update({f"{k}_ms_per_sample": v for k, v in per_sample.items()})
+    results["speedup_forward_backward"] = total["interpreted_inline_loop"] / total["compiled_stages_map"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(results, indent=1))
+    lines = [
+        "# Chain-v0 MPC layer: interpreted inline vs compiled per-stage functions (1 thread)",
+        "",
+        f"Command: `python benchmarks/speed_chain_mpc.py --out {args.out} --batch {args.batch} "
+        f"--rounds {args.rounds}`",
+        "",
+        "| measurement | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v:.2f} |" for k, v in results.items()],
+    ]
+    (args.out / "speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
