@@ -166,3 +166,14 @@ def test_auto_leaves_a_large_nlp_interpreted_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="casadi instructions"):
         layer = MPCLayer(TinyCartPoleOCP())
     assert not layer.compiled
+
+
+def test_compiled_ipopt_layer_gives_the_interpreted_results(cache):
+    interpreted = MPCLayer(TinyCartPoleOCP(), solver="ipopt", compiled=False, batch_mode="loop")
+    compiled = MPCLayer(TinyCartPoleOCP(), solver="ipopt", compiled=True, compile_flags=FLAGS)
+    states, params = _batch(4, seed=3)
+    a, b = interpreted.solve(states, params), compiled.solve(states, params)
+    assert a.success.all() and b.success.all()
+    np.testing.assert_allclose(b.u0, a.u0, rtol=1e-12, atol=1e-12)
+    for ga, gb in zip(interpreted.vjp(a, np.ones((4, 1))), compiled.vjp(b, np.ones((4, 1)))):
+        np.testing.assert_allclose(gb, ga, rtol=1e-10, atol=1e-12)
