@@ -380,12 +380,23 @@ class MPCLayer:
         self._reverse_maps: dict[int, Any] = {}
         self._solver_maps: dict[tuple[int, int], Any] = {}
         self._kkt_maps: dict[tuple[int, int], Any] = {}
-        self._kkt = self._build_kkt(ca, z, ca.vertcat(s, phi), cost, g)
+        # Built on first use (mapped solves, kkt_residuals): a looped layer never needs it.
+        self._kkt_nlp: tuple[Any, Any, Any, Any] | None = (z, ca.vertcat(s, phi), cost, g)
+        self._kkt: Any = None
 
-    def _build_kkt(self, ca: Any, z: Any, p: Any, cost: Any, g: Any) -> Any:
+    def _kkt_function(self) -> Any:
+        if self._kkt is None:
+            assert self._kkt_nlp is not None
+            self._kkt = self._build_kkt(*self._kkt_nlp)
+            self._kkt_nlp = None
+        return self._kkt
+
+    def _build_kkt(self, z: Any, p: Any, cost: Any, g: Any) -> Any:
         """The KKT residual of a primal-dual point, ``(z, P, lam_x, lam_g) -> (3,)``: scaled stationarity,
         constraint and bound violation, complementarity (:meth:`kkt_residuals`)."""
-        sym = ca.MX.sym if isinstance(z, ca.MX) else ca.SX.sym
+        import casadi as ca
+
+        sym: Any = ca.MX.sym if isinstance(z, ca.MX) else ca.SX.sym
         lam_x, lam_g = sym("lam_x", self.nz), sym("lam_g", g.shape[0])
         # casadi's convention: L = f + lam_g' g + lam_x' z, so grad_z L = 0 at a solution.
         stationarity = ca.gradient(cost, z) + ca.jtimes(g, z, lam_g, True) + lam_x
@@ -418,7 +429,7 @@ class MPCLayer:
     def __getstate__(self) -> dict[str, Any]:
         # casadi functions are rebuilt from the (picklable) OCP on unpickling.
         state = self.__dict__.copy()
-        for key in ("_solver", "_reverse", "_reverse_maps", "_solver_maps", "_kkt", "_kkt_maps"):
+        for key in ("_solver", "_reverse", "_reverse_maps", "_solver_maps", "_kkt", "_kkt_maps", "_kkt_nlp"):
             state.pop(key, None)
         return state
 
@@ -437,6 +448,8 @@ class MPCLayer:
         }
         state = {**old, **state}
         self.__dict__.update(state)
+        # The machine loading the layer may lack the compiler of the one that saved it.
+        self.compiled = _resolve_compiled(self._compiled_request)
         self._build()
 
     # ------------------------------------------------------------------ spaces and guesses
@@ -568,32 +581,28 @@ class MPCLayer:
         if guess.shape != (batch, self.nz):
             raise ValueError(f"initial_guess must have shape ({batch}, {self.nz}), got {guess.shape}")
         nlp_p = np.concatenate([states, params], axis=1)
-        solution = self._solve_mapped(guess, nlp_p) if self.mapped else self._solve_loop(guess, nlp_p)
+        solution = self._solve_rows(guess, nlp_p)
         if initial_guess is None or not self.retry_cold or solution.success.all():
             return solution
         # leap-c's solve_with_retry: a warm start that led the solver astray is retried cold.
         rows = np.flatnonzero(~solution.success)
-        cold_guess = self.cold_start(states[rows])
-        retry = (
-            self._solve_mapped(cold_guess, nlp_p[rows])
-            if self.mapped
-            else self._solve_loop(cold_guess, nlp_p[rows])
-        )
-        solution.retried[rows] = True
-        better = rows[retry.success]
-        from_retry = np.flatnonzero(retry.success)
-        for name, values in solution.nlp_outputs.items():
-            values[better] = retry.nlp_outputs[name][from_retry]
-        solution.success[better] = True
-        known = (solution.iterations[rows] >= 0) & (retry.iterations >= 0)
-        solution.iterations[rows] = np.where(known, solution.iterations[rows] + retry.iterations, -1)
+        retry = self._solve_rows(self.cold_start(states[rows]), nlp_p[rows])
+        outputs, success = solution.nlp_outputs, solution.success
+        for name, values in outputs.items():
+            values[rows[retry.success]] = retry.nlp_outputs[name][retry.success]
+        success[rows] = retry.success
+        iterations = solution.iterations
+        known = (iterations[rows] >= 0) & (retry.iterations >= 0)
+        iterations[rows] = np.where(known, iterations[rows] + retry.iterations, -1)
+        status = list(solution.status)
         for i, row in enumerate(rows):
-            solution.status[row] = f"{solution.status[row]}; cold retry: {retry.status[i]}"
-        solution.z = solution.nlp_outputs["x"]
-        solution.u0 = np.clip(
-            np.nan_to_num(solution.z[:, self.nx : self.nx + self.nu]), self.ocp.u_low, self.ocp.u_high
-        )
-        return solution
+            status[row] = f"{status[row]}; cold retry: {retry.status[i]}"
+        merged = self._solution(outputs, success, iterations, status, nlp_p)
+        merged.retried[rows] = True
+        return merged
+
+    def _solve_rows(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
+        return self._solve_mapped(guess, nlp_p) if self.mapped else self._solve_loop(guess, nlp_p)
 
     def _solve_loop(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
         """One casadi call per sample, with the solver's own statistics."""
@@ -678,15 +687,14 @@ class MPCLayer:
     def kkt_residuals(self, solution: MPCSolution) -> np.ndarray:
         """``(batch, 3)`` KKT residuals of ``solution``'s primal-dual points: stationarity of the
         Lagrangian (infinity norm, divided by IPOPT's dual scaling ``max(100, mean |multiplier|) /
-        100``), the largest constraint or bound violation (a bound's relative to ``1 + |bound|``), and the
-        largest product of a bound
-        multiplier with the slack of its bound. A mapped solve counts as converged when all three are
-        at most :attr:`kkt_tol`; NaN rows give NaN."""
+        100``), the largest constraint or bound violation (a bound's relative to ``1 + |bound|``), and
+        the largest product of a bound multiplier with the slack of its bound. A mapped solve counts as
+        converged when all three are at most :attr:`kkt_tol`; NaN rows give NaN."""
         return self._kkt_residuals(solution.nlp_outputs, solution.nlp_p)
 
     def _kkt_residuals(self, outputs: dict[str, np.ndarray], nlp_p: np.ndarray) -> np.ndarray:
         batch = len(nlp_p)
-        result = self._mapped(self._kkt_maps, self._kkt, batch)(
+        result = self._mapped(self._kkt_maps, self._kkt_function(), batch)(
             x=outputs["x"].T, p=nlp_p.T, lam_x=outputs["lam_x"].T, lam_g=outputs["lam_g"].T
         )
         return np.asarray(result["r"], dtype=np.float64).reshape(3, batch).T
