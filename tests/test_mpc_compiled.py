@@ -62,6 +62,7 @@ def test_compiled_layer_gives_the_interpreted_controls_iterations_and_gradients(
 
 
 def test_a_second_process_and_an_unpickled_layer_reuse_the_cached_objects(compiled, cache):
+    compiled.solve(*_batch(2, seed=4))  # builds the KKT check too (on first use), whatever ran before
     objects = _objects(cache)
     assert len(objects) >= 2  # the forward solver's functions and the backward pass
     clone = pickle.loads(pickle.dumps(compiled))
