@@ -207,59 +207,12 @@ def test_each_algorithm_runs_a_few_hundred_steps_and_reloads(algo, env_id, tmp_p
     assert first.shape == model.action_space.shape and np.allclose(first, again)
 
 
-def _pick_place_script(env):
-    """A scripted pick-and-place on ``env`` (reset already): inverse kinematics on a copy of the model
-    (hand pointing down), joint-velocity P-control; yields the step results."""
-    from sb3_stein.envs.kinova import ARM, PINCH
-    from scipy.optimize import least_squares
-
-    model, scratch = env.model, mujoco.MjData(env.model)
-    pinch, grip = model.site(PINCH).id, model.site(f"{ARM}hand/gripsite").id
-
-    def ik(goal, q0):
-        def residual(q):
-            scratch.qpos[env._qadr] = q
-            mujoco.mj_kinematics(model, scratch)
-            axis = scratch.site_xpos[pinch] - scratch.site_xpos[grip]
-            return np.r_[
-                scratch.site_xpos[pinch] - goal,
-                0.2 * (axis / np.linalg.norm(axis) + [0, 0, 1]),
-                0.01 * (q - q0),
-            ]
-
-        return least_squares(residual, q0).x
-
-    def go(q_goal, steps, gripper, settle):
-        for _ in range(steps):  # until the joints settle (or, for the grip, for all the steps)
-            error = q_goal - env.data.qpos[env._qadr]
-            if settle and np.abs(error).max() < 0.005:
-                return
-            result = env.step(np.r_[np.clip(3.0 * error, -0.8, 0.8), gripper])
-            yield result
-            if result[2]:
-                return
-
-    cube, destination = env.cube_position(), env.target.copy()
-    q = env.data.qpos[env._qadr].copy()
-    plan = []
-    for goal, steps, gripper, settle in (
-        (cube + np.array([0, 0, 0.12]), 200, -1.0, True),
-        (cube, 100, -1.0, True),
-        (cube, 60, 1.0, False),  # close: about 1 s
-        (cube + np.array([0, 0, 0.15]), 100, 1.0, True),
-        (destination + np.array([0, 0, 0.15]), 200, 1.0, True),
-        (destination + np.array([0, 0, 0.01]), 100, 1.0, True),
-    ):
-        q = ik(np.asarray(goal), q)
-        plan.append((q, steps, gripper, settle))
-    for q_goal, steps, gripper, settle in plan:
-        yield from go(q_goal, steps, gripper, settle)
-
-
 def test_pick_and_place_stages_by_a_scripted_grasp():
-    """The scripted motion reaches the cube (stage 1), lifts and carries it (the cube leaves the floor)
-    and puts it at the destination (success ends the episode); the model's grasp rule carries the cube
-    along with the pinch point over the same commands while the fingers are closed."""
+    """The scripted motion (benchmarks/kinova_scripted_pickplace.py) reaches the cube (stage 1), lifts
+    and carries it (the cube leaves the floor) and puts it at the destination (success ends the
+    episode); the model's grasp rule carries the cube along with the pinch point over the same commands
+    while the fingers are closed."""
+    from benchmark_script import load_benchmark
     from sb3_stein.envs.kinova import KinovaPickPlaceEnv, KinovaPickPlaceModel
 
     env = KinovaPickPlaceEnv()
@@ -267,7 +220,8 @@ def test_pick_and_place_stages_by_a_scripted_grasp():
     assert obs.shape == (22,) and not info["reached_cube"]
     model = KinovaPickPlaceModel.from_env(env)
     highest, carried, steps = 0.0, [], 0
-    for obs_next, _, terminated, _, info in _pick_place_script(env):  # noqa: B007 (info: the last step)
+    script = load_benchmark("kinova_scripted_pickplace").pick_place_script(env)
+    for obs_next, _, terminated, _, info in script:  # noqa: B007 (info: the last step)
         highest = max(highest, float(obs_next[18]))
         steps += 1
         if obs[12] > 1.0 and obs_next[18] > 0.05:  # fingers closed and the cube in the air: held
