@@ -371,3 +371,28 @@ def test_the_chain_builds_from_stage_functions_by_default():
 
     assert MPCLayer(ChainOCP()).stage_functions
     assert not MPCLayer(ChainOCP(), stage_functions=False).stage_functions
+
+
+def test_control_barrier_keeps_saturated_controls_inside_with_exact_nonzero_gradients(layer):
+    """``control_barrier > 0``: the first controls that the hard bound holds at +-10 move strictly
+    inside, their ``d u0 / d phi`` becomes nonzero and still matches central differences; the free
+    controls barely move (the barrier's curvature at the centre is ``2 mu / h^2``)."""
+    states, params = _batch(10, seed=1)
+    hard = layer.solve(states, params)
+    saturated = layer.controls_at_bound(hard.u0)[:, 0]
+    assert saturated.any() and (~saturated).any()
+    barrier = MPCLayer(TinyCartPoleOCP(), control_barrier=1e-2)
+    solution = barrier.solve(states, params)
+    assert solution.success.all()
+    assert np.all(np.abs(solution.u0) < 10.0)
+    np.testing.assert_allclose(solution.u0[~saturated], hard.u0[~saturated], atol=0.1)
+    jacobian = barrier.params_jacobian(solution)
+    _, fd_p = _central_differences(barrier, states, params, np.ones((10, 1)))
+    np.testing.assert_allclose(jacobian[:, 0], fd_p, rtol=1e-4, atol=1e-6)
+    assert np.abs(jacobian[saturated]).max(axis=(1, 2)).min() > 1e-6  # alive where the hard bound had 0
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), True, "1"])
+def test_bad_control_barrier_is_refused(value):
+    with pytest.raises(ValueError, match="control_barrier"):
+        MPCLayer(TinyCartPoleOCP(), control_barrier=value)

@@ -178,3 +178,16 @@ def test_compiled_ipopt_layer_gives_the_interpreted_results(cache):
     np.testing.assert_allclose(b.u0, a.u0, rtol=1e-12, atol=1e-12)
     for ga, gb in zip(interpreted.vjp(a, np.ones((4, 1))), compiled.vjp(b, np.ones((4, 1)))):
         np.testing.assert_allclose(gb, ga, rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_mapped_layer_with_a_control_barrier_gives_the_interpreted_results(cache):
+    """The barrier is part of the generated code (its own cache entry); the KKT check of a mapped
+    solve accepts the barrier's interior solutions."""
+    interpreted = MPCLayer(TinyCartPoleOCP(), compiled=False, control_barrier=1.0)
+    compiled = MPCLayer(TinyCartPoleOCP(), compiled=True, compile_flags=FLAGS, control_barrier=1.0)
+    states, params = _batch(6, seed=1)
+    a, b = interpreted.solve(states, params), compiled.solve(states, params)
+    assert a.success.all() and b.success.all() and compiled.mapped
+    np.testing.assert_allclose(b.u0, a.u0, rtol=1e-10, atol=1e-10)
+    for ga, gb in zip(interpreted.vjp(a, np.ones((6, 1))), compiled.vjp(b, np.ones((6, 1)))):
+        np.testing.assert_allclose(gb, ga, rtol=1e-8, atol=1e-10)

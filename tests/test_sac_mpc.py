@@ -533,3 +533,21 @@ def test_mapped_mpc_learns_and_logs_retries_without_iteration_counts():
     model.dump_logs()
     assert "mpc/act_iterations" not in recorded and "train/mpc_iterations" not in recorded
     assert 0.0 <= recorded["mpc/retry_rate"] <= 1.0 and 0.0 <= recorded["train/mpc_retry_rate"] <= 1.0
+
+
+def test_fop_with_a_control_barrier_learns_saves_and_keeps_saturated_gradients_alive(tmp_path):
+    """``mpc_kwargs=dict(control_barrier=mu)`` reaches the layer, survives save/load, and the actor
+    batch's first controls near the bound keep a nonzero ``d a / d phi`` (exactly zero without it)."""
+    model = SACFOP("MlpPolicy", "CartPoleSwingUp-v0", mpc_kwargs=dict(control_barrier=10.0), **FAST)
+    assert model.policy.mpc.control_barrier == 10.0
+    model.learn(130)
+    model.save(tmp_path / "model")
+    loaded = SACFOP.load(tmp_path / "model")
+    assert loaded.policy.mpc.control_barrier == 10.0
+    obs = th.as_tensor(model.replay_buffer.sample(32).observations)  # type: ignore[union-attr]
+    with th.no_grad():
+        solution = model._actor_actions(obs).solution
+    near = (80.0 - np.abs(solution.u0[:, 0]) < 1.0) & solution.success
+    assert near.any(), "the batch must hold first controls near the +-80 N bound"
+    assert np.all(np.abs(solution.u0) < 80.0)
+    assert model.policy.scaled_sensitivity_norms(solution)[near].min() > 1e-4

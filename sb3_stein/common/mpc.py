@@ -106,6 +106,8 @@ COMPILED_ENV = "SB3_STEIN_MPC_COMPILED"
 #: code, about 30 s at -O1 for the tests' cart-pole at T = 20 (about 44k instructions), and the chain's
 #: exact Hessian alone has about 627k.
 AUTO_COMPILE_MAX_INSTRUCTIONS = 200_000
+#: ``MPCLayer(control_barrier=...)``'s barrier sits on the control box widened by this (relative).
+BARRIER_WIDENING = 1e-6
 _warned_interpreted = False
 
 
@@ -183,6 +185,19 @@ class MPCLayer:
     :param retry_cold: solve the samples whose warm-started solve failed again from
         :meth:`cold_start` (leap-c's ``solve_with_retry``); counted in
         :attr:`MPCSolution.retried` (SAC-MPC logs their share as ``mpc/retry_rate``).
+    :param control_barrier: weight ``mu >= 0`` of a logarithmic barrier on the control bounds added to
+        every stage cost (in the OCP's cost units): ``mu * sum_i -log(1 - w_i^2)`` with
+        ``w = (u - c) / (h (1 + 1e-6))`` for the box's centre ``c`` and half-width ``h`` (zero at the
+        centre, growing without bound towards the bounds; the box is widened by ``1e-6`` relative so
+        that a solver iterate on a bound, which IPOPT's bound relaxation allows, still has a finite
+        cost). ``0`` (default): the plain hard bounds, as the lecture and leap-c. With ``mu > 0`` the
+        first control stays strictly inside the bounds, so ``d u0* / d phi`` is nonzero everywhere
+        instead of exactly zero where a hard bound is active (the lecture's full-row-rank condition;
+        on the cart-pole about three quarters of SAC-FOP's first controls sit at +-80 N,
+        benchmarks/results/sac_mpc_diagnostics): a relaxed-barrier MPC in the sense of Feller and
+        Ebenbauer (2017, "Relaxed logarithmic barrier function based model predictive control of
+        linear systems", IEEE TAC 62(3)), here with a fixed weight. It changes the controller: a
+        saturated control moves inwards by about ``mu / |dJ/du|``. The hard bounds stay in the NLP.
     """
 
     def __init__(
@@ -199,6 +214,7 @@ class MPCLayer:
         n_threads: int | None = None,
         retry_cold: bool = True,
         stage_functions: bool | None = None,
+        control_barrier: float = 0.0,
     ) -> None:
         if not isinstance(ocp, OptimalControlProblem):
             raise TypeError(f"ocp must be an OptimalControlProblem, got {type(ocp).__name__}")
@@ -220,6 +236,13 @@ class MPCLayer:
         self.batch_mode = check_choice("batch_mode", batch_mode, BATCH_MODES)
         self.n_threads = None if n_threads is None else check_int("n_threads", n_threads, 1)
         self.retry_cold = bool(retry_cold)
+        if isinstance(control_barrier, bool) or not (
+            isinstance(control_barrier, (int, float, np.floating, np.integer))
+            and np.isfinite(control_barrier)
+            and control_barrier >= 0
+        ):
+            raise ValueError(f"control_barrier must be a finite number >= 0, got {control_barrier!r}")
+        self.control_barrier = float(control_barrier)
         self.stage_functions = bool(
             getattr(ocp, "stage_functions", False) if stage_functions is None else stage_functions
         )
@@ -293,6 +316,14 @@ class MPCLayer:
         x_high = np.full(nx, inf) if ocp.x_high is None else np.asarray(ocp.x_high, dtype=np.float64)
         u_low = np.asarray(ocp.u_low, dtype=np.float64)
         u_high = np.asarray(ocp.u_high, dtype=np.float64)
+        centre, half_width = 0.5 * (u_low + u_high), 0.5 * (u_high - u_low) * (1.0 + BARRIER_WIDENING)
+
+        def barrier(u: Any) -> Any:
+            if self.control_barrier == 0.0:
+                return 0
+            w = (u - centre) / half_width
+            return -self.control_barrier * ca.sum1(ca.log(1 - w**2))
+
         variables, constraints, equality = [], [], []
         lbz: list[np.ndarray] = []
         ubz: list[np.ndarray] = []
@@ -308,7 +339,7 @@ class MPCLayer:
             variables.append(u)
             lbz.append(u_low)
             ubz.append(u_high)
-            cost = cost + stage_cost(x, u, stage_params(k))
+            cost = cost + stage_cost(x, u, stage_params(k)) + barrier(u)
             x_next = sym(f"x_{k + 1}", nx)
             variables.append(x_next)
             lbz.append(x_low)
@@ -376,6 +407,17 @@ class MPCLayer:
             self._solver, self._reverse = interpreted, reverse
         self._lbz = np.concatenate(lbz)
         self._ubz = np.concatenate(ubz)
+        # Closer to a bound than this and with a multiplier on it, the bound is active in the backward
+        # pass (_active_multipliers). With a control barrier the solution keeps the controls inside by
+        # construction, about mu / |dJ/du| from the barrier's edge; an interior-point solver's multiplier
+        # of order mu_ip / slack there is no active bound, so the control margin is the barrier box's
+        # widening: only a control pressed through the barrier onto the hard box counts as active.
+        self._lower_margin = np.sqrt(self.tol) * (1.0 + np.abs(self._lbz))
+        self._upper_margin = np.sqrt(self.tol) * (1.0 + np.abs(self._ubz))
+        if self.control_barrier > 0:
+            for k in range(N):
+                controls = slice(k * self._stage + nx, k * self._stage + nx + nu)
+                self._lower_margin[controls] = self._upper_margin[controls] = BARRIER_WIDENING * half_width
         self._g_zero = np.zeros(g.shape[0])
         self._reverse_maps: dict[int, Any] = {}
         self._solver_maps: dict[tuple[int, int], Any] = {}
@@ -777,16 +819,16 @@ class MPCLayer:
         """``lam_x`` with the multipliers of inactive bounds set to zero (the silent-zero fix).
 
         A bound counts as inactive when its multiplier is below ``active_tol`` or when the solution
-        keeps a clear distance from it (more than ``sqrt(tol) * (1 + |bound|)``): an interior-point
+        keeps a clear distance from it (more than ``sqrt(tol) * (1 + |bound|)``; for the controls under a
+        ``control_barrier``, more than the barrier box's widening, see ``_build_solver``): an interior-point
         solver leaves multipliers of order ``mu / slack`` on inactive bounds, which can exceed
         ``active_tol`` for a loose ``tol`` or a nearly active bound. casadi's sign convention:
         ``lam_x > 0`` at an upper bound, ``< 0`` at a lower bound.
         """
         lam_x = lam_x.copy()
-        margin = np.sqrt(self.tol)
         with np.errstate(invalid="ignore"):  # infinite bounds: infinite slack
-            slack_upper = (self._ubz - z) > margin * (1.0 + np.abs(self._ubz))
-            slack_lower = (z - self._lbz) > margin * (1.0 + np.abs(self._lbz))
+            slack_upper = (self._ubz - z) > self._upper_margin
+            slack_lower = (z - self._lbz) > self._lower_margin
         inactive = (
             (np.abs(lam_x) < self.active_tol) | ((lam_x > 0) & slack_upper) | ((lam_x < 0) & slack_lower)
         )

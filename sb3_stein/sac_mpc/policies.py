@@ -59,7 +59,8 @@ class MPCParameterPolicy(SACPolicy):
         (SAC-ZOP's parameter critic); ``"actions"``: ``Q(s, a)`` with ``a`` in SB3's ``[-1, 1]``
         (SAC-FOP's action critic).
     :param mpc_kwargs: keyword arguments of :class:`~sb3_stein.common.mpc.MPCLayer` (``solver``,
-        ``tol``, ``max_iter``, ``active_tol``).
+        ``tol``, ``max_iter``, ``active_tol``, ``compiled``, ``batch_mode``, ``n_threads``,
+        ``retry_cold``, ``control_barrier``).
     :param kwargs: the remaining arguments of SB3's :class:`~stable_baselines3.sac.policies.SACPolicy`
         (``net_arch``, ``activation_fn``, ``log_std_init``, ``n_critics``, ...). ``use_sde`` is not
         supported. The log standard deviation is clamped to SB3's ``[-20, 2]`` (leap-c: ``[-4, 2]``;

@@ -72,7 +72,10 @@ _DOC_PARAMETERS = """
     :param param_interface: ``"global"`` (one parameter vector shared by all MPC stages, the
         default) or ``"stage"`` (one per stage): the lecture's "Controller Comparison".
     :param mpc_kwargs: options of :class:`~sb3_stein.common.mpc.MPCLayer`: ``solver`` (``"fatrop"``
-        or ``"ipopt"``), ``tol``, ``max_iter``, ``active_tol``.
+        or ``"ipopt"``), ``tol``, ``max_iter``, ``active_tol``, ``compiled``, ``batch_mode``,
+        ``n_threads``, ``retry_cold``, ``control_barrier`` (a log barrier on the control bounds that
+        keeps SAC-FOP's gradient through saturated first controls nonzero; off by default,
+        benchmarks/results/mpc_control_barrier/ for its effect on the cart-pole).
     :param learning_rate: Adam learning rate of actor, critic and entropy coefficient (leap-c: 1e-3).
     :param buffer_size: replay buffer size.
     :param learning_starts: steps before the first update. Until then the agent draws the MPC
