@@ -396,3 +396,48 @@ def test_control_barrier_keeps_saturated_controls_inside_with_exact_nonzero_grad
 def test_bad_control_barrier_is_refused(value):
     with pytest.raises(ValueError, match="control_barrier"):
         MPCLayer(TinyCartPoleOCP(), control_barrier=value)
+
+
+def test_cold_guess_rollout_follows_the_dynamics_and_saves_iterations():
+    """``cold_guess="rollout"`` (default): the guess is the OCP's trajectory under the middle control,
+    clipped into the state bounds; ``"constant"`` repeats the state. On the tiny cart-pole the rollout
+    needs fewer iterations (12.1 -> 10.5 on this batch)."""
+    import casadi as ca
+
+    ocp = TinyCartPoleOCP()
+    rollout, constant = MPCLayer(ocp, compiled=False), MPCLayer(ocp, compiled=False, cold_guess="constant")
+    assert rollout.cold_guess == "rollout"
+    states, params = _batch(32, seed=4)
+    guess = rollout.cold_start(states)
+    x, u = ca.SX.sym("x", 4), ca.SX.sym("u", 1)
+    step = ca.Function("f", [x, u], [ocp.dynamics(x, u)])
+    expected = states[0]
+    for k in range(ocp.horizon):
+        start = k * rollout._stage
+        assert guess[0, start + 4] == 0.0  # the middle of |u| <= 10
+        expected = np.asarray(step(expected, 0.0)).ravel()
+        np.testing.assert_allclose(
+            guess[0, start + 5 : start + 9], np.clip(expected, ocp.x_low, ocp.x_high), rtol=1e-12, atol=1e-12
+        )
+    flat = constant.cold_start(states)
+    np.testing.assert_allclose(flat[:, 5:9], np.clip(states, ocp.x_low, ocp.x_high))
+    a, b = rollout.solve(states, params), constant.solve(states, params)
+    assert a.success.all() and b.success.all()
+    assert a.iterations.mean() < b.iterations.mean()
+    with pytest.raises(ValueError, match="cold_guess"):
+        MPCLayer(ocp, cold_guess="zeros")
+
+
+def test_solver_options_reach_the_solver_and_reserved_names_are_refused():
+    ocp = TinyCartPoleOCP()
+    states, params = _batch(4, seed=4)
+    default = MPCLayer(ocp, compiled=False).solve(states, params)
+    pushed = MPCLayer(ocp, compiled=False, solver_options={"mu_init": 1.0}).solve(states, params)
+    assert pushed.success.all() and not np.array_equal(pushed.iterations, default.iterations)
+    with pytest.raises(ValueError, match="tol"):
+        MPCLayer(ocp, solver_options={"tol": 1e-3})
+    for solver in ("fatrop", "ipopt"):
+        with pytest.raises(ValueError, match="no_such_option"):
+            MPCLayer(ocp, solver=solver, compiled=False, solver_options={"no_such_option": 1})
+    with pytest.raises(TypeError, match="solver_options"):
+        MPCLayer(ocp, solver_options=[("mu_init", 1.0)])
