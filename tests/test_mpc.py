@@ -441,3 +441,33 @@ def test_solver_options_reach_the_solver_and_reserved_names_are_refused():
             MPCLayer(ocp, solver=solver, compiled=False, solver_options={"no_such_option": 1})
     with pytest.raises(TypeError, match="solver_options"):
         MPCLayer(ocp, solver_options=[("mu_init", 1.0)])
+
+
+def test_a_discounted_ocp_weights_stage_k_by_discount_to_the_k():
+    """``OptimalControlProblem.discount``: the layer's objective at its solution is
+    ``sum_k discount^k l(x_k, u_k) + discount^N V(x_N)`` (DMPC's Eq. 10)."""
+
+    class Discounted(TinyCartPoleOCP):
+        discount = 0.9
+
+    layer = MPCLayer(Discounted(), compiled=False)
+    states, params = _batch(3, seed=5)
+    solution = layer.solve(states, params)
+    assert solution.success.all()
+    ocp, z = layer.ocp, solution.z
+    for b in range(3):
+        total = 0.0
+        for k in range(ocp.horizon):
+            x = z[b, k * layer._stage : k * layer._stage + 4]
+            u = z[b, k * layer._stage + 4 : (k + 1) * layer._stage]
+            total += 0.9**k * float(ocp.stage_cost(x, u, params[b]))
+        total += 0.9**ocp.horizon * float(ocp.terminal_cost(z[b, -4:], params[b]))
+        assert solution.nlp_outputs["f"][b].item() == pytest.approx(total, rel=1e-10)
+    undiscounted = MPCLayer(TinyCartPoleOCP(), compiled=False).solve(states, params).u0
+    assert not np.allclose(undiscounted, solution.u0)
+
+    class Bad(TinyCartPoleOCP):
+        discount = 1.5
+
+    with pytest.raises(ValueError, match="discount"):
+        MPCLayer(Bad())

@@ -359,6 +359,7 @@ class MPCLayer:
         u_low = np.asarray(ocp.u_low, dtype=np.float64)
         u_high = np.asarray(ocp.u_high, dtype=np.float64)
         centre, half_width = 0.5 * (u_low + u_high), 0.5 * (u_high - u_low) * (1.0 + BARRIER_WIDENING)
+        discount = float(getattr(ocp, "discount", 1.0))
 
         def barrier(u: Any) -> Any:
             if self.control_barrier == 0.0:
@@ -381,7 +382,7 @@ class MPCLayer:
             variables.append(u)
             lbz.append(u_low)
             ubz.append(u_high)
-            cost = cost + stage_cost(x, u, stage_params(k)) + barrier(u)
+            cost = cost + discount**k * (stage_cost(x, u, stage_params(k)) + barrier(u))
             x_next = sym(f"x_{k + 1}", nx)
             variables.append(x_next)
             lbz.append(x_low)
@@ -389,7 +390,7 @@ class MPCLayer:
             constraints.append(x_next - dynamics(x, u))
             equality += [True] * nx
             x = x_next
-        cost = cost + terminal_cost(x, stage_params(N))
+        cost = cost + discount**N * terminal_cost(x, stage_params(N))
         z = ca.vertcat(*variables)
         g = ca.vertcat(*constraints)
         if z.shape[0] != self.nz or cost.shape != (1, 1):

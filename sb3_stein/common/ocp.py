@@ -69,6 +69,9 @@ class OptimalControlProblem:
     #: functions by default (its ``stage_functions`` parameter): worth it when one stage's
     #: derivatives are large, as the chain's.
     stage_functions: ClassVar[bool] = False
+    #: Per-stage discount of the objective: stage ``k``'s cost is weighted by ``discount ** k`` and the
+    #: terminal cost by ``discount ** N`` (DMPC's Eq. 10); 1 (the lecture's OCPs): undiscounted.
+    discount: float = 1.0
 
     # ------------------------------------------------------------------ symbolic problem
 
@@ -182,6 +185,9 @@ class OptimalControlProblem:
             )
         if np.any(default < p_low) or np.any(default > p_high):
             raise ValueError(f"{name}.param_default {default} lies outside [param_low, param_high]")
+        discount = getattr(self, "discount", 1.0)
+        if isinstance(discount, bool) or not (isinstance(discount, (int, float)) and 0 < discount <= 1):
+            raise ValueError(f"{name}.discount must be a number in (0, 1], got {discount!r}")
         # From here on every consumer may rely on float64 arrays (a subclass may have set lists).
         self.u_low, self.u_high = u_low, u_high
         self.param_low, self.param_high, self.param_default = p_low, p_high, default

@@ -37,10 +37,18 @@ from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACP
 from torch import nn
 
 from sb3_stein.common.mpc import MPCLayer, MPCSolution
+from sb3_stein.common.mpc_acting import ActingContext
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.validation import check_choice
 
-__all__ = ["ActionNoiseActor", "ActionNoisePolicy", "MPCParameterPolicy", "MlpPolicy", "check_action_space"]
+__all__ = [
+    "ActingContext",
+    "ActionNoiseActor",
+    "ActionNoisePolicy",
+    "MPCParameterPolicy",
+    "MlpPolicy",
+    "check_action_space",
+]
 
 CRITIC_INPUTS = ("parameters", "actions")
 
@@ -154,44 +162,18 @@ class MPCParameterPolicy(SACPolicy):
     def act_mpc(
         self, obs: PyTorchObs, params: th.Tensor, context: str = "predict"
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The MPC actions to send to the environments (no gradient), with warm starts and fallbacks.
-
-        Each environment row warm-starts from its previous plan shifted by one stage
-        (:meth:`MPCLayer.warm_start`); a row whose solve fails gets
-        :meth:`MPCLayer.fallback_controls` of its previous successful plan (the plan continues
-        open-loop) or, without one, the middle of the control bounds.
+        """The MPC actions to send to the environments (no gradient), with warm starts and fallbacks
+        (:meth:`~sb3_stein.common.mpc_acting.ActingContext.act`).
 
         :param context: ``"train"`` (the algorithm's rollouts) or ``"predict"`` (everything else).
         :return: ``(actions (n_envs, nu) in environment units, failed (n_envs,) bool)``.
         """
         with th.no_grad():
             states = self.mpc_states(obs).double().cpu().numpy()
-        params_np = params.detach().double().cpu().numpy()
-        acting = self.acting[context]
-        batch = len(states)
-        acting.resize(batch, self.mpc.nz)
-        guess = self.mpc.warm_start(states, acting.plans, acting.has_plan, shift=True)
-        solution = self.mpc.solve(states, params_np, guess)
-        ok = solution.success
-        actions = solution.u0.copy()
-        if not ok.all():
-            fallback = self.mpc.fallback_controls(acting.plans, batch)
-            middle = self.mpc.fallback_controls(None, batch)
-            fallback[~acting.has_plan] = middle[~acting.has_plan]
-            actions[~ok] = fallback[~ok]
-        plans = solution.z.copy()
-        plans[~ok] = self.mpc.shift(acting.plans)[~ok]
-        acting.plans, acting.has_plan = plans, ok | acting.has_plan
-        acting.stats["solves"] += batch
-        acting.stats["failures"] += int((~ok).sum())
-        known = solution.iterations >= 0  # a mapped solve reports no iteration count (-1)
-        acting.stats["iterations"] += int(solution.iterations[known].sum())
-        acting.stats["iteration_solves"] += int(known.sum())
-        acting.stats["retries"] += int(np.count_nonzero(solution.retried))
-        at_bound = self.mpc.controls_at_bound(solution.u0[ok])  # the MPC's own controls, not fallbacks
-        acting.stats["u0_at_bound"] += int(at_bound.sum())
-        acting.stats["u0_solved"] += at_bound.size
-        return actions, ~ok
+        actions, failed, _ = self.acting[context].act(
+            self.mpc, states, params.detach().double().cpu().numpy()
+        )
+        return actions, failed
 
     @property
     def act_stats(self) -> dict[str, int]:
@@ -242,45 +224,6 @@ class MPCParameterPolicy(SACPolicy):
         actions, _ = self.act_mpc(observation, self.params_from_scaled(scaled_params))
         scaled = self.actions_to_scaled(th.as_tensor(actions, dtype=th.float32, device=self.device))
         return scaled.clamp(-1.0, 1.0)
-
-
-class ActingContext:
-    """Per environment row: the last plan ``(n_envs, nz)``, whether it exists, and acting statistics.
-
-    ``stats`` counts, since the context was made: ``solves`` (rows solved), ``failures`` (rows that
-    got a fallback action), ``iterations`` (solver iterations of the ``iteration_solves`` rows whose
-    count is known: a mapped solve reports none), ``retries`` (rows whose warm-started solve failed
-    and was retried cold), ``u0_solved`` (first-control entries of the successful solves, ``nu`` per
-    row) and ``u0_at_bound`` (those of them at a control bound,
-    :meth:`~sb3_stein.common.mpc.MPCLayer.controls_at_bound`).
-    """
-
-    def __init__(self) -> None:
-        self.plans = np.zeros((0, 0))
-        self.has_plan = np.zeros(0, dtype=bool)
-        self.stats = {
-            "solves": 0,
-            "failures": 0,
-            "iterations": 0,
-            "iteration_solves": 0,
-            "retries": 0,
-            "u0_solved": 0,
-            "u0_at_bound": 0,
-        }
-
-    def resize(self, batch: int, nz: int) -> None:
-        """A different number of rows (or a new problem size) starts every row afresh."""
-        if self.plans.shape != (batch, nz):
-            self.plans = np.zeros((batch, nz))
-            self.has_plan = np.zeros(batch, dtype=bool)
-
-    def forget(self, rows: np.ndarray | None = None) -> None:
-        """Rows (all by default) start without a plan; rows not yet seen have none anyway."""
-        if rows is None:
-            self.has_plan[:] = False
-        else:
-            rows = np.asarray(rows, dtype=np.int64)
-            self.has_plan[rows[rows < len(self.has_plan)]] = False
 
 
 def check_action_space(action_space: spaces.Space, ocp: OptimalControlProblem) -> None:

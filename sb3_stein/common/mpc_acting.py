@@ -1,0 +1,92 @@
+"""Acting with an MPC layer: one warm start per environment row, fallbacks and statistics.
+
+Shared by every policy whose action is an MPC's first control (SAC-ZOP/FOP/FOA, DMPC): the previous
+plan of the same episode, shifted by one stage, warm-starts the next solve; a failed solve falls back
+to the previous successful plan's next control (else the middle of the control bounds) and is counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sb3_stein.common.mpc import MPCLayer, MPCSolution
+
+__all__ = ["ActingContext"]
+
+
+class ActingContext:
+    """Per environment row: the last plan ``(n_envs, nz)``, whether it exists, and acting statistics.
+
+    ``stats`` counts, since the context was made: ``solves`` (rows solved), ``failures`` (rows that
+    got a fallback action), ``iterations`` (solver iterations of the ``iteration_solves`` rows whose
+    count is known: a mapped solve reports none), ``retries`` (rows whose warm-started solve failed
+    and was retried cold), ``u0_solved`` (first-control entries of the successful solves, ``nu`` per
+    row) and ``u0_at_bound`` (those of them at a control bound,
+    :meth:`~sb3_stein.common.mpc.MPCLayer.controls_at_bound`).
+    """
+
+    def __init__(self) -> None:
+        self.plans = np.zeros((0, 0))
+        self.has_plan = np.zeros(0, dtype=bool)
+        self.stats = {
+            "solves": 0,
+            "failures": 0,
+            "iterations": 0,
+            "iteration_solves": 0,
+            "retries": 0,
+            "u0_solved": 0,
+            "u0_at_bound": 0,
+        }
+
+    def resize(self, batch: int, nz: int) -> None:
+        """A different number of rows (or a new problem size) starts every row afresh."""
+        if self.plans.shape != (batch, nz):
+            self.plans = np.zeros((batch, nz))
+            self.has_plan = np.zeros(batch, dtype=bool)
+
+    def forget(self, rows: np.ndarray | None = None) -> None:
+        """Rows (all by default) start without a plan; rows not yet seen have none anyway."""
+        if rows is None:
+            self.has_plan[:] = False
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            self.has_plan[rows[rows < len(self.has_plan)]] = False
+
+    def act(
+        self, mpc: MPCLayer, states: np.ndarray, params: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, MPCSolution]:
+        """Solve the MPC for the environment rows, warm-started, with fallbacks, and count.
+
+        Each row warm-starts from its previous plan shifted by one stage (:meth:`MPCLayer.warm_start`);
+        a row whose solve fails gets :meth:`MPCLayer.fallback_controls` of its previous successful plan
+        (the plan continues open-loop) or, without one, the middle of the control bounds.
+
+        :param mpc: the layer.
+        :param states: ``(n_envs, nx)`` MPC states.
+        :param params: ``(n_envs, n_phi)`` MPC parameters.
+        :return: ``(actions (n_envs, nu) in environment units, failed (n_envs,) bool, the solution)``.
+        """
+        batch = len(states)
+        self.resize(batch, mpc.nz)
+        guess = mpc.warm_start(states, self.plans, self.has_plan, shift=True)
+        solution = mpc.solve(states, params, guess)
+        ok = solution.success
+        actions = solution.u0.copy()
+        if not ok.all():
+            fallback = mpc.fallback_controls(self.plans, batch)
+            middle = mpc.fallback_controls(None, batch)
+            fallback[~self.has_plan] = middle[~self.has_plan]
+            actions[~ok] = fallback[~ok]
+        plans = solution.z.copy()
+        plans[~ok] = mpc.shift(self.plans)[~ok]
+        self.plans, self.has_plan = plans, ok | self.has_plan
+        self.stats["solves"] += batch
+        self.stats["failures"] += int((~ok).sum())
+        known = solution.iterations >= 0  # a mapped solve reports no iteration count (-1)
+        self.stats["iterations"] += int(solution.iterations[known].sum())
+        self.stats["iteration_solves"] += int(known.sum())
+        self.stats["retries"] += int(np.count_nonzero(solution.retried))
+        at_bound = mpc.controls_at_bound(solution.u0[ok])  # the MPC's own controls, not fallbacks
+        self.stats["u0_at_bound"] += int(at_bound.sum())
+        self.stats["u0_solved"] += at_bound.size
+        return actions, ~ok, solution
