@@ -23,6 +23,7 @@ from sb3_stein.common.dynamics import (  # noqa: E402
     registered_dynamics_models,
 )
 from sb3_stein.common.ocp import register_ocp, registered_ocps  # noqa: E402
+from sb3_stein.dmpc import DMPC  # noqa: E402
 from sb3_stein.mpq import MPQ  # noqa: E402
 from sb3_stein.qstac import QSTAC  # noqa: E402
 from sb3_stein.s2ac import S2AC  # noqa: E402
@@ -30,6 +31,7 @@ from sb3_stein.sac_mpc import SACFOA, SACFOP, SACZOP  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
+    "DMPC",
     "MPQ",
     "QSTAC",
     "S2AC",

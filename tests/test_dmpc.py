@@ -1,0 +1,281 @@
+"""DMPC: the running cost of Eq. 14, the actor with an exact (LQR) value, learning, save/load, bad input."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import scipy.linalg
+import torch as th
+from gymnasium import spaces
+from torch import nn
+
+from sb3_stein import DMPC
+from sb3_stein.common.backends import NUMPY, TORCH, Backend, rk4_step
+from sb3_stein.common.mpc import MPCLayer
+from sb3_stein.dmpc.problem import MLPValue, ValueMPCProblem, ValueNetwork
+
+DT = 0.1
+
+
+def _timed_double_integrator(x, u, be: Backend):
+    """``obs = (position, velocity, goal, time_to_go)``: ``p' = v``, ``v' = u``, goal constant, time -1."""
+    _, v, _, _ = be.split(x)
+    (force,) = be.split(u)
+    return be.stack([v, force, 0 * v, 0 * v - 1.0])
+
+
+class TimedDoubleIntegratorModel(nn.Module):
+    """The test task's dynamics (RK4 of :func:`_timed_double_integrator`) and reward."""
+
+    dt = DT
+
+    def continuous_dynamics(self, x, u, be: Backend):
+        return _timed_double_integrator(x, u, be)
+
+    def forward(self, obs: th.Tensor, action: th.Tensor) -> th.Tensor:
+        return rk4_step(_timed_double_integrator, obs, action.clamp(-1.0, 1.0), self.dt, TORCH)
+
+    def reward(self, obs, action, next_obs):
+        return -(next_obs[..., 0] - next_obs[..., 2]).abs() * self.dt
+
+
+class TimedDoubleIntegratorEnv(gym.Env):
+    """Reach ``goal`` on a line within 2 s; reward ``-|p - goal| dt``; the deadline is terminal."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
+    action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = np.array([self.np_random.uniform(-1, 1), 0.0, 0.5, 2.0])
+        return self.state.astype(np.float32), {}
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, np.float64).reshape(1), -1.0, 1.0)
+        self.state = rk4_step(_timed_double_integrator, self.state, action, DT, NUMPY)
+        reward = -abs(self.state[0] - self.state[2]) * DT
+        return self.state.astype(np.float32), float(reward), bool(self.state[3] <= 1e-9), False, {}
+
+
+class LinearModel:
+    """``dx = (A x + B u) dt`` as a control-affine model (no time state)."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, dt: float) -> None:
+        self.a, self.b, self.dt = a, b, dt
+
+    def f(self, t, x, be):
+        if be.name == "casadi":
+            import casadi as ca
+
+            return ca.DM(self.a) @ x
+        return self.a @ x
+
+    def g(self, t, x, be):
+        if be.name == "casadi":
+            import casadi as ca
+
+            return ca.DM(self.b)
+        return self.b
+
+
+class QuadraticValue:
+    """``V(x) = x' P x`` with ``P`` (row-major) as the parameters."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.n_params = n * n
+
+    def symbolic(self, x, p):
+        import casadi as ca
+
+        return x.T @ ca.reshape(p, self.n, self.n).T @ x
+
+
+def test_running_cost_equals_eq_14_by_finite_differences():
+    """Eq. 14 with a quadratic value on a nonlinear control-affine model (the pendulum-like drift
+    ``f = (v, -sin p)``, ``g = (0, 1 + p^2)``): the casadi expression vs central differences of V."""
+    import casadi as ca
+
+    class Pendulumish:
+        dt = 0.05
+
+        def continuous_dynamics(self, x, u, be):
+            p, v = be.split(x)
+            (force,) = be.split(u)
+            return be.stack([v, -be.sin(p) + (1 + p**2) * force])
+
+    value = QuadraticValue(2)
+    problem = ValueMPCProblem(
+        Pendulumish(), 2, np.array([-2.0]), np.array([2.0]), value, horizon=3, control_weight=0.5
+    )
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(2, 2))
+    big_p = m @ m.T + np.eye(2)
+    x_sym = ca.SX.sym("x", 2)
+    rate = ca.Function("l", [x_sym], [problem.running_cost_rate(x_sym, ca.DM(big_p.reshape(-1)))])
+    for _ in range(5):
+        x = rng.normal(size=2)
+        h = 1e-6
+        grad = np.array(
+            [(x + h * e) @ big_p @ (x + h * e) - (x - h * e) @ big_p @ (x - h * e) for e in np.eye(2)]
+        ) / (2 * h)
+        f = np.array([x[1], -np.sin(x[0])])
+        g = np.array([0.0, 1 + x[0] ** 2])
+        expected = -f @ grad + 0.5 * (g @ grad) ** 2 / 0.5
+        assert float(rate(x)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_with_the_lqr_value_the_actor_gives_the_lqr_control():
+    """Continuous LQR ``min int x'Qx + 1/2 u'Ru``: ``V = x'Px`` (CARE with ``R/2``), ``u* = -2 R^-1 B'P x``.
+    Eq. 14 turns ``V`` back into ``x'Qx``, so the MPC with that running cost and terminal ``V`` gives
+    ``u*`` up to the time discretisation (dt = 0.01)."""
+    a = np.array([[0.0, 1.0], [0.5, -0.1]])  # unstable
+    b = np.array([[0.0], [1.0]])
+    q, r = np.diag([1.0, 0.5]), np.array([[0.4]])
+    big_p = scipy.linalg.solve_continuous_are(a, b, q, r / 2)
+    gain = 2 * np.linalg.solve(r, b.T @ big_p)
+    problem = ValueMPCProblem(
+        LinearModel(a, b, 0.01),
+        2,
+        np.array([-50.0]),
+        np.array([50.0]),
+        QuadraticValue(2),
+        horizon=20,
+        control_weight=r[0, 0],
+        discount=1.0,
+    )
+    layer = MPCLayer(problem, compiled=False)
+    states = np.random.default_rng(1).normal(size=(6, 2))
+    solution = layer.solve(states, np.tile(big_p.reshape(-1), (6, 1)))
+    assert solution.success.all()
+    np.testing.assert_allclose(solution.u0[:, 0], -(states @ gain.T)[:, 0], rtol=0.02, atol=0.01)
+    # Without the running cost the horizon's costs are only the control's: a different, worse control.
+    plain = ValueMPCProblem(
+        LinearModel(a, b, 0.01),
+        2,
+        np.array([-50.0]),
+        np.array([50.0]),
+        QuadraticValue(2),
+        horizon=20,
+        control_weight=r[0, 0],
+        discount=1.0,
+        running_cost=False,
+    )
+    other = MPCLayer(plain, compiled=False).solve(states, np.tile(big_p.reshape(-1), (6, 1)))
+    assert np.abs(other.u0 - solution.u0).max() > 0.05
+
+
+def test_symbolic_value_equals_the_torch_network():
+    import casadi as ca
+
+    spec = MLPValue(4, (12, 12, 12), "tanh")
+    net = ValueNetwork(spec)
+    assert spec.n_params == sum(p.numel() for p in net.parameters())
+    x_sym, p_sym = ca.SX.sym("x", 4), ca.SX.sym("p", spec.n_params)
+    fn = ca.Function("v", [x_sym, p_sym], [spec.symbolic(x_sym, p_sym)])
+    obs = np.random.default_rng(0).normal(size=(5, 4))
+    expected = net(th.as_tensor(obs, dtype=th.float32)).detach().numpy()
+    got = np.array([float(fn(o, net.flat_parameters())) for o in obs])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+FAST = dict(learning_starts=40, batch_size=16, horizon=4, seed=0, mpc_kwargs=dict(compiled=False))
+
+
+def test_learns_a_few_hundred_steps_and_logs():
+    model = DMPC("MlpPolicy", TimedDoubleIntegratorEnv(), dynamics_model=TimedDoubleIntegratorModel(), **FAST)
+    before = model.policy.value.flat_parameters()
+    model.learn(200)
+    assert model._n_updates > 100
+    assert not np.allclose(before, model.policy.value.flat_parameters())
+    values = model.logger.name_to_value
+    assert "train/value_loss" in values or model._n_updates > 0
+    assert model.policy.acting["train"].stats["solves"] == 200
+    assert model.policy.acting["train"].stats["failures"] == 0
+
+
+def test_save_load_gives_identical_actions_and_training_continues(tmp_path):
+    model = DMPC("MlpPolicy", TimedDoubleIntegratorEnv(), dynamics_model=TimedDoubleIntegratorModel(), **FAST)
+    model.learn(100)
+    model.save(tmp_path / "dmpc")
+    loaded = DMPC.load(tmp_path / "dmpc", env=TimedDoubleIntegratorEnv())
+    obs = np.array([[0.3, 0.0, 0.5, 1.5], [-0.8, 0.2, 0.5, 0.7]], dtype=np.float32)
+    np.testing.assert_allclose(loaded.predict(obs)[0], model.predict(obs)[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(
+        loaded.policy.value_target.flat_parameters(), model.policy.value_target.flat_parameters()
+    )
+    loaded.learn(20, reset_num_timesteps=False)
+
+
+def test_the_actor_moves_towards_a_low_value():
+    """With a value ``V = (p - goal)^2`` the first control pushes the position towards the goal."""
+    model = DMPC(
+        "MlpPolicy",
+        TimedDoubleIntegratorEnv(),
+        dynamics_model=TimedDoubleIntegratorModel(),
+        **{**FAST, "control_weight": 0.05},
+    )
+    spec = model.policy.value.spec
+    data = []
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        o = rng.uniform([-1, -1, 0, 0], [1, 1, 1, 2])
+        data.append((o, (o[0] - o[2]) ** 2))
+    obs = th.as_tensor(np.array([d[0] for d in data]), dtype=th.float32)
+    target = th.as_tensor(np.array([d[1] for d in data]), dtype=th.float32)
+    optim = th.optim.Adam(model.policy.value.parameters(), lr=1e-2)
+    for _ in range(300):
+        optim.zero_grad()
+        loss = ((model.policy.value(obs) - target) ** 2).mean()
+        loss.backward()
+        optim.step()
+    model.policy.value_target.load_state_dict(model.policy.value.state_dict())
+    assert spec.n_params == model.policy.mpc.n_phi
+    actions, _ = model.predict(np.array([[-0.8, 0.0, 0.5, 1.5], [1.0, 0.0, 0.2, 1.5]], dtype=np.float32))
+    assert actions[0, 0] > 0.1 and actions[1, 0] < -0.1, actions
+
+
+class NoAffineModel(nn.Module):
+    """A dynamics model with ``forward`` only: no control-affine form."""
+
+    dt = DT
+
+    def forward(self, obs: th.Tensor, action: th.Tensor) -> th.Tensor:
+        return TimedDoubleIntegratorModel()(obs, action)
+
+
+def test_bad_input_is_refused_naming_the_parameter():
+    env = TimedDoubleIntegratorEnv()
+    with pytest.raises(ValueError, match=r"dynamics_model.*control-affine"):
+        DMPC("MlpPolicy", env, dynamics_model=NoAffineModel(), **FAST)
+    with pytest.raises(ValueError, match="activation_fn"):
+        DMPC(
+            "MlpPolicy",
+            env,
+            dynamics_model=TimedDoubleIntegratorModel(),
+            policy_kwargs=dict(activation_fn=nn.ReLU),
+            **FAST,
+        )
+    with pytest.raises(ValueError, match="control_weight"):
+        DMPC("MlpPolicy", env, dynamics_model=TimedDoubleIntegratorModel(), control_weight=0.0, **FAST)
+    with pytest.raises(ValueError, match="stabilizing_weights"):
+        DMPC("MlpPolicy", env, dynamics_model=TimedDoubleIntegratorModel(), stabilizing_weights=[1.0], **FAST)
+    with pytest.raises(ValueError, match="horizon"):
+        DMPC("MlpPolicy", env, dynamics_model=TimedDoubleIntegratorModel(), **{**FAST, "horizon": 0})
+    with pytest.raises(ValueError, match=r"action space|Box"):
+        DMPC("MlpPolicy", "CartPole-v1", dynamics_model=TimedDoubleIntegratorModel())
+
+
+def test_a_model_that_is_not_control_affine_is_refused():
+    from sb3_stein.common.control_affine import control_affine_form
+
+    class Square:
+        dt = 0.1
+
+        def continuous_dynamics(self, x, u, be):
+            (force,) = be.split(u)
+            return be.stack([be.split(x)[1], force**2])
+
+    with pytest.raises(ValueError, match="not affine in the control"):
+        control_affine_form(Square(), 2, 1)
