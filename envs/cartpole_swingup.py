@@ -480,6 +480,14 @@ class CartPoleSwingUpDynamics(nn.Module):
         )
         return torch.cat([nxt[..., :1], fold_angle(nxt[..., 1:2]), nxt[..., 2:]], dim=-1)
 
+    def continuous_dynamics(self, x: Any, u: Any, be: Backend) -> Any:
+        """:func:`cartpole_ode` with this model's physics (no clipping, no folding): the continuous,
+        control-affine dynamics that DMPC's running cost needs (:mod:`sb3_stein.common.control_affine`);
+        :meth:`forward` is one RK4 step of it."""
+        return cartpole_ode(
+            x, u, be, gravity=self.gravity, masscart=self.masscart, masspole=self.masspole, length=self.length
+        )
+
     @torch.no_grad()
     def is_terminal(self, obs: torch.Tensor) -> torch.Tensor:
         """Whether observations ``(..., 4)`` end the episode, bool ``(...)``: the cart outside

@@ -38,6 +38,7 @@ from typing import Any
 __all__ = [
     "ALGORITHMS",
     "OPTUNA",
+    "convert_dmpc_params",
     "convert_mppi_params",
     "convert_mpq_params",
     "convert_qstac_params",
@@ -54,6 +55,7 @@ __all__ = [
     "register_all",
     "register_optuna",
     "resolve_config",
+    "sample_dmpc_params",
     "sample_mppi_params",
     "sample_mpq_params",
     "sample_qstac_params",
@@ -72,6 +74,7 @@ ALGORITHMS: dict[str, str] = {
     "sac_foa": "sb3_stein.sac_mpc:SACFOA",
     "mpq": "sb3_stein.mpq:MPQ",
     "mppi": "sb3_stein.mpq:MPPIController",
+    "dmpc": "sb3_stein.dmpc:DMPC",
 }
 
 #: zoo name -> ("module:sampler", "module:converter") for rl_zoo3's Optuna search
@@ -84,6 +87,7 @@ OPTUNA: dict[str, tuple[str, str]] = {
     "sac_foa": ("sb3_stein.zoo:sample_sac_foa_params", "sb3_stein.zoo:convert_sac_foa_params"),
     "mpq": ("sb3_stein.zoo:sample_mpq_params", "sb3_stein.zoo:convert_mpq_params"),
     "mppi": ("sb3_stein.zoo:sample_mppi_params", "sb3_stein.zoo:convert_mppi_params"),
+    "dmpc": ("sb3_stein.zoo:sample_dmpc_params", "sb3_stein.zoo:convert_dmpc_params"),
 }
 
 # Attribute that marks our ExperimentManager.__init__ wrapper (idempotence).
@@ -429,6 +433,34 @@ def convert_mppi_params(params: dict[str, Any]) -> dict[str, Any]:
     if "one_minus_gamma" in params:
         own["gamma"] = 1 - params["one_minus_gamma"]
     return _accepted("mpq", own)
+
+
+#: DMPC's own search keys, on top of rl_zoo3's off-policy space (the value network keeps the paper's
+#: 3 x 12 tanh: rl_zoo3's ``net_arch`` sizes are dropped).
+DMPC_SEARCH_KEYS = ("horizon", "control_weight", "weight_decay")
+
+
+def sample_dmpc_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler for DMPC: rl_zoo3's SAC space without the network size (gamma, batch up to 256,
+    learning rate, train frequency, ``tau``) plus the MPC's horizon, ``R`` (log-uniform) and the value's
+    weight decay. ``running_cost`` is not searched: on and off are the paper's two variants."""
+    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=8)
+    hyperparams.pop("policy_kwargs", None)
+    hyperparams.update(
+        {
+            "horizon": trial.suggest_categorical("horizon", [5, 10, 20]),
+            "control_weight": trial.suggest_float("control_weight", 1e-3, 10.0, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        }
+    )
+    return _accepted("dmpc", hyperparams)
+
+
+def convert_dmpc_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's raw ``params`` (as sampled above) into DMPC keyword arguments."""
+    hyperparams = _convert("dmpc", DMPC_SEARCH_KEYS, params)
+    hyperparams.pop("policy_kwargs", None)
+    return hyperparams
 
 
 # ----------------------------------------------------------------------------- on import

@@ -338,6 +338,24 @@ def test_mppi_sampler_and_converter_round_trip(algo):
         study.tell(trial, 0.0)
 
 
+def test_dmpc_sampler_and_converter_round_trip():
+    import inspect
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    accepted = set(inspect.signature(zoo._load(zoo.ALGORITHMS["dmpc"]).__init__).parameters)
+    for _ in range(8):
+        trial = study.ask()
+        sampled = zoo.sample_dmpc_params(trial, 3, 1, {"using_her_replay_buffer": False})
+        assert set(sampled) <= accepted and "policy_kwargs" not in sampled  # the paper's 3 x 12 tanh stays
+        assert sampled["horizon"] in (5, 10, 20) and 1e-3 <= sampled["control_weight"] <= 10
+        assert 1e-6 <= sampled["weight_decay"] <= 1e-2 and sampled["batch_size"] <= 256
+        assert zoo.convert_dmpc_params(trial.params) == sampled
+        study.tell(trial, 0.0)
+
+
 def test_sampler_drops_keys_the_algorithm_does_not_take():
     assert zoo._accepted("s2ac", {"learning_rate": 1e-3, "use_sde": True}) == {"learning_rate": 1e-3}
 
@@ -389,6 +407,7 @@ PENDULUM = ("--env", "Pendulum-v1", "--num-threads", "1", "--seed", "0")
         ("mpq", "BallInCupSparse-v0"),
         ("qstac", "KinovaReachObstacles-v0"),
         ("s2ac", "KinovaPickPlace-v0"),
+        ("dmpc", "CartPoleSwingUp-v0"),
     ],
 )
 def test_rl_zoo3_train_enjoy_optimize(tmp_path, algo, env_id):

@@ -44,7 +44,7 @@ class DMPCPolicy(BasePolicy):
     :param activation_fn: its activation: ``nn.Tanh`` (the paper), ``nn.Sigmoid``, ``nn.Softplus`` or
         ``nn.SiLU`` (twice differentiable; ReLU and the like are refused).
     :param mpc_kwargs: options of :class:`~sb3_stein.common.mpc.MPCLayer` (``solver``, ``tol``,
-        ``max_iter``, ``compiled``, ``batch_mode``, ...).
+        ``max_iter``, ``compiled`` (default here: ``False``), ``batch_mode``, ...).
     :param weight_decay: Adam's weight decay of the value network (§6: "decaying the weights results
         in smoother behavior").
     :param optimizer_class: the value network's optimizer.
@@ -87,7 +87,10 @@ class DMPCPolicy(BasePolicy):
         self.running_cost, self.stabilizing_weights = bool(running_cost), stabilizing_weights
         self.net_arch = list(net_arch) if net_arch is not None else [12, 12, 12]
         self.activation_fn = activation_fn
-        self.mpc_kwargs = dict(mpc_kwargs or {})
+        # Interpreted by default: the value network's derivatives make the NLP large (cart-pole, H = 10:
+        # about 300k casadi instructions inline); compiled per-stage functions took 60 s to build and
+        # acted no faster (measured 2026-12-04). compiled=True in mpc_kwargs overrides.
+        self.mpc_kwargs = {"compiled": False, **dict(mpc_kwargs or {})}
         self.weight_decay = float(weight_decay)
         spec = MLPValue(int(observation_space.shape[0]), tuple(self.net_arch), activation_name(activation_fn))
         self.value = ValueNetwork(spec)
