@@ -133,6 +133,11 @@ ENVIRONMENTS: dict[str, dict] = {
         "entry_point": "sb3_stein.envs.kinova:KinovaPickPlaceEnv",
         "max_episode_steps": 500,  # 10 s at the control step 0.02: reach, grasp (about 1 s), carry, place
     },
+    # DMPC's ballbot target reaching past walls; the deadline terminates (time to go is in the observation).
+    "Ballbot-v0": {
+        "entry_point": "sb3_stein.envs.ballbot:BallbotEnv",
+        "max_episode_steps": 60,  # 3 s at dt = 0.05
+    },
 }
 
 # rl_zoo3 target modules not yet seen (the rl_zoo3 finder's only state).

@@ -36,6 +36,11 @@ Registered ids (see :data:`ENV_IDS`):
   joint-velocity action into ``n`` position-tracking servo set-points per step
   (:class:`sb3_stein.envs.action_integrator.AdaptiveActionIntegrator`).
 
+* ``Ballbot-v0``: DMPC's ballbot reaching a target within 3 s past a wall
+  (:class:`sb3_stein.envs.ballbot.BallbotEnv`, 60 steps of 0.05 s; the deadline terminates: the time to go is
+  part of the observation), with the torch model :class:`sb3_stein.envs.ballbot.BallbotDynamics`
+  (control-affine ``f``/``g`` for DMPC).
+
 Each has a torch dynamics model registered with :func:`sb3_stein.register_dynamics_model`; so has
 gymnasium's ``Pendulum-v1`` (:class:`sb3_stein.envs.pendulum.PendulumDynamics`).
 """
@@ -51,6 +56,8 @@ __all__ = [
     "AdaptiveActionIntegrator",
     "BallInCupSimulator",
     "BallInCupSparseEnv",
+    "BallbotDynamics",
+    "BallbotEnv",
     "CartPoleSwingUpDynamics",
     "CartPoleSwingUpEnv",
     "CartPoleSwingUpOCP",
@@ -96,6 +103,8 @@ _LAZY = {
     "ChainEnv": "chain",
     "ChainDynamics": "chain",
     "ChainOCP": "chain",
+    "BallbotEnv": "ballbot",
+    "BallbotDynamics": "ballbot",
 }
 
 #: Environment ids registered by this package. The table itself lives in the standard-library-only

@@ -64,19 +64,15 @@ class LinearModel:
     def __init__(self, a: np.ndarray, b: np.ndarray, dt: float) -> None:
         self.a, self.b, self.dt = a, b, dt
 
-    def f(self, t, x, be):
-        if be.name == "casadi":
-            import casadi as ca
+    def f(self, t, x):
+        import casadi as ca
 
-            return ca.DM(self.a) @ x
-        return self.a @ x
+        return ca.DM(self.a) @ x if isinstance(x, (ca.SX, ca.MX)) else self.a @ x
 
-    def g(self, t, x, be):
-        if be.name == "casadi":
-            import casadi as ca
+    def g(self, t, x):
+        import casadi as ca
 
-            return ca.DM(self.b)
-        return self.b
+        return ca.DM(self.b) if isinstance(x, (ca.SX, ca.MX)) else self.b
 
 
 class QuadraticValue:

@@ -408,6 +408,7 @@ PENDULUM = ("--env", "Pendulum-v1", "--num-threads", "1", "--seed", "0")
         ("qstac", "KinovaReachObstacles-v0"),
         ("s2ac", "KinovaPickPlace-v0"),
         ("dmpc", "CartPoleSwingUp-v0"),
+        ("dmpc", "Ballbot-v0"),
     ],
 )
 def test_rl_zoo3_train_enjoy_optimize(tmp_path, algo, env_id):

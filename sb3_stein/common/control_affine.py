@@ -4,12 +4,13 @@ DMPC's running cost (shared/papers/004_e1bdd2b42101da57.txt, Eq. 14) needs the d
 input matrix ``g`` of the continuous-time dynamics separately. A dynamics model provides them in one
 of two ways:
 
-* methods ``f(t, x, be)`` (``(nx,)`` drift) and ``g(t, x, be)`` (``(nx, nu)`` input matrix; casadi:
-  an ``SX``/``MX`` matrix), or
 * one method ``continuous_dynamics(x, u, be)`` (the time derivative, as the environments of this
   package write their physics once for numpy, torch and casadi, :mod:`sb3_stein.common.backends`):
   since it is affine in ``u``, ``f = ode(x, 0)`` and the ``i``-th column of ``g`` is
-  ``ode(x, e_i) - ode(x, 0)``, exactly. The affinity is checked numerically when the form is built.
+  ``ode(x, e_i) - ode(x, 0)``, exactly. Preferred when present; the affinity is checked numerically
+  when the form is built; or
+* methods ``f(t, x)`` (``(nx,)`` drift) and ``g(t, x)`` (``(nx, nu)`` input matrix), which must accept
+  a numpy vector and a casadi column (returning an ``SX``/``MX`` matrix for it).
 
 Time enters the package's environments as a state (the time to go), so ``t`` is passed as 0 and a
 time-varying model reads time from ``x``. :func:`control_affine_form` returns casadi-ready callables;
@@ -51,8 +52,8 @@ class ControlAffineForm:
 
 def _numpy_parts(model: Any, x: np.ndarray, nu: int) -> tuple[np.ndarray, np.ndarray]:
     """``f (nx,)`` and ``g (nx, nu)`` of ``model`` at one numpy state."""
-    if hasattr(model, "f") and hasattr(model, "g"):
-        return np.asarray(model.f(0.0, x, NUMPY), np.float64), np.asarray(model.g(0.0, x, NUMPY), np.float64)
+    if not hasattr(model, "continuous_dynamics"):
+        return np.asarray(model.f(0.0, x), np.float64), np.asarray(model.g(0.0, x), np.float64)
     drift = np.asarray(model.continuous_dynamics(x, np.zeros(nu), NUMPY), np.float64)
     columns = [
         np.asarray(model.continuous_dynamics(x, np.eye(nu)[i], NUMPY), np.float64) - drift for i in range(nu)
@@ -77,7 +78,7 @@ def control_affine_form(
     if not (hasattr(model, "f") and hasattr(model, "g")) and not hasattr(model, "continuous_dynamics"):
         raise ValueError(
             f"dynamics_model: DMPC's running cost (Eq. 14) needs the control-affine form dx = (f + g u) dt, "
-            f"but {owner} has neither methods f(t, x, be) and g(t, x, be) nor continuous_dynamics(x, u, be) "
+            f"but {owner} has neither continuous_dynamics(x, u, be) nor methods f(t, x) and g(t, x) "
             "(see sb3_stein.common.control_affine)"
         )
     rng = np.random.default_rng(0) if rng is None else rng
@@ -105,13 +106,13 @@ def control_affine_form(
                 )
     be: Backend = CASADI
 
-    if hasattr(model, "f") and hasattr(model, "g"):
+    if not hasattr(model, "continuous_dynamics"):
 
         def drift_fn(x: Any) -> Any:
-            return model.f(0.0, x, be)
+            return model.f(0.0, x)
 
         def matrix_fn(x: Any) -> Any:
-            return model.g(0.0, x, be)
+            return model.g(0.0, x)
 
     else:
         import casadi as ca

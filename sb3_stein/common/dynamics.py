@@ -87,6 +87,7 @@ _REGISTRY: dict[str, DynamicsFactory | str] = {
     # The kinematic partial model (joint integration, forward kinematics; no contacts).
     "KinovaReachObstacles-v0": "sb3_stein.envs.kinova:KinovaKinematicModel.from_env",
     "KinovaPickPlace-v0": "sb3_stein.envs.kinova:KinovaPickPlaceModel.from_env",
+    "Ballbot-v0": "sb3_stein.envs.ballbot:BallbotDynamics.from_env",
 }
 
 
