@@ -275,3 +275,30 @@ def test_a_model_that_is_not_control_affine_is_refused():
 
     with pytest.raises(ValueError, match="not affine in the control"):
         control_affine_form(Square(), 2, 1)
+
+
+def test_dmpc_on_ballbot_learns_and_the_paths_benchmark_draws_it(tmp_path, monkeypatch):
+    """Ballbot-v0 through DMPC (the registered model, Appendix B's stabilising cost), then
+    benchmarks/dmpc_paths.py's episodes and picture from two of the benchmark starts."""
+    from benchmark_script import load_benchmark
+
+    model = DMPC(
+        "MlpPolicy",
+        "Ballbot-v0",
+        learning_starts=40,
+        batch_size=16,
+        horizon=5,
+        control_weight=0.1,
+        stabilizing_weights=[0, 0, 10, 10, 0, 0, 1, 1, 0, 0, 0, 0],
+        seed=0,
+    )
+    model.learn(80)
+    assert model._n_updates > 0 and model.policy.acting["train"].stats["failures"] == 0
+    bench = load_benchmark("dmpc_paths")
+    monkeypatch.setattr(bench, "BENCHMARK_STARTS", bench.BENCHMARK_STARTS[:2])
+    episodes = bench.run_episodes(model)
+    assert len(episodes) == 2 and all(e["steps"] >= 1 for e in episodes)
+    assert np.allclose(episodes[0]["path"][0], bench.BENCHMARK_STARTS[0], atol=1e-6)
+    picture = bench.draw(episodes, size=128)
+    assert picture.shape == (128, 128, 3) and picture.dtype == np.uint8
+    assert bench.algorithm_class("dmpc") is DMPC and bench.algorithm_class("sac").__name__ == "SAC"
