@@ -302,3 +302,15 @@ def test_dmpc_on_ballbot_learns_and_the_paths_benchmark_draws_it(tmp_path, monke
     picture = bench.draw(episodes, size=128)
     assert picture.shape == (128, 128, 3) and picture.dtype == np.uint8
     assert bench.algorithm_class("dmpc") is DMPC and bench.algorithm_class("sac").__name__ == "SAC"
+
+
+def test_a_model_whose_state_does_not_match_the_observation_is_refused():
+    """The MPC's state is the value's input (the observation): a model whose ODE has another size is
+    refused at construction, naming dynamics_model and both shapes."""
+
+    class ThreeStates(TimedDoubleIntegratorModel):
+        def continuous_dynamics(self, x, u, be):
+            return be.stack(be.split(_timed_double_integrator(x, u, be))[:3])
+
+    with pytest.raises(ValueError, match=r"dynamics_model.*shape \(3,\).*expected \(4,\)"):
+        DMPC("MlpPolicy", TimedDoubleIntegratorEnv(), dynamics_model=ThreeStates(), **FAST)
