@@ -131,34 +131,27 @@ def test_with_the_lqr_value_the_actor_gives_the_lqr_control():
     q, r = np.diag([1.0, 0.5]), np.array([[0.4]])
     big_p = scipy.linalg.solve_continuous_are(a, b, q, r / 2)
     gain = 2 * np.linalg.solve(r, b.T @ big_p)
-    problem = ValueMPCProblem(
-        LinearModel(a, b, 0.01),
-        2,
-        np.array([-50.0]),
-        np.array([50.0]),
-        QuadraticValue(2),
-        horizon=20,
-        control_weight=r[0, 0],
-        discount=1.0,
-    )
-    layer = MPCLayer(problem, compiled=False)
+
+    def problem(running_cost: bool) -> ValueMPCProblem:
+        bounds = np.array([-50.0]), np.array([50.0])
+        return ValueMPCProblem(
+            LinearModel(a, b, 0.01),
+            2,
+            *bounds,
+            QuadraticValue(2),
+            horizon=20,
+            control_weight=r[0, 0],
+            discount=1.0,
+            running_cost=running_cost,
+        )
+
+    layer = MPCLayer(problem(True), compiled=False)
     states = np.random.default_rng(1).normal(size=(6, 2))
     solution = layer.solve(states, np.tile(big_p.reshape(-1), (6, 1)))
     assert solution.success.all()
     np.testing.assert_allclose(solution.u0[:, 0], -(states @ gain.T)[:, 0], rtol=0.02, atol=0.01)
     # Without the running cost the horizon's costs are only the control's: a different, worse control.
-    plain = ValueMPCProblem(
-        LinearModel(a, b, 0.01),
-        2,
-        np.array([-50.0]),
-        np.array([50.0]),
-        QuadraticValue(2),
-        horizon=20,
-        control_weight=r[0, 0],
-        discount=1.0,
-        running_cost=False,
-    )
-    other = MPCLayer(plain, compiled=False).solve(states, np.tile(big_p.reshape(-1), (6, 1)))
+    other = MPCLayer(problem(False), compiled=False).solve(states, np.tile(big_p.reshape(-1), (6, 1)))
     assert np.abs(other.u0 - solution.u0).max() > 0.05
 
 

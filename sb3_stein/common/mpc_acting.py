@@ -7,11 +7,13 @@ to the previous successful plan's next control (else the middle of the control b
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sb3_stein.common.mpc import MPCLayer, MPCSolution
 
-__all__ = ["ActingContext"]
+__all__ = ["ActingContext", "WarmStartedPredict"]
 
 
 class ActingContext:
@@ -90,3 +92,32 @@ class ActingContext:
         self.stats["u0_at_bound"] += int(at_bound.sum())
         self.stats["u0_solved"] += at_bound.size
         return actions, ~ok, solution
+
+
+class WarmStartedPredict:
+    """Mixin for an SB3 policy (listed before the SB3 base class) that acts through
+    :class:`ActingContext` objects in ``self.acting`` (``"train"``: the algorithm's rollouts,
+    ``"predict"``: everything else): ``predict`` forgets the plans of rows whose episode starts."""
+
+    acting: dict[str, ActingContext]
+
+    def reset_warm_start(self, rows: np.ndarray | None = None, context: str | None = None) -> None:
+        """Forget the acting plans of some environment rows (all rows of both contexts by default),
+        e.g. when their episode ends."""
+        for name, acting in self.acting.items():
+            if context is None or context == name:
+                acting.forget(rows)
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``; rows whose ``episode_start`` is set start without a previous plan."""
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
+            if starts.any():
+                self.reset_warm_start(np.flatnonzero(starts), "predict")
+        return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]

@@ -21,13 +21,13 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_stein.common.mpc import MPCLayer
-from sb3_stein.common.mpc_acting import ActingContext
+from sb3_stein.common.mpc_acting import ActingContext, WarmStartedPredict
 from sb3_stein.dmpc.problem import MLPValue, ValueMPCProblem, ValueNetwork, activation_name
 
 __all__ = ["DMPCPolicy", "MlpPolicy"]
 
 
-class DMPCPolicy(BasePolicy):
+class DMPCPolicy(WarmStartedPredict, BasePolicy):
     """Value network ``V(s | theta)``, its target and the MPC actor of DMPC.
 
     :param observation_space: the environment's (flat Box) observation space: the value's input and the
@@ -149,26 +149,6 @@ class DMPCPolicy(BasePolicy):
         states = obs.detach().double().cpu().numpy().reshape(len(obs), -1)
         actions, failed, _ = self.acting[context].act(self.mpc, states, self.actor_params(len(states)))
         return actions, failed
-
-    def reset_warm_start(self, rows: np.ndarray | None = None, context: str | None = None) -> None:
-        """Forget the acting plans of some environment rows (all rows of both contexts by default)."""
-        for name, acting in self.acting.items():
-            if context is None or context == name:
-                acting.forget(rows)
-
-    def predict(
-        self,
-        observation: Any,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """SB3's ``predict``; rows whose ``episode_start`` is set start without a previous plan."""
-        if episode_start is not None:
-            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
-            if starts.any():
-                self.reset_warm_start(np.flatnonzero(starts), "predict")
-        return super().predict(observation, state, episode_start, deterministic)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         assert isinstance(observation, th.Tensor), "DMPC takes flat Box observations"

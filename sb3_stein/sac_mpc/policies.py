@@ -37,7 +37,7 @@ from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACP
 from torch import nn
 
 from sb3_stein.common.mpc import MPCLayer, MPCSolution
-from sb3_stein.common.mpc_acting import ActingContext
+from sb3_stein.common.mpc_acting import ActingContext, WarmStartedPredict
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.validation import check_choice
 
@@ -53,7 +53,7 @@ __all__ = [
 CRITIC_INPUTS = ("parameters", "actions")
 
 
-class MPCParameterPolicy(SACPolicy):
+class MPCParameterPolicy(WarmStartedPredict, SACPolicy):
     """SAC policy whose Gaussian lives over MPC parameters (SAC-ZOP / SAC-FOP).
 
     :param observation_space: the environment's observation space.
@@ -191,27 +191,6 @@ class MPCParameterPolicy(SACPolicy):
         param_scale = 0.5 * (self.parameter_space.high - self.parameter_space.low)
         scaled = action_scale[None, :, None] * jacobian * param_scale[None, None, :]
         return np.sqrt((scaled**2).sum(axis=(1, 2)))
-
-    def reset_warm_start(self, rows: np.ndarray | None = None, context: str | None = None) -> None:
-        """Forget the acting plans of some environment rows (all rows of both contexts by default),
-        e.g. when their episode ends."""
-        for name, acting in self.acting.items():
-            if context is None or context == name:
-                acting.forget(rows)
-
-    def predict(
-        self,
-        observation: Any,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """SB3's ``predict``; rows whose ``episode_start`` is set start without a previous plan."""
-        if episode_start is not None:
-            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
-            if starts.any():
-                self.reset_warm_start(np.flatnonzero(starts), "predict")
-        return super().predict(observation, state, episode_start, deterministic)
 
     # ------------------------------------------------------------------ acting
 
