@@ -1,0 +1,125 @@
+"""fatrop's options and the cold guess against the cart-pole's iteration counts (issue 15).
+
+Usage::
+
+    python benchmarks/mpc_solver_options.py --out benchmarks/results/mpc_solver_options
+
+    # instruction counts of the solves alone (load-independent), one layer setting per run:
+    valgrind --tool=callgrind --toggle-collect='*FatropInterface::solve*' \\
+        python benchmarks/mpc_solver_options.py --solve-only --batch 16 --cold-guess rollout
+
+The swing-up OCP at T = 20 (``CartPoleSwingUpOCP(horizon=20)``, the speed targets' problem),
+``--batch`` random states and ``theta_ref`` (speed_sac_mpc.py's distribution, seed 0), interpreted
+layer solved one by one (per-sample iteration counts; the compiled layer takes the same iterations).
+For each setting (``SETTINGS``: fatrop options through ``MPCLayer(solver_options=...)`` and the
+``cold_guess``): mean iterations from the cold start, share of first controls equal (1e-5) to the
+default's, the largest gradient difference on those, and the iterations warm-started from the
+default's solutions shifted by one stage. Iteration counts do not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
+
+from sb3_stein.common.mpc import MPCLayer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_s2ac import run_metadata
+
+#: (name, MPCLayer keyword arguments); the first is the reference.
+SETTINGS: list[tuple[str, dict[str, Any]]] = [
+    ("constant cold guess (before)", {"cold_guess": "constant"}),
+    ("rollout cold guess (default)", {}),
+    ("rollout, mu_init 1e-2", {"solver_options": {"mu_init": 1e-2}}),
+    ("rollout, mu_init 1", {"solver_options": {"mu_init": 1.0}}),
+    ("rollout, bound_push = bound_frac = 1e-4", {"solver_options": {"bound_push": 1e-4, "bound_frac": 1e-4}}),
+    ("rollout, mu_linear_decrease_factor 0.1", {"solver_options": {"mu_linear_decrease_factor": 0.1}}),
+    (
+        "rollout, mu_superlinear_decrease_power 1.8",
+        {"solver_options": {"mu_superlinear_decrease_power": 1.8}},
+    ),
+    ("rollout, linsol_it_ref off", {"solver_options": {"linsol_it_ref": False}}),
+]
+
+
+def batch(size: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    states = rng.uniform([-1.5, -np.pi, -2.0, -4.0], [1.5, np.pi, 2.0, 4.0], size=(size, 4))
+    return states, rng.uniform(-2 * np.pi, 2 * np.pi, size=(size, 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--solve-only", action="store_true", help="one compiled solve of the batch (profiling)"
+    )
+    parser.add_argument("--cold-guess", default="rollout", help="with --solve-only")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    ocp = CartPoleSwingUpOCP(horizon=20)
+    states, params = batch(args.batch)
+    if args.solve_only:
+        layer = MPCLayer(ocp, compiled=True, batch_mode="loop", cold_guess=args.cold_guess)
+        print("mean iterations", layer.solve(states, params).iterations.mean())
+        return
+    weights = np.random.default_rng(1).normal(size=(args.batch, 1))
+    rows, reference, reference_grad = [], None, None
+    for name, kwargs in SETTINGS:
+        layer = MPCLayer(ocp, compiled=False, batch_mode="loop", **kwargs)
+        cold = layer.solve(states, params)
+        grad = layer.vjp(cold, weights)[1]
+        if reference is None:
+            reference, reference_grad = cold, grad
+        same = np.abs(cold.u0 - reference.u0)[:, 0] < 1e-5
+        warm = layer.solve(states, params, initial_guess=layer.shift(reference.z))
+        rows.append(
+            {
+                "setting": name,
+                "kwargs": kwargs,
+                "success": float(cold.success.mean()),
+                "cold_iterations": float(cold.iterations.mean()),
+                "same_u0_as_reference": float(same.mean()),
+                "max_grad_difference_same": float(np.abs(grad - reference_grad)[same].max())
+                if same.any()
+                else None,
+                "shifted_warm_iterations": float(warm.iterations.mean()),
+            }
+        )
+        print(rows[-1], flush=True)
+    if args.out is None:
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps({**run_metadata(), "rows": rows}, indent=1) + "\n")
+    lines = [
+        f"# fatrop options and cold guesses, cart-pole T = 20, {args.batch} random states",
+        "",
+        f"Command: `{run_metadata()['command']}`",
+        "",
+        "| setting | solved | cold iterations | same u0 as the first row | max grad diff there |"
+        " shifted warm iterations |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        grad = "–" if r["max_grad_difference_same"] is None else f"{r['max_grad_difference_same']:.1e}"
+        lines.append(
+            f"| {r['setting']} | {r['success']:.3f} | {r['cold_iterations']:.2f} | "
+            f"{r['same_u0_as_reference']:.3f} | "
+            f"{grad} | {r['shifted_warm_iterations']:.2f} |"
+        )
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
