@@ -36,18 +36,15 @@ class ControlAffineForm:
 
     :ivar state_dim: ``nx``.
     :ivar control_dim: ``nu``.
-    :ivar drift: ``x (nx, 1) -> f (nx, 1)``.
-    :ivar input_matrix: ``x (nx, 1) -> g (nx, nu)``.
+    :ivar parts: ``x (nx, 1) -> (f (nx, 1), g (nx, nu))``, ``f`` evaluated once.
+    :ivar ode: ``(x, u) -> dx/dt``: the model's own ODE where it has one (one evaluation, not the
+        ``nu + 1`` that ``f + g u`` would take), else ``f + g u``.
     """
 
     state_dim: int
     control_dim: int
-    drift: Callable[[Any], Any]
-    input_matrix: Callable[[Any], Any]
-
-    def ode(self, x: Any, u: Any) -> Any:
-        """``f(x) + g(x) u`` (casadi)."""
-        return self.drift(x) + self.input_matrix(x) @ u
+    parts: Callable[[Any], tuple[Any, Any]]
+    ode: Callable[[Any, Any], Any]
 
 
 def _numpy_parts(model: Any, x: np.ndarray, nu: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,21 +105,25 @@ def control_affine_form(
 
     if not hasattr(model, "continuous_dynamics"):
 
-        def drift_fn(x: Any) -> Any:
-            return model.f(0.0, x)
+        def parts(x: Any) -> tuple[Any, Any]:
+            return model.f(0.0, x), model.g(0.0, x)
 
-        def matrix_fn(x: Any) -> Any:
-            return model.g(0.0, x)
+        def ode(x: Any, u: Any) -> Any:
+            drift, matrix = parts(x)
+            return drift + matrix @ u
 
     else:
         import casadi as ca
 
-        def drift_fn(x: Any) -> Any:
-            return model.continuous_dynamics(x, ca.DM.zeros(control_dim), be)
-
-        def matrix_fn(x: Any) -> Any:
-            f0 = drift_fn(x)
+        def parts(x: Any) -> tuple[Any, Any]:
+            drift = model.continuous_dynamics(x, ca.DM.zeros(control_dim), be)
             eye = ca.DM.eye(control_dim)
-            return ca.horzcat(*[model.continuous_dynamics(x, eye[:, i], be) - f0 for i in range(control_dim)])
+            matrix = ca.horzcat(
+                *[model.continuous_dynamics(x, eye[:, i], be) - drift for i in range(control_dim)]
+            )
+            return drift, matrix
 
-    return ControlAffineForm(state_dim, control_dim, drift_fn, matrix_fn)
+        def ode(x: Any, u: Any) -> Any:
+            return model.continuous_dynamics(x, u, be)
+
+    return ControlAffineForm(state_dim, control_dim, parts, ode)

@@ -234,9 +234,9 @@ class ValueMPCProblem(OptimalControlProblem):
         return self._form
 
     def dynamics(self, x: Any, u: Any) -> Any:
-        """One RK4 step of ``f + g u`` over ``dt``."""
-        form = self.form()
-        return rk4_step(lambda x_, u_, be: form.ode(x_, u_), x, u, self.dt, CASADI)
+        """One RK4 step of the model's continuous dynamics ``f + g u`` over ``dt``."""
+        ode = self.form().ode
+        return rk4_step(lambda x_, u_, be: ode(x_, u_), x, u, self.dt, CASADI)
 
     def value_function(self, x: Any, p: Any) -> Any:
         """``V(x | p)`` (casadi)."""
@@ -246,10 +246,10 @@ class ValueMPCProblem(OptimalControlProblem):
         """Eq. 14: ``-f' d_x V + 1/2 d_x V' g R^-1 g' d_x V`` (casadi; time is a state, see the module)."""
         import casadi as ca
 
-        form = self.form()
+        drift, matrix = self.form().parts(x)
         grad = ca.gradient(self.value_function(x, p), x)
-        g_grad = form.input_matrix(x).T @ grad  # (nu, 1)
-        return -form.drift(x).T @ grad + 0.5 * ca.sum1(g_grad**2 / self.control_weight)
+        g_grad = matrix.T @ grad  # (nu, 1)
+        return -drift.T @ grad + 0.5 * ca.sum1(g_grad**2 / self.control_weight)
 
     def stage_cost(self, x: Any, u: Any, p: Any) -> Any:
         """``dt (l(x) + 1/2 u' R u + 1/2 sum_i w_i x_i^2)``; ``l = 0`` without the running cost."""
