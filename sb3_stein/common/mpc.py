@@ -523,7 +523,7 @@ class MPCLayer:
             "_kkt",
             "_kkt_maps",
             "_kkt_nlp",
-            "_dynamics_maps",
+            "_dynamics_fn",
         ):
             state.pop(key, None)
         return state
@@ -585,22 +585,20 @@ class MPCLayer:
             start = k * self._stage
             guess[:, start + self.nx : start + self._stage] = u
             if self.cold_guess == "rollout" and batch:
-                x_next = np.asarray(self._dynamics_map(batch)(x.T, u.T), dtype=np.float64).T
+                x_next = np.asarray(self._dynamics()(x.T, u.T), dtype=np.float64).T
                 x = np.where(np.isfinite(x_next).all(axis=1, keepdims=True), x_next, x)
             guess[:, start + self._stage : start + self._stage + self.nx] = clip(x)
         return guess
 
-    def _dynamics_map(self, batch: int) -> Any:
-        """The OCP's dynamics as one casadi call for ``batch`` states (columns), built on first use."""
+    def _dynamics(self) -> Any:
+        """The OCP's dynamics as a casadi Function, built on first use; called with ``(nx, batch)``
+        states and ``(nu, batch)`` controls, casadi evaluates every column in one call."""
         import casadi as ca
 
-        if getattr(self, "_dynamics_maps", None) is None:
-            self._dynamics_maps: dict[int, Any] = {}
-        if batch not in self._dynamics_maps:
+        if getattr(self, "_dynamics_fn", None) is None:
             x, u = ca.SX.sym("x", self.nx), ca.SX.sym("u", self.nu)
-            step = ca.Function("dynamics", [x, u], [self.ocp.dynamics(x, u)])
-            self._dynamics_maps[batch] = step.map(batch)
-        return self._dynamics_maps[batch]
+            self._dynamics_fn = ca.Function("dynamics", [x, u], [self.ocp.dynamics(x, u)])
+        return self._dynamics_fn
 
     def shift(self, z: np.ndarray) -> np.ndarray:
         """``(batch, nz)``: a solution moved one stage ahead (the last stage repeated): the warm
