@@ -13,7 +13,7 @@ import numpy as np
 
 from sb3_stein.common.mpc import MPCLayer, MPCSolution
 
-__all__ = ["ActingContext", "WarmStartedPredict"]
+__all__ = ["ActingContext", "WarmStartedPredict", "record_acting_stats"]
 
 
 class ActingContext:
@@ -39,6 +39,8 @@ class ActingContext:
             "u0_solved": 0,
             "u0_at_bound": 0,
         }
+        #: ``stats`` at the previous :func:`record_acting_stats` (its per-window shares start there).
+        self.logged: dict[str, int] = {}
 
     def resize(self, batch: int, nz: int) -> None:
         """A different number of rows (or a new problem size) starts every row afresh."""
@@ -92,6 +94,36 @@ class ActingContext:
         self.stats["u0_at_bound"] += int(at_bound.sum())
         self.stats["u0_solved"] += at_bound.size
         return actions, ~ok, solution
+
+
+def record_acting_stats(logger: Any, acting: ActingContext, act_seconds: float, steps: int) -> None:
+    """Log an MPC algorithm's acting statistics (``acting``: its training rollouts' context).
+
+    ``mpc/act_failures`` (solves that got a fallback action, in total), ``mpc/act_iterations`` (mean
+    solver iterations per solve whose count is known: a mapped solve reports none), ``mpc/act_ms``
+    (``act_seconds`` per environment step, over ``steps``), and since the previous call
+    ``mpc/retry_rate`` (the share of solves whose warm start failed and that were retried cold) and
+    ``mpc/act_u0_at_bound`` (the share of first controls at a control bound: it moves as the policy
+    learns).
+
+    :param logger: the algorithm's SB3 logger.
+    :param acting: the context whose ``stats`` are logged.
+    :param act_seconds: time spent acting, over the same span as ``steps``.
+    :param steps: environment steps (summed over environments) behind ``act_seconds``.
+    """
+    stats, previous = acting.stats, acting.logged
+    if stats["solves"]:
+        logger.record("mpc/act_failures", stats["failures"])
+        if stats["iteration_solves"]:
+            logger.record("mpc/act_iterations", stats["iterations"] / stats["iteration_solves"])
+        logger.record("mpc/act_ms", 1e3 * act_seconds / max(steps, 1))
+    solves = stats["solves"] - previous.get("solves", 0)
+    if solves > 0:
+        logger.record("mpc/retry_rate", (stats["retries"] - previous.get("retries", 0)) / solves)
+    solved = stats["u0_solved"] - previous.get("u0_solved", 0)
+    if solved > 0:
+        logger.record("mpc/act_u0_at_bound", (stats["u0_at_bound"] - previous.get("u0_at_bound", 0)) / solved)
+    acting.logged = dict(stats)
 
 
 class WarmStartedPredict:

@@ -24,6 +24,7 @@ from sb3_stein.common.dynamics import (
     refuse_normalized_observations,
     resolve_dynamics_model,
 )
+from sb3_stein.common.mpc_acting import record_acting_stats
 from sb3_stein.common.validation import check_box_action_space, check_int, check_range
 from sb3_stein.dmpc.policies import DMPCPolicy, MlpPolicy
 
@@ -51,7 +52,7 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
     * Time and goal: the observation carries them (the time to go, the target), so ``V(t, s)`` is
       ``V(obs)``; Eq. 14's ``-d_t V`` comes through the time-to-go's drift (:mod:`sb3_stein.dmpc.problem`).
     * A failed MPC solve: the previous successful plan's next control (else the middle of the action
-      bounds), counted as ``rollout/mpc_failures``.
+      bounds), counted as ``mpc/act_failures``.
 
     :param policy: ``"MlpPolicy"`` or a :class:`~sb3_stein.dmpc.policies.DMPCPolicy` subclass.
     :param env: the environment (flat Box observations, bounded Box actions) or its id.
@@ -87,8 +88,9 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
     :param device: SB3's.
 
     Logged: ``train/value_loss``, ``train/value_mean``, ``train/target_mean``; from acting
-    ``rollout/mpc_failures``, ``rollout/mpc_failure_rate``, ``rollout/mpc_iterations`` (mean per solve,
-    where known), ``rollout/mpc_ms`` (per step).
+    the MPC acting statistics of :func:`~sb3_stein.common.mpc_acting.record_acting_stats`
+    (``mpc/act_failures``, ``mpc/act_iterations``, ``mpc/act_ms``, ``mpc/retry_rate``,
+    ``mpc/act_u0_at_bound``), as SAC-MPC logs them.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
@@ -168,8 +170,8 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
             raise ValueError("DMPC needs an env (to find and check its dynamics model)")
         if self.env is not None:
             refuse_normalized_observations(self.env, "DMPC")
+        #: Seconds spent acting since construction (or load: the acting statistics restart with the policy).
         self._act_seconds = 0.0
-        self._reported: dict[str, int] = {}
         if _init_setup_model:
             self._setup_model()
 
@@ -194,7 +196,6 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
     ) -> tuple[np.ndarray, np.ndarray]:
         # Algorithm 1 acts with the MPC from the first step: no uniform warm-up.
         start = time.perf_counter()
-        self._act_seconds = getattr(self, "_act_seconds", 0.0)
         obs = th.as_tensor(self._last_obs, dtype=th.float64, device=self.device)  # type: ignore[arg-type]
         actions, _ = self.policy.act(obs.reshape(n_envs, -1), "train")
         self._act_seconds += time.perf_counter() - start
@@ -217,24 +218,11 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
             self.policy.reset_warm_start(finished, "train")
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
-    def _record_acting(self) -> None:
-        """The training rollouts' MPC statistics since the last record."""
-        stats = self.policy.acting["train"].stats
-        reported = getattr(self, "_reported", {})  # not saved: a loaded model's counts restart at 0
-        solves = stats["solves"] - reported.get("solves", 0)
-        if solves <= 0:
-            return
-        failures = stats["failures"] - reported.get("failures", 0)
-        self.logger.record("rollout/mpc_failures", stats["failures"])
-        self.logger.record("rollout/mpc_failure_rate", failures / solves)
-        known = stats["iteration_solves"] - reported.get("iteration_solves", 0)
-        if known > 0:
-            self.logger.record(
-                "rollout/mpc_iterations", (stats["iterations"] - reported.get("iterations", 0)) / known
-            )
-        self.logger.record("rollout/mpc_ms", 1e3 * getattr(self, "_act_seconds", 0.0) / solves)
-        self._reported = dict(stats)
-        self._act_seconds = 0.0
+    def dump_logs(self) -> None:
+        # The acting statistics every MPC algorithm logs; the time per step over the rows solved.
+        acting = self.policy.acting["train"]
+        record_acting_stats(self.logger, acting, self._act_seconds, acting.stats["solves"])
+        super().dump_logs()
 
     # ------------------------------------------------------------------ learning
 
@@ -268,10 +256,9 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
         self.logger.record("train/value_loss", np.mean(losses))
         self.logger.record("train/value_mean", np.mean(values))
         self.logger.record("train/target_mean", np.mean(targets))
-        self._record_acting()
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_reported", "_act_seconds"]
+        return [*super()._excluded_save_params(), "_act_seconds"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []

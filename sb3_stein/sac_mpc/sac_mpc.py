@@ -44,6 +44,7 @@ from stable_baselines3.common.utils import polyak_update
 
 from sb3_stein.common.dynamics import RefusesNormalizedObservations, refuse_normalized_observations
 from sb3_stein.common.mpc import PARAM_INTERFACES, MPCSolution, parameter_box
+from sb3_stein.common.mpc_acting import record_acting_stats
 from sb3_stein.common.ocp import OptimalControlProblem, resolve_ocp
 from sb3_stein.common.validation import (
     check_box_action_space,
@@ -185,8 +186,6 @@ class _SACMPC(RefusesNormalizedObservations, SAC):
             _init_setup_model=False,
         )
         self.policy_kwargs = dict(self.policy_kwargs)  # never write into the caller's dict
-        #: ``policy.act_stats`` at the previous log dump (the at-bound share is logged per window).
-        self._logged_act_stats: dict[str, int] = {}
         if self.env is not None:
             # Also on load(path, env=...), which comes through here with the new env (set_env below).
             refuse_normalized_observations(self.env, name)
@@ -258,7 +257,6 @@ class _SACMPC(RefusesNormalizedObservations, SAC):
             "_pending_violation",
             "_pending_plans",
             "_update_logs",
-            "_logged_act_stats",
         ]
 
     # ------------------------------------------------------------------ acting
@@ -360,21 +358,7 @@ class _SACMPC(RefusesNormalizedObservations, SAC):
             self.logger.record(
                 "rollout/violation_episode_rate", counts["violating_episodes"] / counts["episodes"]
             )
-        stats = self.policy.act_stats
-        if stats["solves"]:
-            self.logger.record("mpc/act_failures", stats["failures"])
-            if stats["iteration_solves"]:
-                self.logger.record("mpc/act_iterations", stats["iterations"] / stats["iteration_solves"])
-            self.logger.record("mpc/act_ms", 1e3 * self._act_seconds / max(counts["steps"], 1))
-        previous = self._logged_act_stats
-        solved = stats["u0_solved"] - previous.get("u0_solved", 0)
-        solves = stats["solves"] - previous.get("solves", 0)
-        if solves > 0:  # warm starts retried cold, since the previous dump
-            self.logger.record("mpc/retry_rate", (stats["retries"] - previous.get("retries", 0)) / solves)
-        if solved > 0:  # since the previous dump: the share moves as the policy learns
-            at_bound = stats["u0_at_bound"] - previous.get("u0_at_bound", 0)
-            self.logger.record("mpc/act_u0_at_bound", at_bound / solved)
-        self._logged_act_stats = dict(stats)
+        record_acting_stats(self.logger, self.policy.acting["train"], self._act_seconds, counts["steps"])
         super().dump_logs()
 
     # ------------------------------------------------------------------ training
