@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_s2ac import fill_buffer, interleaved_ms, run_metadata, write_report
+from speed_s2ac import fill_buffer, interleaved_ms, learn_seconds, run_metadata, write_report
 
 from sb3_stein import S2AC
 
@@ -66,16 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         args.rounds,
         3,
     )
-    learn_s: dict[str, float] = {}
-    for name in ("s2ac_paper", "s2ac_median", "sac"):
-        times = []
-        for repeat in range(2):
-            fresh = SAC("MlpPolicy", "Pendulum-v1", seed=repeat) if name == "sac" else s2ac(name[5:], repeat)
-            fresh.set_logger(configure(None, []))
-            start = time.perf_counter()
-            fresh.learn(1000)
-            times.append(time.perf_counter() - start)
-        learn_s[name] = float(np.median(times))
+    learn_s = learn_seconds(
+        {
+            "s2ac_paper": lambda seed: s2ac("paper", seed),
+            "s2ac_median": lambda seed: s2ac("median", seed),
+            "sac": lambda seed: SAC("MlpPolicy", "Pendulum-v1", seed=seed),
+        }
+    )
     results: dict[str, object] = {
         **run_metadata(),
         "predict_ms": predict,

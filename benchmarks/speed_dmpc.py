@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_s2ac import fill_buffer, interleaved_ms, run_metadata, write_report
+from speed_s2ac import fill_buffer, interleaved_ms, learn_seconds, run_metadata, write_report
 
 from sb3_stein import DMPC
 from sb3_stein.zoo import hyperparams_file
@@ -73,46 +72,35 @@ def main(argv: list[str] | None = None) -> None:
     settings = shipped_settings()
     batch = int(settings["batch_size"])
     variants: dict[str, DMPC] = {}
-    for horizon in args.horizons:
+    shipped_name = f"dmpc_h{settings['horizon']}"
+    for horizon in sorted({int(settings["horizon"]), *args.horizons}):  # the shipped horizon always
         variants[f"dmpc_h{horizon}"] = DMPC("MlpPolicy", ENV_ID, seed=0, **{**settings, "horizon": horizon})
     variants["dmpc_no_running_cost"] = DMPC(
         "MlpPolicy", ENV_ID, seed=0, **{**settings, "running_cost": False}
     )
     sac = SAC("MlpPolicy", ENV_ID, batch_size=batch, seed=0)
-    shipped = variants[f"dmpc_h{settings['horizon']}"] if f"dmpc_h{settings['horizon']}" in variants else None
+    shipped = variants[shipped_name]
     for model in (*variants.values(), sac):
         model.set_logger(configure(None, []))
     for model in (shipped, sac):
-        if model is not None:
-            fill_buffer(model)
+        fill_buffer(model)
 
     acting = interleaved_ms(
         {**{name: stepping_predict(m) for name, m in variants.items()}, "sac": stepping_predict(sac)},
         rounds=args.rounds,
         per_round=10,
     )
-    updates: dict[str, float] = {}
-    if shipped is not None:
-        updates = interleaved_ms(
-            {"dmpc_step": lambda: shipped.train(1, batch), "sac_step": lambda: sac.train(1, batch)},
-            rounds=args.rounds,
-            per_round=5,
-        )
-    learn_s = {}
-    for name in ("dmpc", "sac"):
-        times = []
-        for repeat in range(2):
-            fresh: DMPC | SAC
-            fresh = (
-                DMPC("MlpPolicy", ENV_ID, seed=repeat, **settings)
-                if name == "dmpc"
-                else SAC("MlpPolicy", ENV_ID, batch_size=batch, seed=repeat)
-            )
-            fresh.set_logger(configure(None, []))
-            start = time.perf_counter()
-            fresh.learn(1000)
-            times.append(time.perf_counter() - start)
-        learn_s[name] = float(np.median(times))
+    updates = interleaved_ms(
+        {"dmpc_step": lambda: shipped.train(1, batch), "sac_step": lambda: sac.train(1, batch)},
+        rounds=args.rounds,
+        per_round=5,
+    )
+    learn_s = learn_seconds(
+        {
+            "dmpc": lambda seed: DMPC("MlpPolicy", ENV_ID, seed=seed, **settings),
+            "sac": lambda seed: SAC("MlpPolicy", ENV_ID, batch_size=batch, seed=seed),
+        }
+    )
 
     results: dict[str, object] = {
         **run_metadata(),
@@ -124,21 +112,17 @@ def main(argv: list[str] | None = None) -> None:
     }
     rows = [("SAC predict, 1 obs", acting["sac"], 3)]
     rows += [(f"{name} predict, 1 obs", acting[name], 2) for name in variants]
-    if updates:
-        rows += [
-            (f"DMPC gradient step, batch {batch}", updates["dmpc_step"], 2),
-            (f"SAC gradient step, batch {batch}", updates["sac_step"], 2),
-        ]
+    rows += [
+        (f"DMPC gradient step, batch {batch}", updates["dmpc_step"], 2),
+        (f"SAC gradient step, batch {batch}", updates["sac_step"], 2),
+    ]
     rows += [
         ("DMPC learn, 1000 steps (s)", learn_s["dmpc"], 2),
         ("SAC learn, 1000 steps (s)", learn_s["sac"], 2),
     ]
     ratios = {f"predict_{name}_over_sac": acting[name] / acting["sac"] for name in variants}
-    ratios["control_rate_hz_shipped"] = (
-        1e3 / acting[f"dmpc_h{settings['horizon']}"] if shipped else float("nan")
-    )
-    if updates:
-        ratios["train_step_over_sac"] = updates["dmpc_step"] / updates["sac_step"]
+    ratios["control_rate_hz_shipped"] = 1e3 / acting[shipped_name]
+    ratios["train_step_over_sac"] = updates["dmpc_step"] / updates["sac_step"]
     ratios["learn_per_1k_over_sac"] = learn_s["dmpc"] / learn_s["sac"]
     write_report(args.out, "DMPC", results, rows, ratios, env_id=ENV_ID)
     print((args.out / "speed.md").read_text())

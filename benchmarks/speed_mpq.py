@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_s2ac import fill_buffer, interleaved_ms, run_metadata, write_report
+from speed_s2ac import fill_buffer, interleaved_ms, learn_seconds, run_metadata, write_report
 
 from sb3_stein import MPQ
 from sb3_stein.mpq import MPPIController
@@ -123,20 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     model_steps = batch * planner["n_samples"] * (horizon - 1) * mpq.n_target_iterations
     throughput = model_steps / (result.rollout_ms / 1e3)
 
-    learn_s = {}
-    for name in ("mpq", "sac"):
-        times = []
-        for repeat in range(2):
-            fresh: MPQ | SAC
-            if name == "mpq":
-                fresh = make_mpq(repeat)
-            else:
-                fresh = SAC("MlpPolicy", env_id, batch_size=batch, seed=repeat)
-            fresh.set_logger(configure(None, []))
-            start = time.perf_counter()
-            fresh.learn(1000)
-            times.append(time.perf_counter() - start)
-        learn_s[name] = float(np.median(times))
+    learn_s = learn_seconds(
+        {"mpq": make_mpq, "sac": lambda seed: SAC("MlpPolicy", env_id, batch_size=batch, seed=seed)}
+    )
 
     results: dict[str, object] = {
         **run_metadata(),

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -100,6 +101,24 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int, per_round:
                 fn()
             times[name].append((time.perf_counter() - start) / per_round)
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def learn_seconds(
+    factories: dict[str, Callable[[int], object]], steps: int = 1000, repeats: int = 2
+) -> dict[str, float]:
+    """Median wall-clock seconds of ``learn(steps)`` per model, each repeat a fresh model built by its
+    factory from the repeat's seed (no logger output)."""
+    learn_s = {}
+    for name, factory in factories.items():
+        times = []
+        for repeat in range(repeats):
+            fresh: Any = factory(repeat)
+            fresh.set_logger(configure(None, []))
+            start = time.perf_counter()
+            fresh.learn(steps)
+            times.append(time.perf_counter() - start)
+        learn_s[name] = float(np.median(times))
+    return learn_s
 
 
 def fill_buffer(model, n: int = 2000) -> None:
