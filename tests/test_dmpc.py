@@ -118,7 +118,8 @@ def test_running_cost_equals_eq_14_by_finite_differences():
         ) / (2 * h)
         f = np.array([x[1], -np.sin(x[0])])
         g = np.array([0.0, 1 + x[0] ** 2])
-        expected = -f @ grad + 0.5 * (g @ grad) ** 2 / 0.5
+        rho = -np.log(0.99) / 0.05  # the discount's part of -d_t V (the default discount 0.99)
+        expected = rho * x @ big_p @ x - f @ grad + 0.5 * (g @ grad) ** 2 / 0.5
         assert float(rate(x)) == pytest.approx(expected, rel=1e-6)
 
 
@@ -153,6 +154,34 @@ def test_with_the_lqr_value_the_actor_gives_the_lqr_control():
     # Without the running cost the horizon's costs are only the control's: a different, worse control.
     other = MPCLayer(problem(False), compiled=False).solve(states, np.tile(big_p.reshape(-1), (6, 1)))
     assert np.abs(other.u0 - solution.u0).max() > 0.05
+
+
+def test_with_the_discounted_lqr_value_the_actor_gives_its_control():
+    """Discounted LQR ``min int e^(-rho t) (x'Qx + 1/2 u'Ru)``: ``V = x'Px`` solves the CARE of
+    ``A - rho/2 I``, ``u* = -2 R^-1 B'P x``. The MPC discounts by ``gamma = e^(-rho dt)`` per stage;
+    only with the ``rho V`` part of Eq. 14's ``-d_t V`` does it give ``u*`` (the value estimates the
+    cost from the current time, :mod:`sb3_stein.dmpc.problem`)."""
+    a = np.array([[0.0, 1.0], [0.5, -0.1]])
+    b = np.array([[0.0], [1.0]])
+    q, r, rho, dt = np.diag([1.0, 0.5]), np.array([[0.4]]), 2.0, 0.01
+    big_p = scipy.linalg.solve_continuous_are(a - rho / 2 * np.eye(2), b, q, r / 2)
+    gain = 2 * np.linalg.solve(r, b.T @ big_p)
+    problem = ValueMPCProblem(
+        LinearModel(a, b, dt),
+        2,
+        np.array([-50.0]),
+        np.array([50.0]),
+        QuadraticValue(2),
+        horizon=20,
+        control_weight=r[0, 0],
+        discount=float(np.exp(-rho * dt)),
+    )
+    assert problem.discount_rate == pytest.approx(rho)
+    states = np.random.default_rng(2).normal(size=(6, 2))
+    params = np.tile(big_p.reshape(-1), (6, 1))
+    solution = MPCLayer(problem, compiled=False).solve(states, params)
+    assert solution.success.all()
+    np.testing.assert_allclose(solution.u0[:, 0], -(states @ gain.T)[:, 0], rtol=0.02, atol=0.01)
 
 
 def test_symbolic_value_equals_the_torch_network():

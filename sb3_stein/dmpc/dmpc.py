@@ -50,7 +50,8 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
       the first update. Exploration is the MPC's own (Prop. 1: the MPC is the importance sampler);
       SB3's ``action_noise`` adds Gaussian or OU noise to it when given (off by default).
     * Time and goal: the observation carries them (the time to go, the target), so ``V(t, s)`` is
-      ``V(obs)``; Eq. 14's ``-d_t V`` comes through the time-to-go's drift (:mod:`sb3_stein.dmpc.problem`).
+      ``V(obs)``; Eq. 14's ``-d_t V`` comes through the time-to-go's drift plus the discount's ``rho V``
+      (the value is measured from the current time; :mod:`sb3_stein.dmpc.problem`).
     * A failed MPC solve: the previous successful plan's next control (else the middle of the action
       bounds), counted as ``mpc/act_failures``.
 

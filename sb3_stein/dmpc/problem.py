@@ -11,7 +11,17 @@ Deep Value MPC (Farshidian, Hoeller, Hutter, CoRL 2019; shared/papers/004_e1bdd2
   the model's dynamics, with the heuristic ``phi = V`` (Eq. 13) and the running cost of Eq. 14,
   ``l = -d_t V - f' d_x V + 1/2 d_x V' g R^-1 g' d_x V`` for the control-affine dynamics
   ``dx = (f + g u) dt`` (:mod:`sb3_stein.common.control_affine`). Time is a state (the time to go,
-  whose drift is -1), so ``-d_t V`` is the time-to-go row of ``-f' d_x V`` and is not added again.
+  whose drift is -1), so the time-to-go part of ``-d_t V`` is the time-to-go row of ``-f' d_x V``.
+  **The discount's part of** ``-d_t V`` is added explicitly: ``rho V`` with ``rho = -ln(gamma) / dt``.
+  The paper's ``V(t, x)`` is measured from the episode's start (its Appendix A.4 sets
+  ``l(t, x) := gamma^(t - t0) q(t, x)``), so its ``-d_t V`` holds ``-ln(gamma) V`` per unit time; the
+  critic here (and the paper's Eq. 11) estimates the value *from the current time*, which no longer
+  depends on the clock, so that term must be written out. Without it the running cost is not the
+  HJB's (the discounted HJB is ``rho V = min_u q + 1/2 u'Ru + d_x V'(f + g u)``), and the plan's
+  total telescopes to ``V(x_0) - (1 - gamma) sum_k gamma^(k-1) V(x_k)``: the MPC is *rewarded* for
+  passing through states of high cost, which made DMPC fall on Ballbot as its value improved
+  (``benchmarks/results/dmpc_ballbot/NOTE.md``). ``tests/test_dmpc.py`` checks the term with the
+  exact value of a discounted LQR problem.
   The value network is evaluated *symbolically* in casadi with its weights as the NLP's parameters,
   so the running cost's Jacobian and Hessian (third derivatives of the network) are exact; this is
   why the activation must be twice (here: infinitely) differentiable — ReLU is refused.
@@ -242,14 +252,25 @@ class ValueMPCProblem(OptimalControlProblem):
         """``V(x | p)`` (casadi)."""
         return self.value.symbolic(x, p)
 
+    @property
+    def discount_rate(self) -> float:
+        """``rho = -ln(gamma) / dt``, the continuous-time discount rate of the per-stage ``gamma``."""
+        return -float(np.log(self.discount)) / self.dt
+
     def running_cost_rate(self, x: Any, p: Any) -> Any:
-        """Eq. 14: ``-f' d_x V + 1/2 d_x V' g R^-1 g' d_x V`` (casadi; time is a state, see the module)."""
+        """Eq. 14 for a value measured from the current time:
+        ``rho V - f' d_x V + 1/2 d_x V' g R^-1 g' d_x V`` (casadi; ``rho V`` and the time to go are
+        the two parts of ``-d_t V``, see the module)."""
         import casadi as ca
 
         drift, matrix = self.form().parts(x)
-        grad = ca.gradient(self.value_function(x, p), x)
+        value = self.value_function(x, p)
+        grad = ca.gradient(value, x)
         g_grad = matrix.T @ grad  # (nu, 1)
-        return -drift.T @ grad + 0.5 * ca.sum1(g_grad**2 / self.control_weight)
+        rate = -drift.T @ grad + 0.5 * ca.sum1(g_grad**2 / self.control_weight)
+        if self.discount < 1.0:
+            rate = rate + self.discount_rate * value
+        return rate
 
     def stage_cost(self, x: Any, u: Any, p: Any) -> Any:
         """``dt (l(x) + 1/2 u' R u + 1/2 sum_i w_i x_i^2)``; ``l = 0`` without the running cost."""
