@@ -18,6 +18,14 @@ Layout of ``--out`` (rl_zoo3 conventions are kept for the run folders)::
     <out>/runs/<algo>/<EnvName>/seed_<S>.log       stdout + stderr of the rl_zoo3 subprocess
     <out>/summary.md, summary.json, learning_curves.png
 
+Several machines (or a scheduler's job array) split one sweep with ``--shard I/N``: each runs the
+I-th of N disjoint parts of the same command, into its own ``--out`` (or a shared one), and
+``--report-only --merge FOLDER ...`` gathers their runs into one folder and writes the summary::
+
+    python benchmarks/compare.py ... --shard 1/2 --out sweep_1     # machine 1
+    python benchmarks/compare.py ... --shard 2/2 --out sweep_2     # machine 2
+    python benchmarks/compare.py --report-only --out sweep --merge sweep_1 sweep_2
+
 See benchmarks/README.md for what every number means.
 """
 
@@ -34,6 +42,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +126,20 @@ def parse_extra_args(items: Sequence[str] | None) -> dict[str, list[str]]:
     return out
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)``: the I-th (1-based) of N parts of a sweep."""
+    parts = text.split("/")
+    try:
+        index, count = (int(part) for part in parts) if len(parts) == 2 else (0, 0)
+    except ValueError:
+        index, count = 0, 0
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(
+            f"--shard must be I/N with whole numbers 1 <= I <= N (e.g. 1/4), got {text!r}"
+        )
+    return index, count
+
+
 def _flatten(values: list[list[str]] | None) -> list[str]:
     return [v for group in values or [] for v in group]
 
@@ -165,6 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=None, help="per-run timeout in seconds (counts as failed)"
     )
+    p.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=None,
+        metavar="I/N",
+        help="run only the I-th of N disjoint parts of the sweep (the same command on N machines splits "
+        "it; run i takes every N-th (algo, env, seed) of the algo-major list, so every part has about "
+        "the same share of each algo); the summary is left to --report-only --merge",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="FOLDER",
+        help="with --report-only: copy the runs of these --out folders (e.g. the shards') into --out first",
+    )
     p.add_argument("--report-only", action="store_true", help="only rebuild summary.md/json/png from --out")
     p.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
     p.add_argument("--rerun", action="store_true", help="re-run even runs that already have a done marker")
@@ -205,6 +244,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             )
         if args.timesteps <= 0:
             parser.error("--timesteps must be positive")
+    if args.shard and args.report_only:
+        parser.error("--shard splits training; --report-only reads every run (merge the shards with --merge)")
+    if args.merge and not args.report_only:
+        parser.error("--merge goes with --report-only (train each part first, then merge)")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
     if args.eval_freq <= 0:
@@ -706,6 +749,62 @@ def choose_columns(max_step: int, eval_spacing: int, max_columns: int, every: in
                 break
             exponent += 1
     return list(range(every, max_step + 1, every))
+
+
+def shard_specs(specs: Sequence[RunSpec], index: int, count: int) -> list[RunSpec]:
+    """The ``index``-th (1-based) of ``count`` disjoint parts of ``specs``: every ``count``-th run of the
+    algo-major order (so each part holds about ``1/count`` of every algo's runs), returned in the
+    order of ``specs``. The same arguments give the same parts on every machine."""
+    algo_major = sorted(specs, key=lambda s: (s.algo, s.env, s.seed))
+    chosen = set(algo_major[index - 1 :: count])
+    return [s for s in specs if s in chosen]
+
+
+def _run_files(out: Path, marker_path: Path) -> tuple[dict[str, Any] | None, list[Path]]:
+    """A marker and the files that belong to its run (marker, stdout log, run folder), relative to ``out``."""
+    marker = load_marker(marker_path)
+    files = [marker_path.relative_to(out)]
+    if marker:
+        for key in ("log", "run_dir"):
+            if marker.get(key) and (out / marker[key]).exists():
+                files.append(Path(marker[key]))
+    return marker, files
+
+
+def merge_folders(out: Path, sources: Sequence[Path]) -> int:
+    """Copy every run of ``sources`` (``--out`` folders of compare.py) into ``out``; returns the number
+    copied. Checks everything first: a run present in two folders with different markers, or a source
+    without runs, raises ``ValueError`` before anything is written."""
+    seen: dict[Path, tuple[Path, dict[str, Any]]] = {}  # marker path (relative) -> (folder, marker)
+    plan: list[tuple[Path, list[Path]]] = []  # (source folder, files to copy)
+    for source in sources:
+        markers = sorted((source / "runs").glob("*/*/seed_*.json"))
+        if not markers:
+            raise ValueError(f"--merge: {source} has no runs (no {source / 'runs'}/<algo>/<env>/seed_*.json)")
+        for marker_path in markers:
+            rel = marker_path.relative_to(source)
+            marker, files = _run_files(source, marker_path)
+            if marker is None:
+                raise ValueError(f"--merge: {marker_path} is not a readable marker")
+            existing = load_marker(out / rel)
+            for other, other_marker in (seen.get(rel, (source, marker)), (out, existing or marker)):
+                if other_marker != marker:
+                    raise ValueError(
+                        f"--merge: {marker.get('algo')} {marker.get('env')} seed={marker.get('seed')} is in "
+                        f"both {source} and {other} with different results; keep one of them"
+                    )
+            if existing is None and rel not in seen:
+                plan.append((source, files))
+            seen.setdefault(rel, (source, marker))
+    for source, files in plan:
+        for rel in files:
+            src, dst = source / rel, out / rel
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+    return len(plan)
 
 
 def discover_specs(out: Path) -> list[RunSpec]:
@@ -1263,6 +1362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Reusing thresholds from {out / 'summary.json'}: {args.thresholds}")
 
     if args.report_only:
+        if args.merge:
+            try:
+                copied = merge_folders(out, [Path(m) for m in args.merge])
+            except ValueError as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            print(f"Merged {copied} run(s) from {', '.join(args.merge)} into {out}")
         if args.algos and args.envs and args.seeds:
             specs = [RunSpec(a, e, s) for e in args.envs for a in args.algos for s in args.seeds]
         else:
@@ -1279,6 +1385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         # seed-major order: an interrupted comparison already has every algo for the first seeds
         specs = [RunSpec(a, e, s) for s in args.seeds for e in args.envs for a in args.algos]
+        if args.shard:
+            specs = shard_specs(specs, *args.shard)
+            print(f"Shard {args.shard[0]}/{args.shard[1]}: {len(specs)} run(s) of this sweep", flush=True)
 
         todo: list[RunSpec] = []
         mismatched: list[tuple[RunSpec, dict[str, Any]]] = []
@@ -1314,6 +1423,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             except KeyboardInterrupt:
                 return 130
 
+    if args.shard:
+        failed = [s for s in specs if run_status(s, args, out)[0] != "done"]
+        print(
+            f"Shard {args.shard[0]}/{args.shard[1]} finished: {len(specs) - len(failed)} of {len(specs)} ok. "
+            "Summarise all parts with --report-only --out MERGED --merge <each part's --out>"
+        )
+        return 1 if failed else 0
     summary = write_report(out, specs, args, compare_cmd)
     print(f"Wrote {out / 'summary.md'}, {out / 'summary.json'}, {out / 'learning_curves.png'}")
     problems = summary["problems"]

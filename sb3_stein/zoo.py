@@ -211,7 +211,9 @@ def register_optuna() -> None:
 
 
 def patch_experiment_manager() -> None:
-    """Wrap ``ExperimentManager.__init__`` so that ``config`` goes through :func:`resolve_config`."""
+    """Wrap ``ExperimentManager.__init__`` so that ``config`` goes through :func:`resolve_config`, and a
+    shared Optuna storage is checked (:func:`sb3_stein.tuning.check_study_storage`) before rl_zoo3
+    builds anything."""
     from rl_zoo3.exp_manager import ExperimentManager
 
     original = ExperimentManager.__init__
@@ -233,6 +235,16 @@ def patch_experiment_manager() -> None:
             config = given
         if config != given:
             bound.arguments["config"] = config
+        storage = bound.arguments.get("storage")
+        if storage and (
+            bound.arguments.get("optimize_hyperparameters") or bound.arguments.get("trial_id") is not None
+        ):
+            from sb3_stein.tuning import check_study_storage
+
+            # Not turned into a warning: a worker must not run on a storage it cannot use.
+            check_study_storage(
+                storage, bound.arguments.get("study_name"), bound.arguments["algo"], bound.arguments["env_id"]
+            )
         return original(*bound.args, **bound.kwargs)
 
     setattr(__init__, _WRAPPED, True)

@@ -576,3 +576,80 @@ def test_fraction_of_best_threshold_negative_returns():
 def test_best_fraction_is_checked():
     with pytest.raises(SystemExit):
         compare.parse_args(["--out", "x", "--report-only", "--best-fraction", "0"])
+
+
+# ---------------------------------------------------------------------------
+# sharded sweeps
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["3/2", "0/2", "1/0", "a/b", "1", "1/2/3", "1.5/2"])
+def test_bad_shard_specs_are_refused_before_anything_runs(text, tmp_path, capsys):
+    argv = ["--algos", "sac", "--envs", "E", "--seeds", "0", "-n", "10", "--out", str(tmp_path / "o"),
+            "--shard", text]  # fmt: skip
+    with pytest.raises(SystemExit):
+        compare.parse_args(argv)
+    assert "--shard must be I/N" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_shards_are_disjoint_cover_the_sweep_and_balance_the_algos():
+    full = [compare.RunSpec(a, "E", s) for s in range(3) for a in ("a", "b", "c", "d")]
+    parts = [compare.shard_specs(full, i, 2) for i in (1, 2)]
+    assert sorted(parts[0] + parts[1], key=full.index) == full
+    assert not set(parts[0]) & set(parts[1])
+    for part in parts:  # every algo's 3 seeds are split 2 + 1, never 3 + 0
+        assert {sum(s.algo == a for s in part) for a in "abcd"} <= {1, 2}
+        assert part == sorted(part, key=full.index)  # still seed-major
+    assert compare.shard_specs(full, 1, 1) == full
+    assert compare.shard_specs(full, 5, 20) == [sorted(full, key=lambda s: (s.algo, s.seed))[4]]
+
+
+def test_shard_runs_merge_and_report(tmp_path, fake_python, capsys):
+    script, calls = fake_python
+    sweep = [
+        *"--algos sac td3 --envs E-v0 --seeds 0 1 2 -n 1000 --eval-freq 250".split(),
+        "--python",
+        str(script),
+    ]
+    for i in (1, 2):
+        assert compare.main([*sweep, "--shard", f"{i}/2", "--out", str(tmp_path / f"part{i}")]) == 0
+        assert not (tmp_path / f"part{i}" / "summary.md").exists()  # a part's summary would be partial
+    assert "--merge" in capsys.readouterr().out
+    done = sorted((c["algo"], c["seed"]) for c in _calls(calls))
+    assert done == sorted((a, s) for a in ("sac", "td3") for s in range(3))  # each run once
+    merged = tmp_path / "merged"
+    parts = [str(tmp_path / "part1"), str(tmp_path / "part2")]
+    assert compare.main(["--report-only", "--out", str(merged), "--merge", *parts]) == 0
+    data = json.loads((merged / "summary.json").read_text())
+    assert data["envs_data"]["E-v0"]["algos"]["td3"]["aggregate"]["final_return"]["per_seed"] == [10, 11, 12]
+    # merging again copies nothing new; the merged folder resumes like any --out
+    assert compare.main(["--report-only", "--out", str(merged), "--merge", *parts]) == 0
+    assert compare.main([*sweep, "--out", str(merged)]) == 0
+    assert len(_calls(calls)) == 6
+
+
+def test_merge_refuses_conflicts_and_empty_folders_without_writing(tmp_path, fake_python, capsys):
+    script, _ = fake_python
+    for name, freq in (("a", "250"), ("b", "500")):  # the same run, different results
+        argv = [
+            *"--algos sac --envs E-v0 --seeds 0 -n 1000 --eval-freq".split(),
+            freq,
+            "--python",
+            str(script),
+        ]
+        assert compare.main([*argv, "--out", str(tmp_path / name)]) == 0
+    merged = tmp_path / "merged"
+    assert compare.main(["--report-only", "--out", str(merged), "--merge", str(tmp_path / "a"),
+                         str(tmp_path / "b")]) == 2  # fmt: skip
+    assert "is in both" in capsys.readouterr().err
+    assert not merged.exists()
+    (tmp_path / "empty").mkdir()
+    assert compare.main(["--report-only", "--out", str(merged), "--merge", str(tmp_path / "empty")]) == 2
+    assert "has no runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.parse_args(
+            ["--out", "x", "--merge", "y", "--algos", "sac", "--envs", "E", "--seeds", "0", "-n", "1"]
+        )
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--out", "x", "--report-only", "--shard", "1/2"])

@@ -61,7 +61,7 @@ def test_compiled_layer_gives_the_interpreted_controls_iterations_and_gradients(
     assert warm.iterations.mean() < a.iterations.mean()
 
 
-def test_a_second_process_and_an_unpickled_layer_reuse_the_cached_objects(compiled, cache):
+def test_a_second_process_and_an_unpickled_layer_reuse_the_cached_objects(compiled, cache, tmp_path):
     compiled.solve(*_batch(2, seed=4))  # builds the KKT check too (on first use), whatever ran before
     objects = _objects(cache)
     assert len(objects) >= 2  # the forward solver's functions and the backward pass
@@ -75,12 +75,15 @@ def test_a_second_process_and_an_unpickled_layer_reuse_the_cached_objects(compil
         "from test_mpc import TinyCartPoleOCP, _batch\n"
         "from sb3_stein.common.mpc import MPCLayer\n"
         f"layer = MPCLayer(TinyCartPoleOCP(), compiled=True, compile_flags={FLAGS!r})\n"
-        "print(json.dumps(layer.solve(*_batch(2, seed=4)).u0.tolist()))\n"
+        "u0 = layer.solve(*_batch(2, seed=4)).u0.tolist()\n"
+        "import os; print(json.dumps([u0, os.listdir('.')]))\n"  # while casadi's temporaries exist
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    np.testing.assert_array_equal(
-        json.loads(result.stdout.splitlines()[-1]), compiled.solve(states, params).u0
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
     )
+    u0, in_working_dir = json.loads(result.stdout.splitlines()[-1])
+    np.testing.assert_array_equal(u0, compiled.solve(states, params).u0)
+    assert in_working_dir == []  # casadi's .c and library copies live in the process's own folder
     assert _objects(cache) == objects  # another pid, another casadi name: the same hashes
 
 

@@ -30,7 +30,7 @@ def test_best_sac_trial_becomes_the_entry_rl_zoo3_trained(tmp_path, capsys):
     )
     path = _study(tmp_path / "report.pkl", [(worse, 10.0), (best, 20.0)])
     base = {"n_timesteps": 30000, "policy": "MlpPolicy", "learning_starts": 1000, "learning_rate": 1.0}
-    entry, value, number = script.best_entry(path, "sac", base)
+    entry, value, number = script.best_entry(script.load_study(path, None, None), "sac", base)
     assert (value, number) == (20.0, 1)
     assert entry["gamma"] == 0.98 and entry["batch_size"] == 128 and entry["gradient_steps"] == 4
     assert entry["learning_rate"] == 3e-4 and entry["learning_starts"] == 1000  # trial wins, base kept
@@ -57,6 +57,7 @@ def test_ppo_activation_is_written_as_rl_zoo3_writes_it(tmp_path):
         net_arch="tiny",
         activation_fn="tanh",
     )
-    entry, _, _ = script.best_entry(_study(tmp_path / "ppo.pkl", [(params, 1.0)]), "ppo", {})
+    study = script.load_study(_study(tmp_path / "ppo.pkl", [(params, 1.0)]), None, None)
+    entry, _, _ = script.best_entry(study, "ppo", {})
     assert entry["policy_kwargs"] == "dict(net_arch=dict(pi=[64], vf=[64]), activation_fn=nn.Tanh)"
     assert entry["n_steps"] == 256 and entry["gae_lambda"] == 0.95

@@ -19,9 +19,11 @@ a partial file). casadi's link step (no ``-c``) is passed to the real compiler u
 **Where**: ``$SB3_STEIN_JIT_CACHE`` if set, else ``$XDG_CACHE_HOME/sb3_stein/casadi_jit``, else
 ``~/.cache/sb3_stein/casadi_jit``: one ``<hash>.o`` per compiled source (about 1-2 MB each).
 **Clearing** it is always safe (the next build compiles again): delete the folder or call
-:func:`clear_cache`. casadi writes the generated ``.c`` file into the working directory under a
-unique name per process and instance and deletes it after compiling, so the working directory must
-be writable when a compiled function is built.
+:func:`clear_cache`. casadi's temporary files (the generated ``.c`` and its own copy of the
+compiled library, which it keeps while the function lives) go into one folder private to the user
+under the system's temporary directory (:func:`work_dir`), never into the working directory: a
+user's project folder stays clean (an NLP solver's source passes through it for the moment of its
+compile, :func:`jit_nlpsol`).
 
 **Compiler**: ``$CC`` if set, else the first of ``gcc``, ``cc``, ``clang`` on ``PATH``
 (:func:`find_compiler`).
@@ -37,12 +39,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CACHE_ENV", "cache_dir", "clear_cache", "find_compiler", "jit_options"]
+__all__ = ["CACHE_ENV", "cache_dir", "clear_cache", "find_compiler", "jit_nlpsol", "jit_options", "work_dir"]
 
 #: The environment variable that moves the cache.
 CACHE_ENV = "SB3_STEIN_JIT_CACHE"
@@ -50,6 +53,25 @@ CACHE_ENV = "SB3_STEIN_JIT_CACHE"
 CANONICAL_NAME = "sb3s_jit"
 _counter = itertools.count()
 _counter_lock = threading.Lock()
+_work_dir: Path | None = None
+
+
+def work_dir() -> Path:
+    """The folder for casadi's temporary JIT files: ``<system temp>/sb3_stein_jit_<uid>``, private to the
+    user (mode 0700), shared by the user's processes (the names in it are unique per process and
+    instance); a private ``mkdtemp`` folder where that one belongs to someone else. casadi removes
+    its files when the function is destroyed; a killed process leaves them here, not in a project."""
+    global _work_dir
+    with _counter_lock:
+        if _work_dir is None or not _work_dir.is_dir():
+            shared = Path(tempfile.gettempdir()) / f"sb3_stein_jit_{os.getuid()}"
+            try:
+                shared.mkdir(mode=0o700, exist_ok=True)
+                usable = shared.stat().st_uid == os.getuid() and os.access(shared, os.W_OK)
+            except OSError:
+                usable = False
+            _work_dir = shared if usable else Path(tempfile.mkdtemp(prefix="sb3_stein_jit_"))
+        return _work_dir
 
 
 def cache_dir() -> Path:
@@ -100,12 +122,41 @@ def jit_options(kind: str, flags: tuple[str, ...] = ("-O1",)) -> dict[str, Any]:
     return {
         "jit": True,
         "compiler": "shell",
-        # A name unique to this process and instance: casadi writes <name>.c into the working
-        # directory, so concurrent processes there must not share a file.
+        # casadi writes <directory><name>.c: a name unique to this process and instance (threads of
+        # one process share the folder) in this process's own folder.
         "jit_name": f"sb3s_{kind}_{os.getpid()}_{number}",
         "jit_temp_suffix": False,
-        "jit_options": {"compiler": command, "flags": list(flags), "verbose": False},
+        "jit_options": {
+            "compiler": command,
+            "flags": list(flags),
+            "verbose": False,
+            "directory": str(work_dir()) + os.sep,
+        },
     }
+
+
+def jit_nlpsol(
+    name: str,
+    solver: str,
+    nlp: dict[str, Any],
+    options: dict[str, Any],
+    kind: str,
+    flags: tuple[str, ...] = ("-O1",),
+) -> Any:
+    """``casadi.nlpsol`` with its NLP functions compiled through the cache (:func:`jit_options`).
+
+    casadi 3.8's NLP solvers write their generated source into the *working directory* whatever the
+    shell compiler's ``directory`` (and then try to delete it from that directory, with a warning),
+    so here casadi's clean-up is off and the source is deleted right after the solver is built: it
+    is compiled by then, and the library casadi loaded lives in :func:`work_dir`.
+    """
+    import casadi as ca
+
+    jit = {**jit_options(kind, flags), "jit_cleanup": False}
+    try:
+        return ca.nlpsol(name, solver, nlp, {**options, **jit})
+    finally:
+        Path(jit["jit_name"] + ".c").unlink(missing_ok=True)
 
 
 def _compiler_identity(compiler: list[str]) -> str:

@@ -46,7 +46,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_stein.common.jit_cache import find_compiler, jit_options
+from sb3_stein.common.jit_cache import find_compiler, jit_nlpsol, jit_options
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.validation import check_choice, check_int, check_positive
 
@@ -435,9 +435,7 @@ class MPCLayer:
                 )
                 self.compiled = False
         if self.compiled:
-            self._solver = ca.nlpsol(
-                "mpc", self.solver_name, nlp, {**options, **jit_options("mpc", self.compile_flags)}
-            )
+            self._solver = jit_nlpsol("mpc", self.solver_name, nlp, options, "mpc", self.compile_flags)
             inputs = [ca.MX.sym(reverse.name_in(i), reverse.sparsity_in(i)) for i in range(reverse.n_in())]
             self._reverse = ca.Function(
                 "mpc_reverse",
