@@ -41,7 +41,7 @@ import numpy as np
 import rl_zoo3
 import torch as th
 import yaml
-from speed_s2ac import critic_floor_fns, fill_buffer, floor_ms, interleaved_ms, write_report
+from speed_s2ac import critic_floor_fns, device_label, fill_buffer, floor_ms, interleaved_ms, write_report
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed_qstac"))
     parser.add_argument("--repeats", type=int, default=15, help="rounds of each gradient-step measurement")
     parser.add_argument("--predict-repeats", type=int, default=300)
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of every model (cuda: benchmarks/gpu_check.sh)"
+    )
     parser.add_argument("--learn-steps", type=int, default=1000)
     parser.add_argument("--env", default="Pendulum-v1", help="an env with a qstac.yml and a sac.yml entry")
     args = parser.parse_args(argv)
@@ -68,17 +71,22 @@ def main(argv: list[str] | None = None) -> None:
         "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "shipped_settings": settings,
+        "device": device_label(args.device),
     }
 
-    sac = SAC("MlpPolicy", env_id, seed=0, **shipped_settings("sac", env_id))  # rl_zoo3's settings
+    sac = SAC(
+        "MlpPolicy", env_id, seed=0, device=args.device, **shipped_settings("sac", env_id)
+    )  # rl_zoo3's settings
     cheaper_steps: tuple[int, ...]
     if env_id == "Pendulum-v1":
         acting_settings, acting_name, cheaper_steps = ACTING_PENDULUM, "qstac_H5_m10_L3", (2, 1, 0)
     else:
         acting_settings, acting_name, cheaper_steps = settings, "qstac_shipped", (1, 0)
-    acting = QSTAC("MlpPolicy", env_id, seed=0, **acting_settings)
+    acting = QSTAC("MlpPolicy", env_id, seed=0, device=args.device, **acting_settings)
     cheaper = {
-        steps: QSTAC("MlpPolicy", env_id, seed=0, **{**acting_settings, "act_svgd_steps": steps})
+        steps: QSTAC(
+            "MlpPolicy", env_id, seed=0, device=args.device, **{**acting_settings, "act_svgd_steps": steps}
+        )
         for steps in cheaper_steps
     }
     obs = observation(env_id)
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     results["predict_ms"] = predict
     print("predict ms", predict, flush=True)
 
-    model = QSTAC("MlpPolicy", env_id, seed=0, **settings)
+    model = QSTAC("MlpPolicy", env_id, seed=0, device=args.device, **settings)
     batch, m, horizon, steps = (
         settings["batch_size"],
         settings["n_particles"],
@@ -130,7 +138,13 @@ def main(argv: list[str] | None = None) -> None:
         name = f"H={h},m={particles}"
         if name in growth_models:
             continue
-        grown = QSTAC("MlpPolicy", env_id, seed=0, **{**settings, "horizon": h, "n_particles": particles})
+        grown = QSTAC(
+            "MlpPolicy",
+            env_id,
+            seed=0,
+            device=args.device,
+            **{**settings, "horizon": h, "n_particles": particles},
+        )
         fill_buffer(grown, 500)
         grown.set_logger(configure(None, []))
         growth_models[name] = grown

@@ -43,6 +43,13 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from sb3_stein import S2AC
 
 
+def device_label(device: str) -> str:
+    """``device`` as the report names it: the GPU's model for CUDA."""
+    if th.device(device).type == "cuda" and th.cuda.is_available():
+        return f"{device} ({th.cuda.get_device_name(th.device(device))})"
+    return device
+
+
 def run_metadata() -> dict[str, object]:
     """What every benchmark report records about the run that made it."""
     return {
@@ -67,7 +74,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.json").write_text(json.dumps(results, indent=2))
     lines = [
-        f"# {name} speed ({env_id}, 1 torch thread, CPU)",
+        f"# {name} speed ({env_id}, 1 torch thread, {results.get('device', 'cpu')})",
         "",
         f"Command: `{results['command']}`  ",
         f"torch {results['torch']}, {results['machine']}, {results['date']}  ",
@@ -84,6 +91,12 @@ def write_report(
     (out / "speed.md").write_text("\n".join(lines) + "\n")
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work (CUDA runs kernels asynchronously; a timer must not stop before them)."""
+    if th.cuda.is_available() and th.cuda.is_initialized():
+        th.cuda.synchronize()
+
+
 def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int, per_round: int = 1) -> dict[str, float]:
     """Median ms per call of each function, timed round-robin.
 
@@ -96,9 +109,11 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int, per_round:
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            synchronize()
             start = time.perf_counter()
             for _ in range(per_round):
                 fn()
+            synchronize()
             times[name].append((time.perf_counter() - start) / per_round)
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
@@ -141,13 +156,13 @@ def critic_floor_fns(model: S2AC, batch: int, m: int, horizon: int = 1) -> dict[
     critic = model.critic
     obs_dim = get_flattened_obs_dim(model.observation_space)
     act_dim = get_flattened_obs_dim(model.action_space)  # a Box: its flat size
-    obs = th.randn(batch * m, obs_dim)
-    obs_b = th.randn(batch, obs_dim)
-    act = th.rand(batch * m, act_dim) * 2 - 1
-    obs_h = th.randn(batch * m * horizon, obs_dim)
-    act_h = th.rand(batch * m * horizon, act_dim) * 2 - 1
-    act_b = th.rand(batch, act_dim) * 2 - 1
-    target = th.randn(batch, 1)
+    obs = th.randn(batch * m, obs_dim, device=model.device)
+    obs_b = th.randn(batch, obs_dim, device=model.device)
+    act = th.rand(batch * m, act_dim, device=model.device) * 2 - 1
+    obs_h = th.randn(batch * m * horizon, obs_dim, device=model.device)
+    act_h = th.rand(batch * m * horizon, act_dim, device=model.device) * 2 - 1
+    act_b = th.rand(batch, act_dim, device=model.device) * 2 - 1
+    target = th.randn(batch, 1, device=model.device)
 
     def fwd_grad(create_graph: bool = False, backward: bool = False) -> None:
         a = act_h.clone().requires_grad_(True)
@@ -204,8 +219,8 @@ def predict_floor_fn(model: S2AC, m: int, steps: int) -> Callable[[], None]:
     """
     critic = model.critic
     obs_dim = get_flattened_obs_dim(model.observation_space)
-    obs = th.randn(m, obs_dim)
-    act = th.rand(m, 1) * 2 - 1
+    obs = th.randn(m, obs_dim, device=model.device)
+    act = th.rand(m, 1, device=model.device) * 2 - 1
 
     def passes() -> None:
         for _ in range(steps):
@@ -228,16 +243,32 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--predict-repeats", type=int, default=1000)
     parser.add_argument(
+        "--device", default="cpu", help="torch device of every model (cuda: benchmarks/gpu_check.sh)"
+    )
+    parser.add_argument(
         "--learn-steps", type=int, default=1000, help="learn() steps timed for the per-1k ratio"
     )
     args = parser.parse_args(argv)
     th.set_num_threads(1)
     env_id = "Pendulum-v1"
-    results: dict[str, object] = run_metadata()
+    results: dict[str, object] = {**run_metadata(), "device": device_label(args.device)}
 
-    sac = SAC("MlpPolicy", env_id, learning_rate=1e-3, seed=0)  # rl_zoo3's Pendulum settings
-    s2ac = S2AC("MlpPolicy", env_id, learning_rate=1e-3, batch_size=100, n_particles=10, svgd_steps=3, seed=0)
-    s2ac_amortized = S2AC("MlpPolicy", env_id, n_particles=10, svgd_steps=3, amortized=True, seed=0)
+    sac = SAC(
+        "MlpPolicy", env_id, learning_rate=1e-3, seed=0, device=args.device
+    )  # rl_zoo3's Pendulum settings
+    s2ac = S2AC(
+        "MlpPolicy",
+        env_id,
+        learning_rate=1e-3,
+        batch_size=100,
+        n_particles=10,
+        svgd_steps=3,
+        seed=0,
+        device=args.device,
+    )
+    s2ac_amortized = S2AC(
+        "MlpPolicy", env_id, n_particles=10, svgd_steps=3, amortized=True, seed=0, device=args.device
+    )
     obs = np.array([0.3, -0.9, 0.5], dtype=np.float32)
     # The floor of S²AC's predict: SB3's predict (SAC's, with its actor forward) plus the bare
     # critic passes of the sampler, which no implementation can skip.
@@ -276,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
 
     growth_models: dict[str, S2AC] = {}
     for m, steps in [(5, 3), (10, 3), (20, 3), (40, 3), (10, 0), (10, 1), (10, 5), (10, 10)]:
-        model = S2AC("MlpPolicy", env_id, batch_size=100, n_particles=m, svgd_steps=steps, seed=0)
+        model = S2AC(
+            "MlpPolicy", env_id, batch_size=100, n_particles=m, svgd_steps=steps, seed=0, device=args.device
+        )
         fill_buffer(model, 500)
         model.set_logger(configure(None, []))
         growth_models[f"m={m},L={steps}"] = model
