@@ -299,7 +299,10 @@ def test_the_deadline_terminates_at_60_steps():
         assert terminated == (k == 60), k
         assert reward == pytest.approx(-info["distance"] * 0.05)
     assert 0.0 <= obs[TIME_INDEX] < 1e-12 and not info["is_success"]  # round-off only; it stayed at its start
-    assert truncated  # the registered TimeLimit coincides; the terminal flag is what counts
+    # The registered TimeLimit coincides with the deadline. Gymnasium's TimeLimit then also truncates,
+    # but rl_zoo3's import patches TimeLimit to truncate only episodes that did not end otherwise, so
+    # `truncated` depends on what else the process imported: only the terminal flag is the env's.
+    assert env.spec is not None and env.spec.max_episode_steps == 60
     direct = BallbotEnv()
     direct.reset(seed=1)
     flags = [direct.step(np.zeros(3, dtype=np.float32))[2:4] for _ in range(60)]
