@@ -294,7 +294,7 @@ def test_the_deadline_terminates_at_60_steps():
     env = gym.make(ENV_ID)
     obs, _ = env.reset(seed=1)
     for k in range(1, 61):
-        obs, reward, terminated, truncated, info = env.step(np.zeros(3, dtype=np.float32))
+        obs, reward, terminated, _, info = env.step(np.zeros(3, dtype=np.float32))
         assert obs[TIME_INDEX] == pytest.approx(3.0 - 0.05 * k, abs=1e-6)
         assert terminated == (k == 60), k
         assert reward == pytest.approx(-info["distance"] * 0.05)

@@ -9,7 +9,7 @@ import pytest
 import torch as th
 
 from sb3_stein.common.backends import CASADI, rk4_step
-from sb3_stein.common.mpc import MPCLayer
+from sb3_stein.common.mpc import BARRIER_RELAXATION, MPCLayer, relaxed_log_barrier
 from sb3_stein.common.ocp import OptimalControlProblem
 
 
@@ -390,6 +390,31 @@ def test_control_barrier_keeps_saturated_controls_inside_with_exact_nonzero_grad
     _, fd_p = _central_differences(barrier, states, params, np.ones((10, 1)))
     np.testing.assert_allclose(jacobian[:, 0], fd_p, rtol=1e-4, atol=1e-6)
     assert np.abs(jacobian[saturated]).max(axis=(1, 2)).min() > 1e-6  # alive where the hard bound had 0
+
+
+def test_relaxed_log_barrier_is_the_log_inside_and_a_finite_c2_extension_outside():
+    """Inside the hard box (``z >= ~2e-6``) the exact ``-log z``; below ``delta`` (solver iterates outside
+    the box) a finite quadratic whose value, slope and curvature meet the log's at ``delta``, so no NaN
+    reaches the solver (it used to print casadi's NaN warnings by the thousand in SAC-FOP runs)."""
+    import casadi as ca
+
+    z = ca.SX.sym("z")
+    f = ca.Function(
+        "f",
+        [z],
+        [
+            relaxed_log_barrier(z),
+            ca.gradient(relaxed_log_barrier(z), z),
+            ca.hessian(relaxed_log_barrier(z), z)[0],
+        ],
+    )
+    delta = BARRIER_RELAXATION
+    for inside in (2e-6, 0.3, 1.0):
+        assert float(f(inside)[0]) == pytest.approx(-np.log(inside), rel=1e-12)
+    below, above = [np.array([float(v) for v in f(delta * (1 + side * 1e-9))]) for side in (-1, 1)]
+    np.testing.assert_allclose(below, above, rtol=1e-6)  # C^2 at the seam
+    outside = np.array([float(v) for v in f(-3.0)])  # w^2 = 4: twice the half-width out
+    assert np.all(np.isfinite(outside)) and outside[0] > -np.log(delta) and outside[1] < 0
 
 
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), True, "1"])

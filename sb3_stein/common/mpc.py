@@ -109,7 +109,22 @@ COMPILED_ENV = "SB3_STEIN_MPC_COMPILED"
 AUTO_COMPILE_MAX_INSTRUCTIONS = 200_000
 #: ``MPCLayer(control_barrier=...)``'s barrier sits on the control box widened by this (relative).
 BARRIER_WIDENING = 1e-6
+#: The barrier's ``-log z`` (``z = 1 - w^2``) continues below ``z = delta`` as its C^2 quadratic
+#: extension (Feller and Ebenbauer's relaxed barrier). Inside the hard box ``z >= ~2e-6 > delta``, so
+#: every feasible point has the exact log barrier; the extension only gives the solver's iterates
+#: outside the box (fatrop's slack formulation allows them) a finite cost instead of NaN.
+BARRIER_RELAXATION = 1e-6
 _warned_interpreted = False
+
+
+def relaxed_log_barrier(z: Any, delta: float = BARRIER_RELAXATION) -> Any:
+    """``-log z`` for ``z > delta``, below it the quadratic that matches its value, slope and curvature
+    at ``delta`` (Feller and Ebenbauer 2017): finite for every ``z`` (casadi, elementwise)."""
+    import casadi as ca
+
+    exact = -ca.log(ca.fmax(z, delta))  # fmax: the branch not taken must not be NaN either
+    extension = 0.5 * (((z - 2 * delta) / delta) ** 2 - 1) - np.log(delta)
+    return ca.if_else(z > delta, exact, extension)
 
 
 def _instructions(solver: Any) -> int:
@@ -195,19 +210,20 @@ class MPCLayer:
         ``"constant"``: every ``x_k`` equal to the state. Measured on the cart-pole at T = 20
         (64 random states and ``theta_ref``): 28.5 fatrop iterations instead of 33.6, the same first
         control in 62 of 64 (the swing-up OCP is not convex: another local solution in the others).
-    :param control_barrier: weight ``mu >= 0`` of a logarithmic barrier on the control bounds added to
-        every stage cost (in the OCP's cost units): ``mu * sum_i -log(1 - w_i^2)`` with
-        ``w = (u - c) / (h (1 + 1e-6))`` for the box's centre ``c`` and half-width ``h`` (zero at the
-        centre, growing without bound towards the bounds; the box is widened by ``1e-6`` relative so
-        that a solver iterate on a bound, which IPOPT's bound relaxation allows, still has a finite
-        cost). ``0`` (default): the plain hard bounds, as the lecture and leap-c. With ``mu > 0`` the
-        first control stays strictly inside the bounds, so ``d u0* / d phi`` is nonzero everywhere
-        instead of exactly zero where a hard bound is active (the lecture's full-row-rank condition;
-        on the cart-pole about three quarters of SAC-FOP's first controls sit at +-80 N,
-        benchmarks/results/sac_mpc_diagnostics): a relaxed-barrier MPC in the sense of Feller and
-        Ebenbauer (2017, "Relaxed logarithmic barrier function based model predictive control of
-        linear systems", IEEE TAC 62(3)), here with a fixed weight. It changes the controller: a
-        saturated control moves inwards by about ``mu / |dJ/du|``. The hard bounds stay in the NLP.
+    :param control_barrier: weight ``mu >= 0`` of a logarithmic barrier on the control bounds added to every
+        stage cost (in the OCP's cost units): ``mu * sum_i -log(1 - w_i^2)`` with ``w = (u - c) / (h (1 +
+        1e-6))`` for the box's centre ``c`` and half-width ``h`` (zero at the centre, growing without bound
+        towards the bounds; the box is widened by ``1e-6`` relative so that a solver iterate on a bound, which
+        IPOPT's bound relaxation allows, still has a finite cost; an iterate beyond it, which fatrop's slacks
+        allow, gets the barrier's C^2 quadratic extension, :data:`BARRIER_RELAXATION`, instead of a NaN).
+        ``0`` (default): the plain hard bounds, as the lecture and leap-c. With ``mu > 0`` the first control
+        stays strictly inside the bounds, so ``d u0* / d phi`` is nonzero everywhere instead of exactly zero
+        where a hard bound is active (the lecture's full-row-rank condition; on the cart-pole about three
+        quarters of SAC-FOP's first controls sit at +-80 N, benchmarks/results/sac_mpc_diagnostics): a
+        relaxed-barrier MPC in the sense of Feller and Ebenbauer (2017, "Relaxed logarithmic barrier function
+        based model predictive control of linear systems", IEEE TAC 62(3)), here with a fixed weight. It
+        changes the controller: a saturated control moves inwards by about ``mu / |dJ/du|``. The hard bounds
+        stay in the NLP.
     """
 
     def __init__(
@@ -365,7 +381,7 @@ class MPCLayer:
             if self.control_barrier == 0.0:
                 return 0
             w = (u - centre) / half_width
-            return -self.control_barrier * ca.sum1(ca.log(1 - w**2))
+            return self.control_barrier * ca.sum1(relaxed_log_barrier(1 - w**2))
 
         variables, constraints, equality = [], [], []
         lbz: list[np.ndarray] = []
