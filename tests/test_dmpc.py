@@ -184,6 +184,37 @@ def test_with_the_discounted_lqr_value_the_actor_gives_its_control():
     np.testing.assert_allclose(solution.u0[:, 0], -(states @ gain.T)[:, 0], rtol=0.02, atol=0.01)
 
 
+def test_with_the_running_cost_every_plan_costs_the_value_plus_a_nonnegative_term():
+    """Why Eq. 14's running cost works, as a property of any value ``V`` (not only the optimal one): along
+    any control, ``l + 1/2 u'Ru = rho V - dV/dt + 1/2 |R^(1/2) u + R^(-1/2) g' d_x V|^2``, so the discounted
+    plan cost telescopes to ``V(x0)`` plus a nonnegative term that V's greedy control zeroes. The MPC's
+    optimal cost is therefore ``V(x0)`` up to the time discretisation, for the LQR value and for wrong
+    ones alike (a missing ``rho V`` or a sign error leaves the plan cheaper than ``V(x0)``)."""
+    a = np.array([[0.0, 1.0], [0.5, -0.1]])
+    b = np.array([[0.0], [1.0]])
+    q, r, rho, dt = np.diag([1.0, 0.5]), np.array([[0.4]]), 2.0, 0.01
+    lqr = scipy.linalg.solve_continuous_are(a - rho / 2 * np.eye(2), b, q, r / 2)
+    problem = ValueMPCProblem(
+        LinearModel(a, b, dt),
+        2,
+        np.array([-50.0]),
+        np.array([50.0]),
+        QuadraticValue(2),
+        horizon=20,
+        control_weight=r[0, 0],
+        discount=float(np.exp(-rho * dt)),
+    )
+    layer = MPCLayer(problem, compiled=False)
+    states = np.random.default_rng(2).normal(size=(6, 2))
+    for big_p in (lqr, 0.5 * lqr, 2 * lqr, np.array([[1.0, 0.3], [0.3, 0.2]])):
+        solution = layer.solve(states, np.tile(big_p.reshape(-1), (6, 1)))
+        assert solution.success.all()
+        plan_cost = solution.nlp_outputs["f"].reshape(-1)
+        value = np.einsum("bi,ij,bj->b", states, big_p, states)
+        gap = (plan_cost - value) / value
+        assert np.all(gap >= 0) and np.all(gap < 0.03), gap  # measured: 0.0003 to 0.018
+
+
 def test_symbolic_value_equals_the_torch_network():
     import casadi as ca
 
@@ -324,6 +355,12 @@ def test_dmpc_on_ballbot_learns_and_the_paths_benchmark_draws_it(tmp_path, monke
     picture = bench.draw(episodes, size=128)
     assert picture.shape == (128, 128, 3) and picture.dtype == np.uint8
     assert bench.algorithm_class("dmpc") is DMPC and bench.algorithm_class("sac").__name__ == "SAC"
+    # benchmarks/dmpc_plan_gap.py on the same model: J* is V(x0) plus a nonnegative term (up to dt).
+    gap = load_benchmark("dmpc_plan_gap")
+    states = gap.visited_states(model, gym.make("Ballbot-v0"), episodes=1, every=30)
+    result = gap.plan_gap(model, states)
+    assert result["success"].all()
+    assert np.all(result["plan_cost"] - result["value"] > -0.05 * np.abs(result["value"]) - 1e-3)
 
 
 def test_a_model_whose_state_does_not_match_the_observation_is_refused():
