@@ -156,16 +156,13 @@ def test_with_the_lqr_value_the_actor_gives_the_lqr_control():
     assert np.abs(other.u0 - solution.u0).max() > 0.05
 
 
-def test_with_the_discounted_lqr_value_the_actor_gives_its_control():
-    """Discounted LQR ``min int e^(-rho t) (x'Qx + 1/2 u'Ru)``: ``V = x'Px`` solves the CARE of
-    ``A - rho/2 I``, ``u* = -2 R^-1 B'P x``. The MPC discounts by ``gamma = e^(-rho dt)`` per stage;
-    only with the ``rho V`` part of Eq. 14's ``-d_t V`` does it give ``u*`` (the value estimates the
-    cost from the current time, :mod:`sb3_stein.dmpc.problem`)."""
+def _discounted_lqr(rho: float = 2.0, dt: float = 0.01) -> tuple[ValueMPCProblem, np.ndarray, np.ndarray]:
+    """Discounted LQR ``min int e^(-rho t) (x'Qx + 1/2 u'Ru)`` on an unstable plant: the actor's OCP with a
+    quadratic value, the value's ``P`` (CARE of ``A - rho/2 I`` with ``R/2``) and the gain ``2 R^-1 B'P``."""
     a = np.array([[0.0, 1.0], [0.5, -0.1]])
     b = np.array([[0.0], [1.0]])
-    q, r, rho, dt = np.diag([1.0, 0.5]), np.array([[0.4]]), 2.0, 0.01
+    q, r = np.diag([1.0, 0.5]), np.array([[0.4]])
     big_p = scipy.linalg.solve_continuous_are(a - rho / 2 * np.eye(2), b, q, r / 2)
-    gain = 2 * np.linalg.solve(r, b.T @ big_p)
     problem = ValueMPCProblem(
         LinearModel(a, b, dt),
         2,
@@ -176,7 +173,16 @@ def test_with_the_discounted_lqr_value_the_actor_gives_its_control():
         control_weight=r[0, 0],
         discount=float(np.exp(-rho * dt)),
     )
-    assert problem.discount_rate == pytest.approx(rho)
+    return problem, big_p, 2 * np.linalg.solve(r, b.T @ big_p)
+
+
+def test_with_the_discounted_lqr_value_the_actor_gives_its_control():
+    """Discounted LQR: ``V = x'Px`` solves the CARE of ``A - rho/2 I``, ``u* = -2 R^-1 B'P x``. The MPC
+    discounts by ``gamma = e^(-rho dt)`` per stage; only with the ``rho V`` part of Eq. 14's ``-d_t V``
+    does it give ``u*`` (the value estimates the cost from the current time, :mod:`sb3_stein.dmpc.problem`).
+    """
+    problem, big_p, gain = _discounted_lqr(rho=2.0)
+    assert problem.discount_rate == pytest.approx(2.0)
     states = np.random.default_rng(2).normal(size=(6, 2))
     params = np.tile(big_p.reshape(-1), (6, 1))
     solution = MPCLayer(problem, compiled=False).solve(states, params)
@@ -190,20 +196,7 @@ def test_with_the_running_cost_every_plan_costs_the_value_plus_a_nonnegative_ter
     plan cost telescopes to ``V(x0)`` plus a nonnegative term that V's greedy control zeroes. The MPC's
     optimal cost is therefore ``V(x0)`` up to the time discretisation, for the LQR value and for wrong
     ones alike (a missing ``rho V`` or a sign error leaves the plan cheaper than ``V(x0)``)."""
-    a = np.array([[0.0, 1.0], [0.5, -0.1]])
-    b = np.array([[0.0], [1.0]])
-    q, r, rho, dt = np.diag([1.0, 0.5]), np.array([[0.4]]), 2.0, 0.01
-    lqr = scipy.linalg.solve_continuous_are(a - rho / 2 * np.eye(2), b, q, r / 2)
-    problem = ValueMPCProblem(
-        LinearModel(a, b, dt),
-        2,
-        np.array([-50.0]),
-        np.array([50.0]),
-        QuadraticValue(2),
-        horizon=20,
-        control_weight=r[0, 0],
-        discount=float(np.exp(-rho * dt)),
-    )
+    problem, lqr, _ = _discounted_lqr()
     layer = MPCLayer(problem, compiled=False)
     states = np.random.default_rng(2).normal(size=(6, 2))
     for big_p in (lqr, 0.5 * lqr, 2 * lqr, np.array([[1.0, 0.3], [0.3, 0.2]])):
