@@ -8,6 +8,7 @@ import pytest
 import scipy.linalg
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.noise import NormalActionNoise
 from torch import nn
 
 from sb3_stein import DMPC
@@ -235,6 +236,45 @@ def test_learns_a_few_hundred_steps_and_logs():
     assert "train/value_loss" in values or model._n_updates > 0
     assert model.policy.acting["train"].stats["solves"] == 200
     assert model.policy.acting["train"].stats["failures"] == 0
+
+
+@pytest.mark.parametrize("with_control_cost", [True, False])
+def test_targets_hold_the_control_cost_of_eq_4(with_control_cost):
+    """Eq. 11's cost is the path cost of Eq. 4 over a step: ``-r + 1/2 u'Ru dt`` with ``u`` the executed
+    action in environment units (``control_cost_in_targets=False``: ``-r`` alone). With the target network's
+    output zeroed, the logged mean target is the mean cost of the batch. The action box is [-2, 2] so that
+    SB3's stored [-1, 1] actions must be unscaled."""
+
+    class WideActions(TimedDoubleIntegratorEnv):
+        action_space = spaces.Box(-2.0, 2.0, shape=(1,), dtype=np.float32)
+
+    model = DMPC(
+        "MlpPolicy",
+        WideActions(),
+        dynamics_model=TimedDoubleIntegratorModel(),
+        control_weight=0.7,
+        control_cost_in_targets=with_control_cost,
+        action_noise=NormalActionNoise(np.zeros(1), np.ones(1)),  # actions across the whole box
+        **{**FAST, "learning_starts": 1000},
+    )
+    model.learn(60)
+    data = model.replay_buffer.sample(32)
+    model.replay_buffer.sample = lambda *args, **kwargs: data  # type: ignore[method-assign]
+    for parameter in model.policy.value_target.parameters():
+        parameter.data.zero_()
+    model.train(gradient_steps=1, batch_size=32)
+    u = 2.0 * data.actions.numpy()  # SB3 stores the scaled action
+    expected = -data.rewards.numpy()[:, 0] + with_control_cost * 0.5 * DT * 0.7 * (u**2).sum(-1)
+    assert model.logger.name_to_value["train/target_mean"] == pytest.approx(expected.mean(), rel=1e-5)
+    assert np.abs(u).max() > 1.0  # the control cost is not negligible in this batch
+    with pytest.raises(ValueError, match="control_cost_in_targets"):
+        DMPC(
+            "MlpPolicy",
+            TimedDoubleIntegratorEnv(),
+            dynamics_model=TimedDoubleIntegratorModel(),
+            control_cost_in_targets="yes",
+            **FAST,
+        )
 
 
 def test_save_load_gives_identical_actions_and_training_continues(tmp_path):

@@ -54,6 +54,11 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
       (the value is measured from the current time; :mod:`sb3_stein.dmpc.problem`).
     * A failed MPC solve: the previous successful plan's next control (else the middle of the action
       bounds), counted as ``mpc/act_failures``.
+    * The cost of Eq. 11: ``c = -r + 1/2 u'Ru dt`` by default (``control_cost_in_targets``). Eq. 11 only says
+      "a cost reflecting the performance on a given task", but the value that Eq. 14 turns back into a
+      running cost is the one of the paper's problem (Eq. 3-4), whose path cost holds ``1/2 u'Ru``: the HJB
+      behind Eq. 14 minimises ``q + 1/2 u'Ru + d_x V'(f + g u)``. A value learned from the task cost alone
+      is the value of another problem than the one the actor solves. ``False``: ``c = -r``.
 
     :param policy: ``"MlpPolicy"`` or a :class:`~sb3_stein.dmpc.policies.DMPCPolicy` subclass.
     :param env: the environment (flat Box observations, bounded Box actions) or its id.
@@ -79,6 +84,8 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
     :param stabilizing_weights: Appendix B's stabilising cost, weights of ``1/2 sum_i w_i obs_i^2`` (one
         per observation entry), or ``None``.
     :param weight_decay: the value network's weight decay (§6).
+    :param control_cost_in_targets: add the control cost ``1/2 u'Ru dt`` of the executed action (environment
+        units) to the environment's cost in Eq. 11's targets (the path cost of Eq. 4; see above).
     :param mpc_kwargs: options of :class:`~sb3_stein.common.mpc.MPCLayer`.
     :param stats_window_size: SB3's.
     :param tensorboard_log: SB3's.
@@ -119,6 +126,7 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
         running_cost: bool = True,
         stabilizing_weights: list[float] | None = None,
         weight_decay: float = 1e-4,
+        control_cost_in_targets: bool = True,
         mpc_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -171,6 +179,11 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
             raise ValueError("DMPC needs an env (to find and check its dynamics model)")
         if self.env is not None:
             refuse_normalized_observations(self.env, "DMPC")
+        if not isinstance(control_cost_in_targets, (bool, np.bool_)):
+            raise ValueError(
+                f"control_cost_in_targets must be True or False, got {control_cost_in_targets!r}"
+            )
+        self.control_cost_in_targets = bool(control_cost_in_targets)
         #: Seconds spent acting since construction (or load: the acting statistics restart with the policy).
         self._act_seconds = 0.0
         if _init_setup_model:
@@ -235,10 +248,13 @@ class DMPC(RefusesNormalizedObservations, OffPolicyAlgorithm):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = data.discounts if data.discounts is not None else self.gamma
 
-            # Eq. 11: one-step targets from the Polyak target network, costs c = -r.
+            # Eq. 11: one-step targets from the Polyak target network, costs c = -r (+ 1/2 u'Ru dt, Eq. 4).
             with th.no_grad():
                 next_value = self.policy.value_target(data.next_observations.float()).view(-1, 1)
-                target = -data.rewards + (1 - data.dones) * discounts * next_value
+                cost = -data.rewards
+                if self.control_cost_in_targets:
+                    cost = cost + self.policy.control_cost(data.actions).view(-1, 1)
+                target = cost + (1 - data.dones) * discounts * next_value
 
             # Eq. 12 (weight decay in the optimizer).
             value = self.policy.value(data.observations.float()).view(-1, 1)

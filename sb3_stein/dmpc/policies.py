@@ -144,6 +144,17 @@ class DMPCPolicy(WarmStartedPredict, BasePolicy):
             )
         return np.tile(weights, (batch, 1))
 
+    def control_cost(self, scaled_actions: th.Tensor) -> th.Tensor:
+        """``(batch,)``: ``1/2 u'Ru dt`` of actions stored in SB3's ``[-1, 1]`` scale (the path cost's control
+        part over one step, Eq. 4), with ``u`` in environment units as the OCP sees it."""
+        ocp = self.mpc.ocp
+        assert isinstance(ocp, ValueMPCProblem)
+        low = th.as_tensor(ocp.u_low, dtype=scaled_actions.dtype, device=scaled_actions.device)
+        high = th.as_tensor(ocp.u_high, dtype=scaled_actions.dtype, device=scaled_actions.device)
+        u = low + 0.5 * (scaled_actions + 1.0) * (high - low)
+        weight = th.as_tensor(ocp.control_weight, dtype=u.dtype, device=u.device)
+        return 0.5 * ocp.dt * (weight * u**2).sum(-1)
+
     def act(self, obs: th.Tensor, context: str = "predict") -> tuple[np.ndarray, np.ndarray]:
         """MPC actions ``(n_envs, nu)`` in environment units and failure flags ``(n_envs,)``."""
         states = obs.detach().double().cpu().numpy().reshape(len(obs), -1)
