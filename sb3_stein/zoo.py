@@ -293,28 +293,37 @@ def _sample_svgd_params(trial: Any) -> dict[str, Any]:
     }
 
 
-def _sample_offpolicy_params(trial: Any, max_batch_pow: int) -> dict[str, Any]:
-    """rl_zoo3's SAC search space (same names, read by ``convert_offpolicy_params``), batches capped."""
-    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
-
+def _sample_offpolicy_params(trial: Any, max_batch_pow: int, net_arch: bool = True) -> dict[str, Any]:
+    """rl_zoo3's SAC search space (same names, read by ``convert_offpolicy_params``), batches capped;
+    ``net_arch=False`` leaves the network size out of the search (no ``policy_kwargs`` returned)."""
     sampled = {
         "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
         "batch_size_pow": trial.suggest_int("batch_size_pow", 5, max_batch_pow),
         "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.002, log=True),
         "train_freq": trial.suggest_int("train_freq", 1, 10),
         "tau": trial.suggest_float("tau", 0.001, 0.08, log=True),
-        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium", "big"]),
     }
+    if net_arch:
+        sampled["net_arch"] = trial.suggest_categorical("net_arch", ["small", "medium", "big"])
     trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
     trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
-    return convert_offpolicy_params(sampled)
+    return _convert_offpolicy(sampled, keep_net_arch=net_arch)
+
+
+def _convert_offpolicy(sampled: dict[str, Any], keep_net_arch: bool = True) -> dict[str, Any]:
+    """rl_zoo3's ``convert_offpolicy_params``, which needs a ``net_arch``: without one (a search that
+    leaves the network alone) a placeholder is converted and its ``policy_kwargs`` dropped."""
+    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
+
+    hyperparams = convert_offpolicy_params({"net_arch": "small", **sampled})
+    if not keep_net_arch or "net_arch" not in sampled:
+        hyperparams.pop("policy_kwargs", None)
+    return hyperparams
 
 
 def _convert(algo: str, own_keys: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
-    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
-
     own = {key: params[key] for key in own_keys if key in params}
-    hyperparams = convert_offpolicy_params({key: v for key, v in params.items() if key not in own})
+    hyperparams = _convert_offpolicy({key: v for key, v in params.items() if key not in own})
     hyperparams.update(own)
     return _accepted(algo, hyperparams)
 
@@ -456,8 +465,7 @@ def sample_dmpc_params(trial: Any, n_actions: int, n_envs: int, additional_args:
     """Optuna sampler for DMPC: rl_zoo3's SAC space without the network size (gamma, batch up to 256,
     learning rate, train frequency, ``tau``) plus the MPC's horizon, ``R`` (log-uniform) and the value's
     weight decay. ``running_cost`` is not searched: on and off are the paper's two variants."""
-    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=8)
-    hyperparams.pop("policy_kwargs", None)
+    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=8, net_arch=False)
     hyperparams.update(
         {
             "horizon": trial.suggest_categorical("horizon", [5, 10, 20]),

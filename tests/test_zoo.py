@@ -353,7 +353,10 @@ def test_dmpc_sampler_and_converter_round_trip():
         assert sampled["horizon"] in (5, 10, 20) and 1e-3 <= sampled["control_weight"] <= 10
         assert 1e-6 <= sampled["weight_decay"] <= 1e-2 and sampled["batch_size"] <= 256
         assert zoo.convert_dmpc_params(trial.params) == sampled
+        assert "net_arch" not in trial.params  # no dead dimension in the search
         study.tell(trial, 0.0)
+    # A trial of a study made before the network size left the search still converts.
+    assert zoo.convert_dmpc_params({**trial.params, "net_arch": "big"}) == sampled
 
 
 def test_sampler_drops_keys_the_algorithm_does_not_take():
