@@ -5,7 +5,9 @@ nonnegative term, ``J(u) = V(x0) + int e^(-rho t) (1/2 |R^(1/2) u + R^(-1/2) g' 
 (``tests/test_dmpc.py`` checks it on LQR problems). So the MPC's optimal cost ``J*`` should never be clearly
 below ``V(x0)``; if it is, the optimiser is exploiting the rectangle-rule/RK4 discretisation instead of
 following the value. This script rolls a saved DMPC model out from the environment's starts, solves the
-actor's OCP (cold) at the visited states with the target network's weights, and reports ``J* - V(x0)``.
+actor's OCP (cold) at the visited states with the target network's weights, and reports ``J* - V(x0)``; it
+also reports the value's greedy control ``-R^-1 g' d_x V`` there (how often it exceeds the control bounds, and
+its cosine with the MPC's first control).
 
 Usage::
 
@@ -38,8 +40,25 @@ def visited_states(model: object, env: gym.Env, episodes: int, every: int) -> np
     return np.stack(rows)
 
 
+def greedy_controls(model: object, states: np.ndarray) -> np.ndarray:
+    """``(n, nu)``: the value's greedy control ``-R^-1 g' d_x V`` (target network), unclipped: the control
+    that zeroes the running cost's mismatch term, i.e. what the plans are pulled towards."""
+    import casadi as ca
+
+    policy = model.policy  # type: ignore[attr-defined]
+    ocp = policy.mpc.ocp
+    obs = th.as_tensor(states, dtype=th.float32, device=policy.device).requires_grad_(True)
+    (grad,) = th.autograd.grad(policy.value_target(obs).sum(), obs)
+    rows = []
+    for state, grad_v in zip(states, grad.double().cpu().numpy(), strict=True):
+        _, matrix = ocp.form().parts(ca.DM(state))
+        rows.append(-(np.array(ca.DM(matrix)).T @ grad_v) / ocp.control_weight)
+    return np.stack(rows)
+
+
 def plan_gap(model: object, states: np.ndarray) -> dict[str, np.ndarray]:
-    """``J*`` and ``V(x0)`` (target network) at ``states``; the solve's success flags."""
+    """``J*`` and ``V(x0)`` (target network) at ``states``, the solve's success flags and the value's greedy
+    controls (:func:`greedy_controls`)."""
     policy = model.policy  # type: ignore[attr-defined]
     solution = policy.mpc.solve(states, policy.actor_params(len(states)))
     with th.no_grad():
@@ -48,6 +67,8 @@ def plan_gap(model: object, states: np.ndarray) -> dict[str, np.ndarray]:
         "plan_cost": solution.nlp_outputs["f"].reshape(-1),
         "value": value.double().cpu().numpy(),
         "success": solution.success,
+        "greedy": greedy_controls(model, states),
+        "u0": solution.u0,
     }
 
 
@@ -74,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ok = result["success"]
     gap = (result["plan_cost"] - result["value"])[ok]
     relative = gap / np.maximum(np.abs(result["value"][ok]), 1e-9)
+    bound = np.maximum(np.abs(model.policy.mpc.ocp.u_low), np.abs(model.policy.mpc.ocp.u_high))
+    greedy, u0 = result["greedy"], result["u0"]
+    cosine = np.sum(greedy * u0, axis=1) / np.maximum(
+        np.linalg.norm(greedy, axis=1) * np.linalg.norm(u0, axis=1), 1e-12
+    )
     summary = {
         "model": args.model,
         "states": len(states),
@@ -85,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         "relative_gap_median": float(np.median(relative)),
         "relative_gap_min": float(relative.min()),
         "share_below_value": float(np.mean(gap < 0)),
+        # Does the value ask for more torque than the bounds allow (the diagnosis in dmpc_ballbot_no_walls)?
+        "greedy_over_bound_share": float(np.mean(np.any(np.abs(result["greedy"]) > bound, axis=1))),
+        "greedy_max_abs_median": float(np.median(np.abs(result["greedy"]).max(axis=1))),
+        "greedy_u0_cosine_median": float(np.median(cosine)),
     }
     lines = [
         f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}"

@@ -394,6 +394,7 @@ def test_dmpc_on_ballbot_learns_and_the_paths_benchmark_draws_it(tmp_path, monke
     result = gap.plan_gap(model, states)
     assert result["success"].all()
     assert np.all(result["plan_cost"] - result["value"] > -0.05 * np.abs(result["value"]) - 1e-3)
+    assert result["greedy"].shape == (len(states), 3) and np.all(np.isfinite(result["greedy"]))
 
 
 def test_a_model_whose_state_does_not_match_the_observation_is_refused():
