@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "plan_gap.json").write_text(json.dumps(summary, indent=2) + "\n")
-        command = "python benchmarks/dmpc_plan_gap.py " + " ".join(argv or __import__("sys").argv[1:])
+        command = "python benchmarks/dmpc_plan_gap.py " + " ".join(argv or sys.argv[1:])
         (out / "plan_gap.md").write_text(
             f"# J* - V(x0) of a DMPC actor\n\n    {command}\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"
         )

@@ -307,16 +307,16 @@ def _sample_offpolicy_params(trial: Any, max_batch_pow: int, net_arch: bool = Tr
         sampled["net_arch"] = trial.suggest_categorical("net_arch", ["small", "medium", "big"])
     trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
     trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
-    return _convert_offpolicy(sampled, keep_net_arch=net_arch)
+    return _convert_offpolicy(sampled)
 
 
-def _convert_offpolicy(sampled: dict[str, Any], keep_net_arch: bool = True) -> dict[str, Any]:
+def _convert_offpolicy(sampled: dict[str, Any]) -> dict[str, Any]:
     """rl_zoo3's ``convert_offpolicy_params``, which needs a ``net_arch``: without one (a search that
     leaves the network alone) a placeholder is converted and its ``policy_kwargs`` dropped."""
     from rl_zoo3.hyperparams_opt import convert_offpolicy_params
 
     hyperparams = convert_offpolicy_params({"net_arch": "small", **sampled})
-    if not keep_net_arch or "net_arch" not in sampled:
+    if "net_arch" not in sampled:
         hyperparams.pop("policy_kwargs", None)
     return hyperparams
 
