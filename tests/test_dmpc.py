@@ -157,7 +157,9 @@ def test_with_the_lqr_value_the_actor_gives_the_lqr_control():
     assert np.abs(other.u0 - solution.u0).max() > 0.05
 
 
-def _discounted_lqr(rho: float = 2.0, dt: float = 0.01) -> tuple[ValueMPCProblem, np.ndarray, np.ndarray]:
+def _discounted_lqr(
+    rho: float = 2.0, dt: float = 0.01, horizon: int = 20, running_cost: bool = True
+) -> tuple[ValueMPCProblem, np.ndarray, np.ndarray]:
     """Discounted LQR ``min int e^(-rho t) (x'Qx + 1/2 u'Ru)`` on an unstable plant: the actor's OCP with a
     quadratic value, the value's ``P`` (CARE of ``A - rho/2 I`` with ``R/2``) and the gain ``2 R^-1 B'P``."""
     a = np.array([[0.0, 1.0], [0.5, -0.1]])
@@ -170,9 +172,10 @@ def _discounted_lqr(rho: float = 2.0, dt: float = 0.01) -> tuple[ValueMPCProblem
         np.array([-50.0]),
         np.array([50.0]),
         QuadraticValue(2),
-        horizon=20,
+        horizon=horizon,
         control_weight=r[0, 0],
         discount=float(np.exp(-rho * dt)),
+        running_cost=running_cost,
     )
     return problem, big_p, 2 * np.linalg.solve(r, b.T @ big_p)
 
@@ -207,6 +210,28 @@ def test_with_the_running_cost_every_plan_costs_the_value_plus_a_nonnegative_ter
         value = np.einsum("bi,ij,bj->b", states, big_p, states)
         gap = (plan_cost - value) / value
         assert np.all(gap >= 0) and np.all(gap < 0.03), gap  # measured: 0.0003 to 0.018
+
+
+def test_with_the_running_cost_the_horizon_does_not_change_the_first_control():
+    """The consequence of the identity above: when the greedy control ``-R^-1 g' d_x V`` of the value is
+    feasible, it zeroes the nonnegative term, so the MPC's first control is that greedy control for *any*
+    value and any horizon (up to the time discretisation). With Eq. 14 the horizon matters only through the
+    control bounds, an extra running cost (Appendix B's stabilising cost) and the discretisation; without
+    Eq. 14 (terminal value only) it changes the control."""
+    states = np.random.default_rng(3).normal(size=(6, 2))
+    wrong = np.array([[1.0, 0.3], [0.3, 0.2]])  # not the Riccati solution: a value the critic might learn
+    params = np.tile(wrong.reshape(-1), (6, 1))
+    greedy = -(2 / 0.4) * (states @ wrong)[:, 1]  # -R^-1 B' dV/dx with B = (0, 1), dV/dx = 2 P x
+    first = {}
+    for running_cost in (True, False):
+        for horizon in (5, 40):
+            problem, _, _ = _discounted_lqr(horizon=horizon, running_cost=running_cost)
+            solution = MPCLayer(problem, compiled=False).solve(states, params)
+            assert solution.success.all()
+            first[running_cost, horizon] = solution.u0[:, 0]
+    for horizon in (5, 40):
+        np.testing.assert_allclose(first[True, horizon], greedy, rtol=0.03, atol=0.02)
+    assert np.abs(first[False, 5] - first[False, 40]).max() > 0.1
 
 
 def test_symbolic_value_equals_the_torch_network():

@@ -22,6 +22,12 @@ Deep Value MPC (Farshidian, Hoeller, Hutter, CoRL 2019; shared/papers/004_e1bdd2
   passing through states of high cost, which made DMPC fall on Ballbot as its value improved
   (``benchmarks/results/dmpc_ballbot/NOTE.md``). ``tests/test_dmpc.py`` checks the term with the
   exact value of a discounted LQR problem.
+  **A consequence for any value** (not only the optimal one): along any control,
+  ``l + 1/2 u'Ru = rho V - dV/dt + 1/2 |R^(1/2) u + R^(-1/2) g' d_x V|^2``, so the plan cost of Eq. 10 with
+  Eq. 13 and 14 is ``V(x_0)`` plus a nonnegative term that ``V``'s greedy control ``-R^-1 g' d_x V`` zeroes.
+  Wherever that greedy control is feasible, the MPC's first control is it, whatever the horizon: the
+  running-cost actor is the greedy policy of the learned value, and the horizon acts only through the
+  control bounds, the stabilising cost below and the time discretisation (``tests/test_dmpc.py``).
   The value network is evaluated *symbolically* in casadi with its weights as the NLP's parameters,
   so the running cost's Jacobian and Hessian (third derivatives of the network) are exact; this is
   why the activation must be twice (here: infinitely) differentiable — ReLU is refused.
