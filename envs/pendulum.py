@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sb3_stein.common.backends import Backend
+
 
 class PendulumDynamics(nn.Module):
     """``forward(obs, action)``: ``(..., 3)`` observations and ``(..., 1)`` torques -> next observations.
@@ -77,6 +79,23 @@ class PendulumDynamics(nn.Module):
         return torch.stack(
             [cos * cos_delta - sin * sin_delta, sin * cos_delta + cos * sin_delta, speed], dim=-1
         )
+
+    def continuous_dynamics(self, x: Any, u: Any, be: Backend) -> Any:
+        """Time derivative of the observation ``(cos, sin, theta')`` under torque ``u``: the continuous,
+        control-affine pendulum ``theta'' = 3 g / (2 l) sin + 3 / (m l^2) u`` that DMPC's running cost
+        needs (:mod:`sb3_stein.common.control_affine`). gymnasium steps it by semi-implicit Euler and clips
+        the speed to ``max_speed`` (:meth:`forward` does the same); DMPC's OCP integrates this ODE by RK4
+        without the clip, a nominal model that differs from ``env.step`` by the integrator (up to 0.064 per
+        step in the observation for speeds within 4 rad/s, ``tests/test_dynamics.py``).
+
+        :param x: ``(..., 3)`` for numpy and torch, a ``(3, 1)`` casadi column.
+        :param u: torque ``(..., 1)`` or a ``(1, 1)`` casadi column, not clipped here.
+        :param be: the array library (:mod:`sb3_stein.common.backends`).
+        """
+        cos, sin, speed = be.split(x)
+        torque = be.split(u)[0]
+        accel = 3.0 * self.g / (2.0 * self.l) * sin + 3.0 / (self.m * self.l**2) * torque
+        return be.stack([-sin * speed, cos * speed, accel])
 
     def reward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """gymnasium's reward of the transition (it depends on the state before the step)."""
