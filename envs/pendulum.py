@@ -50,8 +50,12 @@ class PendulumDynamics(nn.Module):
         super().__init__()
         self.g, self.m, self.l, self.dt = float(g), float(m), float(l), float(dt)
         self.max_speed, self.max_torque = float(max_speed), float(max_torque)
-        self._gravity_step = 3.0 * self.g / (2.0 * self.l) * self.dt
-        self._torque_step = 3.0 / (self.m * self.l**2) * self.dt
+        # theta'' = gravity_rate sin(theta) + torque_rate u: the one place the pendulum's physics is written;
+        # forward() takes one Euler step of it, continuous_dynamics() gives it to DMPC's OCP.
+        self._gravity_rate = 3.0 * self.g / (2.0 * self.l)
+        self._torque_rate = 3.0 / (self.m * self.l**2)
+        self._gravity_step = self._gravity_rate * self.dt
+        self._torque_step = self._torque_rate * self.dt
 
     @classmethod
     def from_env(cls, env: Any = None) -> PendulumDynamics:
@@ -94,7 +98,7 @@ class PendulumDynamics(nn.Module):
         """
         cos, sin, speed = be.split(x)
         torque = be.split(u)[0]
-        accel = 3.0 * self.g / (2.0 * self.l) * sin + 3.0 / (self.m * self.l**2) * torque
+        accel = self._gravity_rate * sin + self._torque_rate * torque
         return be.stack([-sin * speed, cos * speed, accel])
 
     def reward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
