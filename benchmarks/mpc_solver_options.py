@@ -4,9 +4,16 @@ Usage::
 
     python benchmarks/mpc_solver_options.py --out benchmarks/results/mpc_solver_options
 
-    # instruction counts of the solves alone (load-independent), one layer setting per run:
+    # instruction counts of the solves alone (load-independent), one layer setting per run; valgrind
+    # must run the interpreter itself, not a wrapper script such as pyenv's shim:
+    PY=$(python -c 'import sys; print(sys.executable)')
     valgrind --tool=callgrind --toggle-collect='*FatropInterface::solve*' \\
-        python benchmarks/mpc_solver_options.py --solve-only --batch 16 --cold-guess rollout
+        $PY benchmarks/mpc_solver_options.py --solve-only --batch 16 --cold-guess rollout
+
+    # SAC-FOP's update solves (shipped T = 5), warm-started: make the warm starts, then profile
+    python benchmarks/mpc_solver_options.py --solve-only --horizon 5 --warm-start-file /tmp/warm5.npy
+    valgrind --tool=callgrind --toggle-collect='*FatropInterface::solve*' \\
+        $PY benchmarks/mpc_solver_options.py --solve-only --horizon 5 --warm-start-file /tmp/warm5.npy
 
 The swing-up OCP at T = 20 (``CartPoleSwingUpOCP(horizon=20)``, the speed targets' problem),
 ``--batch`` random states and ``theta_ref`` (speed_sac_mpc.py's distribution, seed 0), interpreted
@@ -66,13 +73,41 @@ def main() -> None:
         "--solve-only", action="store_true", help="one compiled solve of the batch (profiling)"
     )
     parser.add_argument("--cold-guess", default="rollout", help="with --solve-only")
+    parser.add_argument(
+        "--horizon", type=int, default=20, help="with --solve-only (SAC-FOP's shipped OCP: 5)"
+    )
+    parser.add_argument(
+        "--warm-start-file",
+        type=Path,
+        help="with --solve-only: if the file does not exist, solve states 0.02 away and save their solutions "
+        "there (run this without valgrind); if it does, warm-start from them, as an update warm-starts from "
+        "the acting plans",
+    )
+    parser.add_argument(
+        "--fatrop",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="with --solve-only: a fatrop option, e.g. linsol_it_ref=false (repeatable)",
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
-    ocp = CartPoleSwingUpOCP(horizon=20)
+    ocp = CartPoleSwingUpOCP(horizon=args.horizon if args.solve_only else 20)
     states, params = batch(args.batch)
     if args.solve_only:
-        layer = MPCLayer(ocp, compiled=True, batch_mode="loop", cold_guess=args.cold_guess)
-        print("mean iterations", layer.solve(states, params).iterations.mean())
+        options = {key: json.loads(value) for key, value in (o.split("=", 1) for o in args.fatrop)}
+        layer = MPCLayer(
+            ocp, compiled=True, batch_mode="loop", cold_guess=args.cold_guess, solver_options=options
+        )
+        guess = None
+        if args.warm_start_file is not None and not args.warm_start_file.exists():
+            nearby = states + np.random.default_rng(2).normal(scale=0.02, size=states.shape)
+            np.save(args.warm_start_file, layer.solve(nearby, params).z)
+            print("saved the warm starts to", args.warm_start_file)
+            return
+        if args.warm_start_file is not None:
+            guess = np.load(args.warm_start_file)
+        print("mean iterations", layer.solve(states, params, initial_guess=guess).iterations.mean())
         return
     weights = np.random.default_rng(1).normal(size=(args.batch, 1))
     rows, reference, reference_grad = [], None, None

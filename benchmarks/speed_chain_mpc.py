@@ -5,6 +5,12 @@ reset state (``--batch``, default parameters), forward and backward, per sample,
 ``--rounds``), one torch thread::
 
     python benchmarks/speed_chain_mpc.py --out benchmarks/results/speed_chain_mpc
+
+    # where a compiled solve's instructions go (load-independent; valgrind must run the interpreter
+    # itself, not a wrapper script such as pyenv's shim):
+    PY=$(python -c 'import sys; print(sys.executable)')
+    valgrind --tool=callgrind --toggle-collect='*FatropInterface::solve*' \\
+        $PY benchmarks/speed_chain_mpc.py --solve-only --batch 4
 """
 
 from __future__ import annotations
@@ -32,7 +38,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--solve-only",
+        action="store_true",
+        help="solve the batch once with the compiled per-stage layer, one sample at a time (profiling)",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -42,6 +53,13 @@ def main() -> None:
     start = model.policy.mpc_states(th.as_tensor(obs, dtype=th.float32)).double().numpy()
     states = np.repeat(start, args.batch, 0)
     states = states + np.random.default_rng(0).normal(scale=0.01, size=states.shape)
+    if args.solve_only:
+        layer = MPCLayer(ChainOCP(), **{**VARIANTS["compiled_stages_map"], "batch_mode": "loop"})  # type: ignore[arg-type]
+        solution = layer.solve(states, np.tile(layer.default_params(), (args.batch, 1)))
+        print("iterations", solution.iterations, "success", solution.success)
+        return
+    if args.out is None:
+        parser.error("--out is required (unless --solve-only)")
     candidates, results = {}, {}
     for name, kwargs in VARIANTS.items():
         begin = time.perf_counter()
