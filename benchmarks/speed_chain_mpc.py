@@ -11,6 +11,10 @@ reset state (``--batch``, default parameters), forward and backward, per sample,
     PY=$(python -c 'import sys; print(sys.executable)')
     valgrind --tool=callgrind --toggle-collect='*FatropInterface::solve*' \\
         $PY benchmarks/speed_chain_mpc.py --solve-only --batch 4
+
+    # casadi instruction counts of one stage's Hessian: as the layer's NLP gets it (forward-over-adjoint
+    # through the dynamics function, nx + nu directions) against an explicit SX Hessian
+    python benchmarks/speed_chain_mpc.py --hessian-sizes
 """
 
 from __future__ import annotations
@@ -34,6 +38,28 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 
 
+def hessian_sizes() -> dict[str, int]:
+    """casadi instructions of one stage's dynamics, its adjoint, the adjoint's forward mode in ``nx + nu``
+    directions (what the per-stage NLP's Hessian evaluates per stage) and an explicit SX Hessian of
+    ``lam' f(x, u)`` (lower triangle)."""
+    import casadi as ca
+
+    ocp = ChainOCP()
+    x, u = ca.SX.sym("x", ocp.state_dim), ca.SX.sym("u", ocp.control_dim)
+    lam = ca.SX.sym("lam", ocp.state_dim)
+    dynamics = ca.Function("dynamics", [x, u], [ocp.dynamics(x, u)])
+    adjoint = dynamics.reverse(1)
+    hessian = ca.hessian(ca.dot(lam, ocp.dynamics(x, u)), ca.vertcat(x, u))[0]
+    return {
+        "dynamics": dynamics.n_instructions(),
+        "adjoint": adjoint.n_instructions(),
+        f"forward_over_adjoint_{ocp.state_dim + ocp.control_dim}_directions": adjoint.forward(
+            ocp.state_dim + ocp.control_dim
+        ).n_instructions(),
+        "explicit_sx_hessian_lower": ca.Function("hessian", [x, u, lam], [ca.tril(hessian)]).n_instructions(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -46,7 +72,13 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--hessian-sizes", action="store_true", help="print casadi instruction counts of a stage's Hessian"
+    )
     args = parser.parse_args()
+    if args.hessian_sizes:
+        print(json.dumps(hessian_sizes(), indent=1))
+        return
     th.set_num_threads(1)
     model = SACZOP("MlpPolicy", "Chain-v0", seed=0, learning_starts=10**9, mpc_kwargs={"compiled": False})
     obs = model.env.reset()
