@@ -18,6 +18,9 @@ Layout of ``--out`` (rl_zoo3 conventions are kept for the run folders)::
     <out>/runs/<algo>/<EnvName>/seed_<S>.log       stdout + stderr of the rl_zoo3 subprocess
     <out>/summary.md, summary.json, learning_curves.png
 
+The summary covers every finished run in ``--out``, not only this call's: a folder can grow one
+algo or seed at a time (resumable lanes), and each call reports all of it.
+
 Several machines (or a scheduler's job array) split one sweep with ``--shard I/N``: each runs the
 I-th of N disjoint parts of the same command, into its own ``--out`` (or a shared one), and
 ``--report-only --merge FOLDER ...`` gathers their runs into one folder and writes the summary::
@@ -1430,6 +1433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Summarise all parts with --report-only --out MERGED --merge <each part's --out>"
         )
         return 1 if failed else 0
+    if not args.report_only:
+        # A folder grows by runs (another algo, more seeds, a second lane): report every run it holds,
+        # not just this call's, or adding one seed would drop the others from summary.md.
+        specs = _ordered_unique([*specs, *discover_specs(out)])
     summary = write_report(out, specs, args, compare_cmd)
     print(f"Wrote {out / 'summary.md'}, {out / 'summary.json'}, {out / 'learning_curves.png'}")
     problems = summary["problems"]

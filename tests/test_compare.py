@@ -497,6 +497,24 @@ def test_main_runs_skips_and_reports_failures(tmp_path, fake_python, monkeypatch
     assert len(_calls(calls)) == 6
 
 
+def test_summary_keeps_the_runs_of_earlier_calls(tmp_path, fake_python):
+    """Adding a seed (or an algo) to a folder reports it with the runs already there."""
+    script, _ = fake_python
+    out = tmp_path / "out"
+    common = [
+        *"--envs E-v0 -n 500 --eval-freq 250 --eval-episodes 2".split(),
+        "--out",
+        str(out),
+        "--python",
+        str(script),
+    ]
+    assert compare.main(["--algos", "sac", "--seeds", "0", "1", *common]) == 0
+    assert compare.main(["--algos", "td3", "--seeds", "2", *common]) == 0
+    algos = json.loads((out / "summary.json").read_text())["envs_data"]["E-v0"]["algos"]
+    assert algos["sac"]["aggregate"]["final_return"]["per_seed"] == [5.0, 6.0]
+    assert algos["td3"]["aggregate"]["final_return"]["per_seed"] == [7.0]
+
+
 def test_dry_run_prints_commands(tmp_path, capsys):
     argv = ["--algos", "sac", "--envs", "E-v0", "--seeds", "0", "1", "-n", "100", "--out", str(tmp_path),
             "--dry-run"]  # fmt: skip
