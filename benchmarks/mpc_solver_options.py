@@ -15,6 +15,10 @@ Usage::
     valgrind --tool=callgrind --toggle-collect='*FatropInterface::solve*' \\
         $PY benchmarks/mpc_solver_options.py --solve-only --horizon 5 --warm-start-file /tmp/warm5.npy
 
+    # casadi's own SQP (sqpmethod with the qrqp active-set QP solver) on the same NLP, against fatrop:
+    # iterations, success and first controls, cold and warm (the "another solver?" question)
+    python benchmarks/mpc_solver_options.py --sqpmethod --horizon 5
+
 The swing-up OCP at T = 20 (``CartPoleSwingUpOCP(horizon=20)``, the speed targets' problem),
 ``--batch`` random states and ``theta_ref`` (speed_sac_mpc.py's distribution, seed 0), interpreted
 layer solved one by one (per-sample iteration counts; the compiled layer takes the same iterations).
@@ -63,6 +67,57 @@ def batch(size: int) -> tuple[np.ndarray, np.ndarray]:
     return states, rng.uniform(-2 * np.pi, 2 * np.pi, size=(size, 1))
 
 
+def compare_sqpmethod(ocp: CartPoleSwingUpOCP, states: np.ndarray, params: np.ndarray) -> None:
+    """casadi's ``sqpmethod`` with ``qrqp`` (a generated-code candidate: its whole solver can be compiled)
+    against the layer's fatrop, one solve per state, cold (the layer's rollout guess) and warm (the
+    solutions of states 0.02 away, as in ``--warm-start-file``). Exact Hessian, eigenvalue clipping for
+    the non-convex swing-up (qrqp needs convex QPs), 100 iterations at most, tolerances 1e-8 like the
+    layer's."""
+    import casadi as ca
+
+    layer = MPCLayer(ocp, compiled=False, batch_mode="loop")
+    nearby = states + np.random.default_rng(2).normal(scale=0.02, size=states.shape)
+    warm_guess = layer.solve(nearby, params).z
+    assert layer._kkt_nlp is not None  # the layer's own NLP symbols: built, unused by looped solves
+    z, p, cost, g = layer._kkt_nlp
+    qp_quiet = {"print_iter": False, "print_header": False, "error_on_fail": False}
+    sqp = ca.nlpsol(
+        "sqp",
+        "sqpmethod",
+        {"x": z, "p": p, "f": cost, "g": g},
+        {
+            "print_time": False,
+            "print_header": False,
+            "print_iteration": False,
+            "print_status": False,
+            "qpsol": "qrqp",
+            "qpsol_options": qp_quiet,
+            "convexify_strategy": "eigen-clip",
+            "max_iter": 100,
+            "tol_pr": layer.tol,
+            "tol_du": layer.tol,
+        },
+    )
+    u0 = slice(layer.nx, layer.nx + layer.nu)
+    for start, guess in (("cold", None), ("warm", warm_guess)):
+        fatrop = layer.solve(states, params, initial_guess=guess)
+        iterations, success, same = [], [], []
+        for i in range(len(states)):
+            x0 = layer.cold_start(states[i : i + 1])[0] if guess is None else guess[i]
+            nlp_p = np.concatenate([states[i], params[i]])
+            out = sqp(x0=x0, p=nlp_p, lbx=layer._lbz, ubx=layer._ubz, lbg=0, ubg=0)
+            stats = sqp.stats()
+            iterations.append(stats["iter_count"])
+            success.append(bool(stats["success"]))
+            same.append(bool(np.abs(np.asarray(out["x"]).ravel()[u0] - fatrop.u0[i]).max() < 1e-4))
+        print(
+            f"{start}: fatrop {fatrop.iterations.mean():.2f} iterations, solved {fatrop.success.mean():.3f}; "
+            f"sqpmethod+qrqp {np.mean(iterations):.2f} iterations, solved {np.mean(success):.3f}, "
+            f"same u0 as fatrop {np.mean(same):.3f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -90,10 +145,18 @@ def main() -> None:
         metavar="KEY=JSON",
         help="with --solve-only: a fatrop option, e.g. linsol_it_ref=false (repeatable)",
     )
+    parser.add_argument(
+        "--sqpmethod",
+        action="store_true",
+        help="compare casadi's sqpmethod + qrqp with the layer's fatrop on the --horizon OCP (iteration counts)",
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
-    ocp = CartPoleSwingUpOCP(horizon=args.horizon if args.solve_only else 20)
+    ocp = CartPoleSwingUpOCP(horizon=args.horizon if args.solve_only or args.sqpmethod else 20)
     states, params = batch(args.batch)
+    if args.sqpmethod:
+        compare_sqpmethod(ocp, states, params)
+        return
     if args.solve_only:
         options = {key: json.loads(value) for key, value in (o.split("=", 1) for o in args.fatrop)}
         layer = MPCLayer(
