@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument(
         "--sqpmethod",
         action="store_true",
-        help="compare casadi's sqpmethod + qrqp with the layer's fatrop on the --horizon OCP (iteration counts)",
+        help="casadi's sqpmethod + qrqp against the layer's fatrop on the --horizon OCP (iterations)",
     )
     args = parser.parse_args()
     th.set_num_threads(1)
