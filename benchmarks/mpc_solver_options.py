@@ -129,7 +129,7 @@ def main() -> None:
     )
     parser.add_argument("--cold-guess", default="rollout", help="with --solve-only")
     parser.add_argument(
-        "--horizon", type=int, default=20, help="with --solve-only (SAC-FOP's shipped OCP: 5)"
+        "--horizon", type=int, default=20, help="with --solve-only or --sqpmethod (SAC-FOP's shipped OCP: 5)"
     )
     parser.add_argument(
         "--warm-start-file",
