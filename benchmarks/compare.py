@@ -1080,7 +1080,7 @@ def render_markdown(summary: dict[str, Any], header: dict[str, Any]) -> str:
         f"- **Generated**: {header['date']}" + (" (report only)" if header.get("report_only") else ""),
     ]
     if header.get("git"):
-        lines.append(f"- **Git revision**: `{header['git']}`")
+        lines.append(f"- **Git revision(s) of the runs**: `{header['git']}`")
     m = header["machine"]
     lines.append(
         f"- **Machine**: nproc={m.get('nproc')} ({m.get('cpu_model') or 'unknown CPU'}), "
@@ -1323,6 +1323,9 @@ def write_report(
     # machine the runs were trained on (first marker), else this machine
     trained_on = next((mk["machine"] for mk in markers_ok if mk.get("machine")), None)
     machine = trained_on or machine_info(args.jobs, args.num_threads)
+    # Runs added in later sessions were trained on other commits: name each one, in run order.
+    run_revisions = _ordered_unique([(mk.get("machine") or {}).get("git") for mk in markers_ok])
+    run_revisions = [rev for rev in run_revisions if rev]
     settings: dict[str, Any] = {}
     for key in ("timesteps", "eval_freq", "eval_episodes"):
         vals = _ordered_unique([mk.get(key) for mk in markers_ok if mk.get(key) is not None])
@@ -1334,7 +1337,7 @@ def write_report(
         "command": compare_cmd,
         "date": now_iso(),
         "report_only": args.report_only,
-        "git": machine.get("git") or git_revision(Path.cwd()),
+        "git": ", ".join(run_revisions) or git_revision(Path.cwd()),
         "machine": machine,
         "jobs_used": jobs_used,
         "settings": settings,

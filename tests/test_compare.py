@@ -361,6 +361,20 @@ def test_write_report_files(tmp_path):
     assert "python benchmarks/compare.py x" in md and "nproc=2" in md
 
 
+def test_report_names_the_revision_of_every_run(tmp_path):
+    """Runs added later were trained on other commits: the header lists each, not the first run's only."""
+    for seed, rev in ((0, "aaa1111"), (1, "bbb2222"), (2, "aaa1111")):
+        make_run(tmp_path, "sac", "E-v0", seed, [500, 1000], [1.0, 2.0])
+        marker = compare.RunSpec("sac", "E-v0", seed).marker_path(tmp_path)
+        mk = json.loads(marker.read_text())
+        mk["machine"]["git"] = rev
+        compare.write_json(marker, mk)
+    args = compare.parse_args(["--report-only", "--out", str(tmp_path)])
+    compare.write_report(tmp_path, specs(["sac"], ["E-v0"], [0, 1, 2]), args, "c")
+    assert json.loads((tmp_path / "summary.json").read_text())["header"]["git"] == "aaa1111, bbb2222"
+    assert "`aaa1111, bbb2222`" in (tmp_path / "summary.md").read_text()
+
+
 # ---------------------------------------------------------------------------
 # resume / skip logic
 # ---------------------------------------------------------------------------
