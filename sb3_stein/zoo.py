@@ -288,6 +288,13 @@ def _sample_svgd_params(trial: Any) -> dict[str, Any]:
     return {
         "n_particles": trial.suggest_categorical("n_particles", [5, 10, 20]),
         "svgd_steps": trial.suggest_categorical("svgd_steps", [1, 3, 5]),
+        **_sample_svgd_step_params(trial),
+    }
+
+
+def _sample_svgd_step_params(trial: Any) -> dict[str, Any]:
+    """The SVGD step size and the kernel's bandwidth rule, searched alike for S2AC and Q-STAC."""
+    return {
         "svgd_step_size": trial.suggest_float("svgd_step_size", 0.01, 0.5, log=True),
         "kernel_bandwidth": trial.suggest_categorical("kernel_bandwidth", ["paper", "median"]),
     }
@@ -349,17 +356,36 @@ def convert_s2ac_params(params: dict[str, Any]) -> dict[str, Any]:
 
 QSTAC_SEARCH_KEYS = (*S2AC_SEARCH_KEYS, "horizon")
 
+#: The most critic rows one Q-STAC update may push through its SVGD loop in a search,
+#: ``batch x n_particles x horizon x svgd_steps`` (the shipped Nav2D / arm entry: 64 x 8 x 5 x 3 = 7680).
+QSTAC_SEARCH_ROW_BUDGET = 8192
+
 
 def sample_qstac_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """Optuna sampler for Q-STAC: S2AC's space (SVGD: m, L, eps, bandwidth) plus the horizon ``H``.
+    """Optuna sampler for Q-STAC: S2AC's space (SVGD: m, L, eps, bandwidth) plus the horizon ``H``
+    (the paper's §V-B: the two share the SVGD parameters, Q-STAC adds the horizon), within a budget.
 
-    Batches are capped at 128 states (``batch_size_pow`` in [5, 7]): an update rolls
-    ``batch x n_particles x horizon`` rows through the critics at every SVGD step, with a double
-    backward for the actor loss.
+    An update rolls ``batch x n_particles x horizon`` rows through the critics at each of the
+    ``svgd_steps`` SVGD steps, with a double backward for the actor loss, so the cost of a trial
+    grows with the product of the four. Unbounded (batches to 128, 20 particles, H = 8, L = 5) one
+    trial on the arm took about 1.5 s per step here, 4 h for 10k steps (``benchmarks/results/
+    kinova_tuning/NOTE.md``). The paper is silent on its search space; ours keeps every value of
+    S2AC's and rl_zoo3's, but samples ``horizon`` and ``n_particles`` first, then ``svgd_steps``
+    (1, 3 or 5) and ``batch_size_pow`` (5 to 7) only up to what keeps
+    ``batch x n_particles x horizon x svgd_steps`` within :data:`QSTAC_SEARCH_ROW_BUDGET` (Optuna's
+    define-by-run ranges; ``svgd_steps`` is an integer with step 2 so that its range can shrink).
+    Even the largest ``n_particles x horizon`` (160) fits one SVGD step on 32 states, so every
+    combination of the first two stays reachable.
     """
-    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=7)
-    hyperparams.update(_sample_svgd_params(trial))
-    hyperparams["horizon"] = trial.suggest_categorical("horizon", [1, 3, 5, 8])
+    horizon = trial.suggest_categorical("horizon", [1, 3, 5, 8])
+    n_particles = trial.suggest_categorical("n_particles", [5, 10, 20])
+    rows_per_state = n_particles * horizon
+    max_steps = max(steps for steps in (1, 3, 5) if 32 * rows_per_state * steps <= QSTAC_SEARCH_ROW_BUDGET)
+    svgd_steps = trial.suggest_int("svgd_steps", 1, max_steps, step=2)
+    max_batch_pow = min(7, (QSTAC_SEARCH_ROW_BUDGET // (rows_per_state * svgd_steps)).bit_length() - 1)
+    hyperparams = _sample_offpolicy_params(trial, max_batch_pow=max_batch_pow)
+    hyperparams.update(horizon=horizon, n_particles=n_particles, svgd_steps=svgd_steps)
+    hyperparams.update(_sample_svgd_step_params(trial))
     return _accepted("qstac", hyperparams)
 
 

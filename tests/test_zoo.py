@@ -379,6 +379,49 @@ def test_stein_samplers_keep_batches_affordable(algo, max_batch):
         assert sampled["svgd_steps"] in (1, 3, 5) and sampled["n_particles"] in (5, 10, 20)
 
 
+def test_qstac_sampler_keeps_an_update_within_its_row_budget():
+    """Every trial's ``batch x particles x horizon x SVGD steps`` fits the budget, every value of the
+    space is still drawn somewhere, and TPE copes with the ranges that shrink (define-by-run)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    no_her = {"using_her_replay_buffer": False, "her_kwargs": {}}
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(n_startup_trials=40, seed=0))
+    seen: dict[str, set] = {"horizon": set(), "n_particles": set(), "svgd_steps": set(), "batch_size": set()}
+    for _ in range(60):
+        trial = study.ask()
+        sampled = zoo.sample_qstac_params(trial, 1, 1, no_her)
+        rows = sampled["batch_size"] * sampled["n_particles"] * sampled["horizon"] * sampled["svgd_steps"]
+        assert rows <= zoo.QSTAC_SEARCH_ROW_BUDGET, sampled
+        assert zoo.convert_qstac_params(trial.params) == sampled
+        for key in seen:
+            seen[key].add(sampled[key])
+        study.tell(trial, -rows / 1000.0)  # TPE start-up is over after 40: the last 20 use its model
+    assert seen == {
+        "horizon": {1, 3, 5, 8},
+        "n_particles": {5, 10, 20},
+        "svgd_steps": {1, 3, 5},
+        "batch_size": {32, 64, 128},
+    }
+    # The largest particle sets on the longest horizon get one SVGD step on 32 states, not a pruned trial.
+    fixed = optuna.trial.FixedTrial(
+        {
+            "horizon": 8,
+            "n_particles": 20,
+            "svgd_steps": 1,
+            "batch_size_pow": 5,
+            "one_minus_gamma": 0.01,
+            "learning_rate": 1e-3,
+            "train_freq": 1,
+            "tau": 0.005,
+            "net_arch": "small",
+            "svgd_step_size": 0.1,
+            "kernel_bandwidth": "paper",
+        }
+    )
+    assert zoo.sample_qstac_params(fixed, 1, 1, no_her)["batch_size"] == 32
+
+
 # ----------------------------------------------------------------------------- real commands
 
 
