@@ -381,7 +381,14 @@ def sample_qstac_params(trial: Any, n_actions: int, n_envs: int, additional_args
     n_particles = trial.suggest_categorical("n_particles", [5, 10, 20])
     rows_per_state = n_particles * horizon
     max_steps = max(steps for steps in (1, 3, 5) if 32 * rows_per_state * steps <= QSTAC_SEARCH_ROW_BUDGET)
-    svgd_steps = trial.suggest_int("svgd_steps", 1, max_steps, step=2)
+    try:
+        svgd_steps = trial.suggest_int("svgd_steps", 1, max_steps, step=2)
+    except ValueError as error:  # Optuna's "Cannot set different distribution kind ..."
+        raise ValueError(
+            "This Optuna study sampled Q-STAC's 'svgd_steps' as a categorical (a study begun before the "
+            "search got its row budget, QSTAC_SEARCH_ROW_BUDGET); its trials belong to another search space: "
+            "start a new study (another --study-name or --storage)."
+        ) from error
     max_batch_pow = min(7, (QSTAC_SEARCH_ROW_BUDGET // (rows_per_state * svgd_steps)).bit_length() - 1)
     hyperparams = _sample_offpolicy_params(trial, max_batch_pow=max_batch_pow)
     hyperparams.update(horizon=horizon, n_particles=n_particles, svgd_steps=svgd_steps)

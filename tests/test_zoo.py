@@ -422,6 +422,18 @@ def test_qstac_sampler_keeps_an_update_within_its_row_budget():
     assert zoo.sample_qstac_params(fixed, 1, 1, no_her)["batch_size"] == 32
 
 
+def test_qstac_sampler_refuses_a_study_from_the_unbudgeted_space():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    old = study.ask()
+    old.suggest_categorical("svgd_steps", [1, 3, 5])
+    study.tell(old, 0.0)
+    with pytest.raises(ValueError, match=r"'svgd_steps' as a categorical.*start a new study"):
+        zoo.sample_qstac_params(study.ask(), 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+
+
 # ----------------------------------------------------------------------------- real commands
 
 
