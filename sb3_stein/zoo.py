@@ -367,11 +367,11 @@ def sample_qstac_params(trial: Any, n_actions: int, n_envs: int, additional_args
 
     An update rolls ``batch x n_particles x horizon`` rows through the critics at each of the
     ``svgd_steps`` SVGD steps, with a double backward for the actor loss, so the cost of a trial
-    grows with the product of the four. Unbounded (batches to 128, 20 particles, H = 8, L = 5) one
-    trial on the arm took about 1.5 s per step here, 4 h for 10k steps (``benchmarks/results/
-    kinova_tuning/NOTE.md``). The paper is silent on its search space; ours keeps every value of
-    S2AC's and rl_zoo3's, but samples ``horizon`` and ``n_particles`` first, then ``svgd_steps``
-    (1, 3 or 5) and ``batch_size_pow`` (5 to 7) only up to what keeps
+    grows with the product of the four. Unbounded (batches to 128, 20 particles, H = 8, L = 5), a
+    trial on the arm with 25,600 rows ran about 1.5 s per step here, some 3.5 h for 10k steps
+    (``benchmarks/results/kinova_tuning/NOTE.md``). The paper is silent on its search space; ours
+    keeps every value of S2AC's and rl_zoo3's, but samples ``horizon`` and ``n_particles`` first,
+    then ``svgd_steps`` (1, 3 or 5) and ``batch_size_pow`` (5 to 7) only up to what keeps
     ``batch x n_particles x horizon x svgd_steps`` within :data:`QSTAC_SEARCH_ROW_BUDGET` (Optuna's
     define-by-run ranges; ``svgd_steps`` is an integer with step 2 so that its range can shrink).
     Even the largest ``n_particles x horizon`` (160) fits one SVGD step on 32 states, so every
