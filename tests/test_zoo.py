@@ -403,23 +403,13 @@ def test_qstac_sampler_keeps_an_update_within_its_row_budget():
         "svgd_steps": {1, 3, 5},
         "batch_size": {32, 64, 128},
     }
-    # The largest particle sets on the longest horizon get one SVGD step on 32 states, not a pruned trial.
-    fixed = optuna.trial.FixedTrial(
-        {
-            "horizon": 8,
-            "n_particles": 20,
-            "svgd_steps": 1,
-            "batch_size_pow": 5,
-            "one_minus_gamma": 0.01,
-            "learning_rate": 1e-3,
-            "train_freq": 1,
-            "tau": 0.005,
-            "net_arch": "small",
-            "svgd_step_size": 0.1,
-            "kernel_bandwidth": "paper",
-        }
-    )
-    assert zoo.sample_qstac_params(fixed, 1, 1, no_her)["batch_size"] == 32
+    # The largest particle sets on the longest horizon get one SVGD step on 32 states, not a pruned trial:
+    # the ranges offered to the sampler shrink to exactly that.
+    study.enqueue_trial({"horizon": 8, "n_particles": 20})
+    trial = study.ask()
+    sampled = zoo.sample_qstac_params(trial, 1, 1, no_her)
+    assert sampled["batch_size"] == 32 and sampled["svgd_steps"] == 1
+    assert trial.distributions["svgd_steps"].high == 1 and trial.distributions["batch_size_pow"].high == 5
 
 
 def test_qstac_sampler_refuses_a_study_from_the_unbudgeted_space():
