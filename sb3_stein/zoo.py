@@ -300,12 +300,16 @@ def _sample_svgd_step_params(trial: Any) -> dict[str, Any]:
     }
 
 
+#: rl_zoo3's smallest batch in its off-policy search spaces, 2**5 = 32 states.
+_MIN_BATCH_POW = 5
+
+
 def _sample_offpolicy_params(trial: Any, max_batch_pow: int, net_arch: bool = True) -> dict[str, Any]:
     """rl_zoo3's SAC search space (same names, read by ``convert_offpolicy_params``), batches capped;
     ``net_arch=False`` leaves the network size out of the search (no ``policy_kwargs`` returned)."""
     sampled = {
         "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
-        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, max_batch_pow),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", _MIN_BATCH_POW, max_batch_pow),
         "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.002, log=True),
         "train_freq": trial.suggest_int("train_freq", 1, 10),
         "tau": trial.suggest_float("tau", 0.001, 0.08, log=True),
@@ -380,7 +384,8 @@ def sample_qstac_params(trial: Any, n_actions: int, n_envs: int, additional_args
     horizon = trial.suggest_categorical("horizon", [1, 3, 5, 8])
     n_particles = trial.suggest_categorical("n_particles", [5, 10, 20])
     rows_per_state = n_particles * horizon
-    max_steps = max(steps for steps in (1, 3, 5) if 32 * rows_per_state * steps <= QSTAC_SEARCH_ROW_BUDGET)
+    rows_per_step = 2**_MIN_BATCH_POW * rows_per_state  # one SVGD step on the smallest batch
+    max_steps = max(steps for steps in (1, 3, 5) if rows_per_step * steps <= QSTAC_SEARCH_ROW_BUDGET)
     try:
         svgd_steps = trial.suggest_int("svgd_steps", 1, max_steps, step=2)
     except ValueError as error:  # Optuna's "Cannot set different distribution kind ..."
