@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import threading
@@ -132,6 +134,98 @@ def test_a_compile_error_is_reported_not_cached(tmp_path, monkeypatch):
     args = [*compiler.split(), "-c", str(source), "-o", str(tmp_path / "broken.o")]
     assert jit_cache.main(args) != 0
     assert not _objects(tmp_path / "cache")
+
+
+def _compile_source(tmp_path: Path, name: str, body: str, output: str) -> int:
+    """Run the cache's compiler command on a one-function source, as casadi would."""
+    compiler = jit_cache.find_compiler()
+    assert compiler is not None
+    source = tmp_path / f"{name}.c"
+    source.write_text(body.format(name=name))
+    return jit_cache.main(
+        [*compiler.split(), "-O0", "-fPIC", "-c", str(source), "-o", str(tmp_path / output)]
+    )
+
+
+TWO = "double {name}_two(double x) {{ return 2 * x; }}\n"
+THREE = "double {name}_three(double x) {{ return 3 * x; }}\n"
+
+
+def test_a_damaged_or_foreign_cached_object_is_compiled_again_never_loaded(tmp_path, monkeypatch, capfd):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(jit_cache.CACHE_ENV, str(cache))
+    assert _compile_source(tmp_path, "sb3s_a_1_0", TWO, "two.o") == 0
+    assert _compile_source(tmp_path, "sb3s_b_1_0", THREE, "three.o") == 0
+    keys = {}
+    for checksum in cache.glob("*.sha256"):
+        data = checksum.with_suffix(".o").read_bytes()
+        keys[b"sb3s_jit_two" in data] = checksum.stem
+    assert set(keys) == {True, False}
+    two, three = keys[True], keys[False]
+    capfd.readouterr()
+
+    assert _compile_source(tmp_path, "sb3s_a_2_0", TWO, "hit.o") == 0  # a verified hit: silent
+    assert b"sb3s_jit_two" in (tmp_path / "hit.o").read_bytes() and capfd.readouterr().err == ""
+
+    cases = {
+        "damaged": (lambda: (cache / f"{two}.o").write_bytes(b"\x7fELF not an object"), "does not match"),
+        "foreign": (
+            lambda: [
+                shutil.copy(cache / f"{three}{ext}", cache / f"{two}{ext}") for ext in (".o", ".sha256")
+            ],
+            "does not match",
+        ),
+        "no checksum": (lambda: (cache / f"{two}.sha256").unlink(), "has no checksum file"),
+    }
+    for case, (spoil, message) in cases.items():
+        spoil()
+        assert _compile_source(tmp_path, "sb3s_a_3_0", TWO, f"{case}.o") == 0, case
+        output = (tmp_path / f"{case}.o").read_bytes()
+        assert b"sb3s_jit_two" in output and b"sb3s_jit_three" not in output, case
+        assert message in capfd.readouterr().err, case
+        assert jit_cache._cached_object(cache, two)[0] == (cache / f"{two}.o").read_bytes(), case  # repaired
+
+
+def test_a_cache_that_cannot_be_written_is_bypassed_with_a_message(tmp_path, monkeypatch, capfd):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv(jit_cache.CACHE_ENV, str(blocker / "cache"))  # not creatable
+    assert _compile_source(tmp_path, "sb3s_a_1_0", TWO, "out.o") == 0
+    assert b"sb3s_jit_two" in (tmp_path / "out.o").read_bytes()
+    assert "cannot use the compile cache" in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "out.o", "sb3s_a_1_0.c"]  # no leftovers
+
+    # Read-only (as root, permissions would not stop the writes: the first write is refused instead).
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(jit_cache.CACHE_ENV, str(cache))
+    assert _compile_source(tmp_path, "sb3s_a_2_0", TWO, "cached.o") == 0  # a verified object already there
+
+    def read_only_open(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(jit_cache, "open", read_only_open, raising=False)
+    assert _compile_source(tmp_path, "sb3s_a_3_0", TWO, "hit.o") == 0
+    assert (tmp_path / "hit.o").read_bytes() == (tmp_path / "cached.o").read_bytes()
+    capfd.readouterr()
+    assert _compile_source(tmp_path, "sb3s_b_1_0", THREE, "miss.o") == 0
+    assert b"sb3s_jit_three" in (tmp_path / "miss.o").read_bytes()
+    assert "Read-only file system" in capfd.readouterr().err
+    assert len(_objects(cache)) == 1
+
+
+def test_a_layer_built_over_damaged_cached_objects_recompiles_them(tmp_path, monkeypatch, compiled):
+    monkeypatch.setenv(jit_cache.CACHE_ENV, str(tmp_path / "cache"))
+    states, params = _batch(3, seed=6)
+    MPCLayer(TinyCartPoleOCP(), compiled=True, compile_flags=FLAGS).solve(states, params)
+    objects = _objects(tmp_path / "cache")
+    assert objects
+    for name in objects:
+        (tmp_path / "cache" / name).write_bytes(b"damaged")
+    layer = MPCLayer(TinyCartPoleOCP(), compiled=True, compile_flags=FLAGS)
+    a, b = layer.solve(states, params), compiled.solve(states, params)
+    np.testing.assert_array_equal(a.u0, b.u0)
+    assert a.success.all() and _objects(tmp_path / "cache") == objects
+    assert all(jit_cache._cached_object(tmp_path / "cache", Path(name).stem)[0] for name in objects)
 
 
 def test_compiled_needs_a_compiler_and_auto_falls_back_with_a_warning(monkeypatch):

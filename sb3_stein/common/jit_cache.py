@@ -14,10 +14,15 @@ It hashes the generated source (with casadi's per-instance name replaced by a fi
 same problem gives the same hash in every process), the flags and the compiler's identity, and
 compiles only on a miss: into the cache, under a per-hash file lock (two processes that need the
 same object compile it once), written to a temporary name and renamed into place (a reader never sees
-a partial file). casadi's link step (no ``-c``) is passed to the real compiler unchanged.
+a partial file). Each object has a checksum file (its SHA-256 and its key): an object that does not
+match it (damaged, or another source's object under this name) or has none is compiled again, with a
+message, never linked. A cache that cannot be written (read-only, not creatable) is bypassed with a
+message: the build compiles without it. casadi's link step (no ``-c``) is passed to the real compiler
+unchanged.
 
 **Where**: ``$SB3_STEIN_JIT_CACHE`` if set, else ``$XDG_CACHE_HOME/sb3_stein/casadi_jit``, else
-``~/.cache/sb3_stein/casadi_jit``: one ``<hash>.o`` per compiled source (about 1-2 MB each).
+``~/.cache/sb3_stein/casadi_jit``: one ``<hash>.o`` per compiled source (about 1-2 MB each), with its
+``<hash>.sha256`` and ``<hash>.lock``.
 **Clearing** it is always safe (the next build compiles again): delete the folder or call
 :func:`clear_cache`. casadi's temporary files (the generated ``.c`` and its own copy of the
 compiled library, which it keeps while the function lives) go into one folder private to the user
@@ -167,8 +172,87 @@ def _compiler_identity(compiler: list[str]) -> str:
     return " ".join(compiler) + "\n" + version
 
 
+def _cached_object(folder: Path, digest: str) -> tuple[bytes | None, str | None]:
+    """The cached object of ``digest`` if its checksum file vouches for it: ``(bytes, None)``;
+    ``(None, None)`` when there is none; ``(None, why)`` when there is one that must not be loaded.
+
+    The checksum file ``<digest>.sha256`` holds the object's SHA-256 and the key it was compiled for,
+    so a damaged object, one without a checksum, and another source's object moved under this key
+    are all recompiled instead of linked into the solver (never load the wrong code). The bytes are
+    read once and verified as read, so a concurrent rebuild cannot swap them in between.
+    """
+    try:
+        data = (folder / f"{digest}.o").read_bytes()
+    except FileNotFoundError:
+        return None, None
+    try:
+        recorded = (folder / f"{digest}.sha256").read_text().split()
+    except OSError:
+        return None, "it has no checksum file"
+    if recorded != [hashlib.sha256(data).hexdigest(), digest]:
+        return None, "it does not match its checksum (damaged, or compiled from another source)"
+    return data, None
+
+
+def _compile(compiler: list[str], flags: list[str], code: str, stem: Path) -> bytes | None:
+    """Compile ``code`` via ``<stem>.c`` into an object; its bytes, or ``None`` when the compiler fails."""
+    source, partial = Path(f"{stem}.c"), Path(f"{stem}.o.partial")
+    try:
+        source.write_text(code)
+        if subprocess.run([*compiler, *flags, str(source), "-o", str(partial)]).returncode != 0:
+            return None
+        return partial.read_bytes()
+    finally:
+        source.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+
+
+def _compile_into_cache(
+    compiler: list[str], flags: list[str], code: str, folder: Path, digest: str
+) -> bytes | None:
+    """The verified cached object of ``digest``, compiled (under a per-key file lock, so that two
+    processes compile it once) when it is missing or unusable; ``None`` when the compiler fails.
+    Writes go to temporary names renamed into place, the checksum before the object: a reader never
+    sees a partial file, and an object it sees always has its checksum."""
+    with open(folder / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here instead of compiling again
+        data, problem = _cached_object(folder, digest)  # another process may have compiled it meanwhile
+        if data is not None:
+            return data
+        target = folder / f"{digest}.o"
+        if problem is not None:
+            print(
+                f"sb3_stein: not loading {target}: {problem}; compiling it again", file=sys.stderr, flush=True
+            )
+        print(
+            f"sb3_stein: compiling casadi's generated code ({len(code) // 1000} kB) into {target} "
+            "(once: later builds load it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        unique = f"{os.getpid()}_{threading.get_ident()}"
+        data = _compile(compiler, flags, code, folder / f"{digest}.{unique}")
+        if data is None:
+            return None
+        checksum = folder / f"{digest}.{unique}.sha256.partial"
+        partial = folder / f"{digest}.{unique}.o.partial"
+        try:
+            checksum.write_text(f"{hashlib.sha256(data).hexdigest()} {digest}\n")
+            partial.write_bytes(data)
+            os.replace(checksum, folder / f"{digest}.sha256")
+            os.replace(partial, target)
+        finally:
+            checksum.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
+        return data
+
+
 def _compile_cached(compiler: list[str], args: list[str]) -> int:
-    """casadi's compile step ``<flags> -c <source>.c -o <object>``, through the cache."""
+    """casadi's compile step ``<flags> -c <source>.c -o <object>``, through the cache.
+
+    A cache that cannot be written (read-only, not creatable, full) is bypassed with one message:
+    the code is compiled for this build only, and a verified object already in it is still used.
+    """
     source = next(a for a in args if a.endswith(".c"))
     out_index = args.index("-o") + 1
     output = args[out_index]
@@ -179,31 +263,26 @@ def _compile_cached(compiler: list[str], args: list[str]) -> int:
         "\n".join([code, shlex.join(flags), _compiler_identity(compiler)]).encode()
     ).hexdigest()[:32]
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{digest}.o"
-    if not target.exists():
-        with open(folder / f"{digest}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here instead of compiling again
-            if not target.exists():
-                unique = f"{os.getpid()}_{threading.get_ident()}"
-                canonical_source = folder / f"{digest}.{unique}.c"
-                partial = folder / f"{digest}.{unique}.o.partial"
-                print(
-                    f"sb3_stein: compiling casadi's generated code ({len(code) // 1000} kB) into {target} "
-                    "(once: later builds load it)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                try:
-                    canonical_source.write_text(code)
-                    result = subprocess.run([*compiler, *flags, str(canonical_source), "-o", str(partial)])
-                    if result.returncode != 0:
-                        return result.returncode
-                    os.replace(partial, target)
-                finally:
-                    canonical_source.unlink(missing_ok=True)
-                    partial.unlink(missing_ok=True)
-    shutil.copyfile(target, output)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        data, _ = _cached_object(folder, digest)
+        if data is None:
+            data = _compile_into_cache(compiler, flags, code, folder, digest)
+            if data is None:
+                return 1
+    except OSError as error:
+        print(
+            f"sb3_stein: cannot use the compile cache {folder} ({error}); compiling without it "
+            f"(set {CACHE_ENV} to a writable folder to keep the compiled code)",
+            file=sys.stderr,
+            flush=True,
+        )
+        data = _compile(
+            compiler, flags, code, Path(output).with_name(f"{Path(output).stem}_{os.getpid()}_uncached")
+        )
+        if data is None:
+            return 1
+    Path(output).write_bytes(data)
     return 0
 
 
