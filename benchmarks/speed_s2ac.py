@@ -69,12 +69,15 @@ def write_report(
     ratios: dict[str, float],
     extra: list[str] | None = None,
     env_id: str = "Pendulum-v1",
+    threads: int = 1,
 ) -> None:
-    """``speed.json`` (all of ``results``) and ``speed.md`` (measurement rows, then the ratios) in ``out``."""
+    """``speed.json`` (all of ``results``) and ``speed.md`` (measurement rows, then the ratios) in ``out``;
+    ``threads``: the torch threads the measurements ran with (the title says it)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.json").write_text(json.dumps(results, indent=2))
     lines = [
-        f"# {name} speed ({env_id}, 1 torch thread, {results.get('device', 'cpu')})",
+        f"# {name} speed ({env_id}, {threads} torch thread{'s' if threads > 1 else ''}, "
+        f"{results.get('device', 'cpu')})",
         "",
         f"Command: `{results['command']}`  ",
         f"torch {results['torch']}, {results['machine']}, {results['date']}  ",

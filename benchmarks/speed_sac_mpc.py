@@ -20,6 +20,11 @@ Measures (medians; candidates timed round-robin, see benchmarks/speed_s2ac.py:in
   1M WindMaze steps, acados with 4 threads);
 * ``learn`` wall-clock per 1000 steps of SAC-ZOP and SB3 SAC at the same shipped settings
   (target: ZOP <= 1.5x SAC; the MPC runs only when acting).
+
+``--step-threads N`` runs the gradient steps and ``learn`` with N torch threads (the mapped layer of
+the shipped models follows torch's setting): rl_zoo3 leaves torch at all cores unless
+``--num-threads`` is given, and the lecture's acados ran 4 threads. ``--no-layer`` skips the
+layer-variant section (e.g. for a second run at another thread count).
 """
 
 from __future__ import annotations
@@ -141,19 +146,34 @@ def main(argv: list[str] | None = None) -> None:
         "--step-rounds", type=int, default=10, help="rounds of each gradient-step measurement"
     )
     parser.add_argument("--learn-steps", type=int, default=2000)
+    parser.add_argument(
+        "--step-threads", type=int, default=1, help="torch threads for the gradient steps and learn"
+    )
+    parser.add_argument(
+        "--no-layer", action="store_true", help="skip the MPC layer variants (steps and learn only)"
+    )
     args = parser.parse_args(argv)
+    if args.step_threads < 1:
+        parser.error(f"--step-threads must be >= 1, got {args.step_threads}")
     th.set_num_threads(1)
-    results: dict[str, object] = {**run_metadata(), "settings": _settings()}
+    results: dict[str, object] = {
+        **run_metadata(),
+        "settings": _settings(),
+        "step_threads": args.step_threads,
+    }
 
     variants = LAYER_VARIANTS if jit_cache.find_compiler() else {"interpreted": LAYER_VARIANTS["interpreted"]}
-    if jit_cache.find_compiler():
+    if args.no_layer:
+        variants = {}
+    elif jit_cache.find_compiler():
         results["compile"] = compile_seconds(args.horizon)
         print("compile (s):", json.dumps(results["compile"]), flush=True)
-    layer = layer_timings(args.batch, args.horizon, args.rounds, variants)
+    layer = layer_timings(args.batch, args.horizon, args.rounds, variants) if variants else {}
     results["layer"] = layer
     per_sample = {k: v / args.batch for k, v in layer.items() if k.endswith("_ms")}
     print(f"MPC layer (cart-pole T={args.horizon}, batch {args.batch}):", json.dumps(layer), flush=True)
 
+    th.set_num_threads(args.step_threads)
     models = _models()
     for model in models.values():
         model.learn(1200)  # fills the buffer, past learning_starts
@@ -231,7 +251,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     extra.append(f"Shipped models' MPC layer: {shipped}")
     iterations = extra
-    write_report(args.out, "SAC-ZOP/FOP", results, rows, ratios, extra=iterations, env_id=ENV_ID)
+    if args.step_threads > 1 and not args.no_layer:
+        iterations.append(
+            f"Layer variants at 1 torch thread; gradient steps and learn at {args.step_threads} torch threads"
+        )
+    threads = args.step_threads if args.no_layer else 1
+    write_report(
+        args.out, "SAC-ZOP/FOP", results, rows, ratios, extra=iterations, env_id=ENV_ID, threads=threads
+    )
     print((args.out / "speed.md").read_text())
 
 
