@@ -185,6 +185,19 @@ def test_a_damaged_or_foreign_cached_object_is_compiled_again_never_loaded(tmp_p
         assert message in capfd.readouterr().err, case
         assert jit_cache._cached_object(cache, two)[0] == (cache / f"{two}.o").read_bytes(), case  # repaired
 
+    # A compile killed half-way leaves its files behind; the next compile of that key removes them.
+    leftovers = [
+        cache / f"{two}.123_456.c",
+        cache / f"{two}.123_456.o.partial",
+        cache / f"{two}.1_2.sha256.partial",
+    ]
+    for leftover in leftovers:
+        leftover.write_text("")
+    (cache / f"{two}.o").unlink()
+    assert _compile_source(tmp_path, "sb3s_a_4_0", TWO, "again.o") == 0
+    assert not any(leftover.exists() for leftover in leftovers)
+    assert (cache / f"{three}.o").exists() and (cache / f"{three}.sha256").exists()  # other keys untouched
+
 
 def test_a_cache_that_cannot_be_written_is_bypassed_with_a_message(tmp_path, monkeypatch, capfd):
     blocker = tmp_path / "a_file"

@@ -219,6 +219,9 @@ def _compile_into_cache(
         data, problem = _cached_object(folder, digest)  # another process may have compiled it meanwhile
         if data is not None:
             return data
+        for leftover in [*folder.glob(f"{digest}.*.c"), *folder.glob(f"{digest}.*.partial")]:
+            # Under this key's lock no one else is compiling it: these are a killed compile's files.
+            leftover.unlink(missing_ok=True)
         target = folder / f"{digest}.o"
         if problem is not None:
             print(
