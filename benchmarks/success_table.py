@@ -24,12 +24,12 @@ A run stopped before its budget (compare.py's marker ``failed``) is listed with 
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from compare import RunSpec, list_run_dirs
 
 
 @dataclass
@@ -50,18 +50,18 @@ class RunSuccess:
 
 
 def newest_runs(results: Path, env: str) -> list[tuple[str, int, Path]]:
-    """``(algo, seed, folder)`` of the newest run folder per algo and seed under ``results/logs``."""
-    newest: dict[tuple[str, int], tuple[int, Path]] = {}
-    pattern = re.compile(rf"^{re.escape(env)}_(\d+)$")
-    for folder in results.glob(f"logs/seed_*/*/{env}_*"):
-        match = pattern.match(folder.name)
-        if not match or not (folder / "evaluations.npz").is_file():
+    """``(algo, seed, folder)`` of the newest run folder with evaluations per algo and seed under
+    ``results/logs`` (compare.py's own folder rule, :func:`compare.list_run_dirs`)."""
+    found = []
+    for algo_folder in sorted(results.glob("logs/seed_*/*")):
+        seed = algo_folder.parent.name.removeprefix("seed_")
+        if not seed.isdigit():
             continue
-        seed = int(folder.parent.parent.name.removeprefix("seed_"))
-        key = (folder.parent.name, seed)
-        if key not in newest or int(match.group(1)) > newest[key][0]:
-            newest[key] = (int(match.group(1)), folder)
-    return [(algo, seed, folder) for (algo, seed), (_, folder) in sorted(newest.items())]
+        spec = RunSpec(algo_folder.name, env, int(seed))
+        folders = [f for f in list_run_dirs(spec, results) if (f / "evaluations.npz").is_file()]
+        if folders:
+            found.append((spec.algo, spec.seed, folders[-1]))
+    return sorted(found, key=lambda run: (run[0], run[1]))
 
 
 def run_success(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmark_script import load_benchmark
+from benchmark_script import BENCHMARKS, load_benchmark
 
 ENV = "PointMassWindMaze-v0"  # max_episode_steps = 100
 
@@ -24,8 +24,13 @@ def _run(
     return folder
 
 
-def test_success_table_counts_each_runs_newest_folder(tmp_path: Path):
-    script = load_benchmark("success_table")
+@pytest.fixture
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports compare.py as run from benchmarks/
+    return load_benchmark("success_table")
+
+
+def test_success_table_counts_each_runs_newest_folder(tmp_path: Path, script):
     _run(tmp_path, "sac", 0, 1, [[False, False]] * 5, [(1.0, 100)])  # older run of the same seed: ignored
     never, late, often = [False, False], [True, False], [True, True]
     _run(
@@ -48,8 +53,7 @@ def test_success_table_counts_each_runs_newest_folder(tmp_path: Path):
     assert "seed_0/sac/PointMassWindMaze-v0_2" in lines[-1] and "PointMassWindMaze-v0_1`, `" not in lines[-1]
 
 
-def test_success_table_errors_name_the_problem(tmp_path: Path):
-    script = load_benchmark("success_table")
+def test_success_table_errors_name_the_problem(tmp_path: Path, script):
     with pytest.raises(SystemExit):
         script.main(["--results", str(tmp_path), "--env", ENV])  # no runs
     with pytest.raises(SystemExit):
