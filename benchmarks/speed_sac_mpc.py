@@ -10,14 +10,15 @@ Measures (medians; candidates timed round-robin, see benchmarks/speed_s2ac.py:in
   the forward solve (cold start, and warm-started from the previous solution of nearby states) and
   the backward pass (vector-Jacobian product), per sample, for each of :data:`LAYER_VARIANTS`
   (interpreted; compiled with one call per sample; compiled with one mapped call per batch on 1 and
-  2 threads); targets (issue 15): solve plus sensitivities <= 1.5 ms per sample cold, <= 0.5 ms
+  2 threads; the batched Riccati interior point method, ``solver="riccati"``); targets (issue 15): solve plus sensitivities <= 1.5 ms per sample cold, <= 0.5 ms
   warm; and the compiled layer's build time with an empty cache and from the cache;
 * one gradient step of SAC-ZOP, SAC-FOP and SB3 SAC at the shipped CartPoleSwingUp-v0 settings
   (hyperparams/sac_zop.yml: batch 64), next to the MPC layer's own time for what an FOP step
   solves (forward for the actor batch and the target batch, backward for the actor batch), with
   the layer configured as the shipped models' (``compiled=None``: compiled and mapped where a C
   compiler exists): targets FOP's step <= 1.3x that and <= 3x ZOP's (the lecture: 2 h vs 6 h for
-  1M WindMaze steps, acados with 4 threads);
+  1M WindMaze steps, acados with 4 threads); and SAC-FOP's step with ``mpc_kwargs={"solver": "riccati"}``
+  (and that layer's MPC work);
 * ``learn`` wall-clock per 1000 steps of SAC-ZOP and SB3 SAC at the same shipped settings
   (target: ZOP <= 1.5x SAC; the MPC runs only when acting).
 
@@ -59,12 +60,14 @@ def _states(rng: np.random.Generator, batch: int) -> np.ndarray:
 
 
 #: The MPC layer's variants timed side by side: interpreted (the loop of one casadi call per sample),
-#: compiled with the same loop, and compiled with one mapped call per batch on 1 and 2 threads.
+#: compiled with the same loop, compiled with one mapped call per batch on 1 and 2 threads, and the
+#: batched Riccati interior point method (``solver="riccati"``, sb3_stein/common/riccati_ipm.py).
 LAYER_VARIANTS: dict[str, dict[str, object]] = {
     "interpreted": {"compiled": False, "batch_mode": "loop"},
     "compiled_loop": {"compiled": True, "batch_mode": "loop"},
     "compiled_map": {"compiled": True, "batch_mode": "map", "n_threads": 1},
     "compiled_map_2threads": {"compiled": True, "batch_mode": "map", "n_threads": 2},
+    "riccati": {"compiled": True, "solver": "riccati", "batch_mode": "map", "n_threads": 1},
 }
 
 
@@ -108,7 +111,9 @@ def layer_timings(
         warm = layer.solve(nearby, params, initial_guess=first.z)
         results[f"{name}_failures_cold"] = int((~solution.success).sum())
         results[f"{name}_retried_warm"] = int(warm.retried.sum())
-        if not layer.mapped:
+        results[f"{name}_fallback_cold"] = int(solution.fallback.sum())
+        results[f"{name}_fallback_warm"] = int(warm.fallback.sum())
+        if (solution.iterations >= 0).all() and (warm.iterations >= 0).all():
             results[f"{name}_iterations_cold"] = float(solution.iterations.mean())
             results[f"{name}_iterations_warm"] = float(warm.iterations.mean())
     times = interleaved_ms(candidates, rounds=rounds)
@@ -124,10 +129,12 @@ def _models(seed: int = 0) -> dict[str, object]:
     settings = _settings()
     arch = dict(net_arch=[256, 256, 256])
     sac_settings = {k: v for k, v in settings.items() if k != "param_interface"}
+    riccati = {**arch, "mpc_kwargs": {"solver": "riccati"}}
     models = {
         "sac": SAC("MlpPolicy", ENV_ID, policy_kwargs=arch, seed=seed, **sac_settings),
         "sac_zop": SACZOP("MlpPolicy", ENV_ID, policy_kwargs=arch, seed=seed, **settings),
         "sac_fop": SACFOP("MlpPolicy", ENV_ID, policy_kwargs=arch, seed=seed, **settings),
+        "sac_fop_riccati": SACFOP("MlpPolicy", ENV_ID, policy_kwargs=riccati, seed=seed, **settings),
     }
     for model in models.values():
         model.set_logger(configure(None, [""]))
@@ -185,10 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     # actor and the target batch, one backward.
     shipped_mpc = models["sac_fop"].policy.mpc  # type: ignore[attr-defined]
     shipped = {"compiled": shipped_mpc.compiled, "batch_mode": shipped_mpc.batch_mode}
-    fop_layer = layer_timings(batch, CartPoleSwingUpOCP().horizon, args.step_rounds, {"shipped": shipped})
+    fop_variants = {"shipped": shipped, "riccati": {**shipped, "solver": "riccati"}}
+    fop_layer = layer_timings(batch, CartPoleSwingUpOCP().horizon, args.step_rounds, fop_variants)
     fop_layer_ms = 2 * fop_layer["shipped_forward_cold_ms"] + fop_layer["shipped_backward_ms"]
+    fop_riccati_ms = 2 * fop_layer["riccati_forward_cold_ms"] + fop_layer["riccati_backward_ms"]
     results["gradient_step_ms"] = steps
     results["fop_layer_ms"] = fop_layer_ms
+    results["fop_layer_riccati_ms"] = fop_riccati_ms
+    results["fop_layer"] = fop_layer
     results["shipped_mpc"] = shipped
     print("gradient steps (ms):", json.dumps(steps), "FOP's MPC work:", fop_layer_ms, flush=True)
 
@@ -217,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         {
             "FOP gradient step / its MPC-layer work (target <= 1.3)": steps["sac_fop"] / fop_layer_ms,
             "FOP / ZOP gradient step (target <= 3)": steps["sac_fop"] / steps["sac_zop"],
+            "FOP with solver='riccati' / ZOP gradient step (target <= 3)": steps["sac_fop_riccati"]
+            / steps["sac_zop"],
             "ZOP / SAC gradient step": steps["sac_zop"] / steps["sac"],
             "ZOP / SAC learn per 1k steps (target <= 1.5)": learn["sac_zop"] / learn["sac"],
         }
@@ -230,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         *((f"gradient step {k} (batch {batch})", v, 1) for k, v in steps.items()),
         (f"MPC work of one FOP step (batch {batch}, T=5: 2 forward, 1 backward)", fop_layer_ms, 1),
+        (f"the same with solver='riccati' (batch {batch}, T=5)", fop_riccati_ms, 1),
         *((f"learn per 1k steps {k}", v, 0) for k, v in learn.items()),
     ]
     extra = [
@@ -240,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     extra += [
         f"{name}: failed cold solves {layer[f'{name}_failures_cold']} of {args.batch}, warm starts retried "
-        f"{layer[f'{name}_retried_warm']}"
+        f"{layer[f'{name}_retried_warm']}, solved by the fallback cold {layer[f'{name}_fallback_cold']} / "
+        f"warm {layer[f'{name}_fallback_warm']}"
         for name in variants
     ]
     if "compile" in results:

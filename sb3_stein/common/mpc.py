@@ -54,7 +54,7 @@ __all__ = ["PARAM_INTERFACES", "SOLVERS", "MPCLayer", "MPCSolution", "parameter_
 
 #: The lecture's parameter interfaces ("Controller Comparison").
 PARAM_INTERFACES = ("global", "stage")
-SOLVERS = ("fatrop", "ipopt")
+SOLVERS = ("fatrop", "ipopt", "riccati")
 COLD_GUESSES = ("rollout", "constant")
 BATCH_MODES = ("auto", "map", "loop")
 
@@ -74,6 +74,8 @@ class MPCSolution:
     :ivar retried: ``(batch,)`` whether the sample's warm-started solve failed and was solved again
         from a cold start (``MPCLayer(retry_cold=True)``); its result is the cold solve's if that one
         succeeded.
+    :ivar fallback: ``(batch,)`` ``MPCLayer(solver="riccati")``: whether the batched solver's solution
+        failed the KKT check and the sample was solved by fatrop instead.
     """
 
     u0: np.ndarray
@@ -84,10 +86,13 @@ class MPCSolution:
     nlp_outputs: dict[str, np.ndarray]
     nlp_p: np.ndarray
     retried: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    fallback: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def __post_init__(self) -> None:
         if len(self.retried) != len(self.u0):  # not given: nothing retried
             self.retried = np.zeros(len(self.u0), dtype=bool)
+        if len(self.fallback) != len(self.u0):
+            self.fallback = np.zeros(len(self.u0), dtype=bool)
 
 
 def parameter_box(ocp: OptimalControlProblem, param_interface: str) -> spaces.Box:
@@ -170,7 +175,14 @@ class MPCLayer:
         and hence in SAC's entropy target. (The lecture's 420 per-stage Chain parameters are
         ``21 x 20``; the lecture does not say which entries it kept.) Parameters enter the costs
         only: the OCP base class has no parameterized dynamics or constraints.
-    :param solver: ``"fatrop"`` (default; fastest in shared/notes/differentiable-mpc.md) or ``"ipopt"``.
+    :param solver: ``"fatrop"`` (default; fastest in shared/notes/differentiable-mpc.md), ``"ipopt"``, or
+        ``"riccati"``: the batched interior point method of :mod:`sb3_stein.common.riccati_ipm` (IPOPT's
+        algorithm, Newton steps by a Riccati recursion, one compiled call per iteration for the whole batch),
+        whose every solution must pass the layer's KKT check (:meth:`kkt_residuals` at most :attr:`kkt_tol`);
+        the samples that fail it are solved again by fatrop from the same initial guess
+        (:attr:`MPCSolution.fallback`), so a result is never worse certified than fatrop's. The backward
+        pass is the same as fatrop's (casadi's sensitivities of the fatrop NLP at the solution).
+        ``solver_options`` then go to the fallback fatrop.
     :param tol: the solver's convergence tolerance. Tight by default: the sensitivities are exact
         only at an exact solution.
     :param max_iter: iteration limit of one solve; hitting it counts as a failure.
@@ -315,7 +327,7 @@ class MPCLayer:
                 f"{type(error).__name__}: {last_line}"
             ) from error
         self.build_seconds = time.perf_counter() - start
-        if self.solver_options and self.solver_name == "fatrop":
+        if self.solver_options and self.nlp_plugin == "fatrop":
             self._check_fatrop_options()
 
     def _check_fatrop_options(self) -> None:
@@ -374,14 +386,9 @@ class MPCLayer:
         x_high = np.full(nx, inf) if ocp.x_high is None else np.asarray(ocp.x_high, dtype=np.float64)
         u_low = np.asarray(ocp.u_low, dtype=np.float64)
         u_high = np.asarray(ocp.u_high, dtype=np.float64)
-        centre, half_width = 0.5 * (u_low + u_high), 0.5 * (u_high - u_low) * (1.0 + BARRIER_WIDENING)
+        half_width = 0.5 * (u_high - u_low) * (1.0 + BARRIER_WIDENING)
         discount = float(getattr(ocp, "discount", 1.0))
-
-        def barrier(u: Any) -> Any:
-            if self.control_barrier == 0.0:
-                return 0
-            w = (u - centre) / half_width
-            return self.control_barrier * ca.sum1(relaxed_log_barrier(1 - w**2))
+        barrier = self._barrier
 
         variables, constraints, equality = [], [], []
         lbz: list[np.ndarray] = []
@@ -416,7 +423,7 @@ class MPCLayer:
             )
         nlp: dict[str, Any] = {"x": z, "p": ca.vertcat(s, phi), "f": cost, "g": g}
         options: dict[str, Any] = {"print_time": False}
-        if self.solver_name == "fatrop":
+        if self.nlp_plugin == "fatrop":
             options.update(
                 structure_detection="auto",
                 equality=equality,
@@ -438,7 +445,7 @@ class MPCLayer:
         # solver ("Derivatives cannot be calculated for nlp_grad"). Compiled, a twin solver of the same
         # NLP does the forward solves and the interpreted solver's reverse mode is wrapped in a
         # Function of its own and compiled.
-        interpreted = ca.nlpsol("mpc", self.solver_name, nlp, options)
+        interpreted = ca.nlpsol("mpc", self.nlp_plugin, nlp, options)
         reverse = interpreted.reverse(1)
         if self.compiled and self._compiled_request is None:
             size = _instructions(interpreted)
@@ -451,7 +458,7 @@ class MPCLayer:
                 )
                 self.compiled = False
         if self.compiled:
-            self._solver = jit_nlpsol("mpc", self.solver_name, nlp, options, "mpc", self.compile_flags)
+            self._solver = jit_nlpsol("mpc", self.nlp_plugin, nlp, options, "mpc", self.compile_flags)
             inputs = [ca.MX.sym(reverse.name_in(i), reverse.sparsity_in(i)) for i in range(reverse.n_in())]
             self._reverse = ca.Function(
                 "mpc_reverse",
@@ -477,12 +484,66 @@ class MPCLayer:
                 controls = slice(k * self._stage + nx, k * self._stage + nx + nu)
                 self._lower_margin[controls] = self._upper_margin[controls] = BARRIER_WIDENING * half_width
         self._g_zero = np.zeros(g.shape[0])
+        self._riccati = self._build_riccati() if self.solver_name == "riccati" else None
         self._reverse_maps: dict[int, Any] = {}
         self._solver_maps: dict[tuple[int, int], Any] = {}
         self._kkt_maps: dict[tuple[int, int], Any] = {}
         # Built on first use (mapped solves, kkt_residuals): a looped layer never needs it.
         self._kkt_nlp: tuple[Any, Any, Any, Any] | None = (z, ca.vertcat(s, phi), cost, g)
         self._kkt: Any = None
+
+    @property
+    def nlp_plugin(self) -> str:
+        """The casadi NLP solver behind the layer: ``solver``, or fatrop for ``"riccati"`` (its fallback
+        and the source of its sensitivities)."""
+        return "fatrop" if self.solver_name == "riccati" else self.solver_name
+
+    def _stage_functions(self) -> tuple[Any, Any, Any]:
+        """The OCP's dynamics ``(x, u) -> x_next``, full stage cost ``(x, u, p) -> l`` (the control barrier
+        included, undiscounted) and terminal cost ``(x, p) -> V`` as casadi SX Functions."""
+        import casadi as ca
+
+        ocp = self.ocp
+        x, u, p = ca.SX.sym("x", self.nx), ca.SX.sym("u", self.nu), ca.SX.sym("p", self.n_p)
+        dynamics = ca.Function("dynamics", [x, u], [ocp.dynamics(x, u)])
+        stage_cost = ca.Function("stage_cost", [x, u, p], [ocp.stage_cost(x, u, p) + self._barrier(u)])
+        terminal_cost = ca.Function("terminal_cost", [x, p], [ocp.terminal_cost(x, p)])
+        return dynamics, stage_cost, terminal_cost
+
+    def _barrier(self, u: Any) -> Any:
+        """``control_barrier``'s term of a stage cost (0 without one)."""
+        import casadi as ca
+
+        if self.control_barrier == 0.0:
+            return 0
+        u_low = np.asarray(self.ocp.u_low, dtype=np.float64)
+        u_high = np.asarray(self.ocp.u_high, dtype=np.float64)
+        centre, half_width = 0.5 * (u_low + u_high), 0.5 * (u_high - u_low) * (1.0 + BARRIER_WIDENING)
+        w = (u - centre) / half_width
+        return self.control_barrier * ca.sum1(relaxed_log_barrier(1 - w**2))
+
+    def _build_riccati(self) -> Any:
+        from sb3_stein.common.riccati_ipm import RiccatiIPM
+
+        discount = float(getattr(self.ocp, "discount", 1.0))
+        dynamics, stage_cost, terminal_cost = self._stage_functions()
+        return RiccatiIPM(
+            self.nx,
+            self.nu,
+            self.horizon,
+            dynamics,
+            stage_cost,
+            terminal_cost,
+            self.n_p,
+            discount ** np.arange(self.horizon + 1),
+            self.ocp.u_low,
+            self.ocp.u_high,
+            self.ocp.x_low,
+            self.ocp.x_high,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            function_options=jit_options("riccati", self.compile_flags) if self.compiled else None,
+        )
 
     def _kkt_function(self) -> Any:
         if self._kkt is None:
@@ -538,6 +599,7 @@ class MPCLayer:
             "_kkt_maps",
             "_kkt_nlp",
             "_dynamics_fn",
+            "_riccati",
         ):
             state.pop(key, None)
         return state
@@ -734,10 +796,74 @@ class MPCLayer:
             status[row] = f"{status[row]}; cold retry: {retry.status[i]}"
         merged = self._solution(outputs, success, iterations, status, nlp_p)
         merged.retried[rows] = True
+        merged.fallback[:] = solution.fallback
+        merged.fallback[rows] |= retry.fallback
         return merged
 
     def _solve_rows(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
+        if self._riccati is not None:
+            return self._solve_riccati(guess, nlp_p)
+        return self._solve_nlp(guess, nlp_p)
+
+    def _solve_nlp(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
         return self._solve_mapped(guess, nlp_p) if self.mapped else self._solve_loop(guess, nlp_p)
+
+    def _stage_params(self, params: np.ndarray) -> np.ndarray:
+        """``(batch, N + 1, n_p)``: each stage's parameters from ``phi`` ``(batch, n_phi)``."""
+        if self.param_interface == "global":
+            return np.repeat(params[:, None, :], self.horizon + 1, axis=1)
+        return params.reshape(len(params), self.horizon + 1, self.n_p)
+
+    def _solve_riccati(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
+        """The batched interior point method, certified by the KKT check; fatrop for the rest."""
+        assert self._riccati is not None
+        nx, N = self.nx, self.horizon
+        batch = len(guess)
+        states, params = nlp_p[:, :nx], nlp_p[:, nx:]
+        body = guess[:, : N * self._stage].reshape(batch, N, self._stage)
+        X = np.concatenate([body[:, :, :nx], guess[:, None, N * self._stage :]], axis=1)
+        stage_params = self._stage_params(params)
+        result = self._riccati.solve(states, stage_params, X, body[:, :, nx:])
+        # casadi's conventions (what the KKT check and the sensitivities read): z stage by stage,
+        # g = (x_0 - s, x_{k+1} - f(x_k, u_k)), L = f + lam_g' g + lam_x' z, lam_p = -grad_P L.
+        z = np.concatenate(
+            [np.concatenate([result.X[:, :N], result.U], axis=2).reshape(batch, -1), result.X[:, N]], axis=1
+        )
+        grad_params = self._riccati.param_gradient(result.X, result.U, stage_params)
+        if self.param_interface == "global":
+            grad_params = grad_params.sum(axis=1)
+        outputs = {
+            "x": z,
+            "f": result.cost[:, None],
+            "g": np.concatenate([np.zeros((batch, nx)), -result.defects.reshape(batch, -1)], axis=1),
+            "lam_x": np.concatenate(
+                [np.zeros((batch, nx)), (result.z_upper - result.z_lower).reshape(batch, -1)], axis=1
+            ),
+            "lam_g": -result.Pi.reshape(batch, -1),
+            "lam_p": np.concatenate([-result.Pi[:, 0], -grad_params.reshape(batch, -1)], axis=1),
+        }
+        residuals = self._kkt_residuals(outputs, nlp_p)
+        finite = np.all([np.isfinite(v).all(axis=1) for v in outputs.values()], axis=0)
+        success = finite & np.all(residuals <= self.kkt_tol, axis=1)
+        iterations = result.iterations.copy()
+        status = ["riccati_converged" if ok else "" for ok in success]
+        fallback = np.flatnonzero(~success)
+        if len(fallback):
+            again = self._solve_nlp(guess[fallback], nlp_p[fallback])
+            for name, values in outputs.items():
+                values[fallback] = again.nlp_outputs[name]
+            success[fallback] = again.success
+            known = again.iterations >= 0
+            iterations[fallback] = np.where(known, iterations[fallback] + again.iterations, -1)
+            r = residuals[fallback]
+            for i, row in enumerate(fallback):
+                status[row] = (
+                    f"riccati_not_converged (residuals {r[i, 0]:.1e}, {r[i, 1]:.1e}, {r[i, 2]:.1e}); "
+                    f"fatrop: {again.status[i]}"
+                )
+        solution = self._solution(outputs, success, iterations, status, nlp_p)
+        solution.fallback[fallback] = True
+        return solution
 
     def _solve_loop(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
         """One casadi call per sample, with the solver's own statistics."""

@@ -1,0 +1,155 @@
+"""The batched Riccati interior point method (issue 15) and ``MPCLayer(solver="riccati")``."""
+
+from __future__ import annotations
+
+import pickle
+
+import casadi as ca
+import numpy as np
+import pytest
+from test_mpc import TinyCartPoleOCP, _batch
+
+from sb3_stein.common.mpc import MPCLayer
+from sb3_stein.common.ocp import OptimalControlProblem
+from sb3_stein.common.riccati_ipm import PIVOT_TOL, RiccatiIPM, _cholesky_solve
+
+
+@pytest.fixture(scope="module")
+def fatrop() -> MPCLayer:
+    return MPCLayer(TinyCartPoleOCP(), compiled=False)
+
+
+@pytest.fixture(scope="module")
+def riccati() -> MPCLayer:
+    return MPCLayer(TinyCartPoleOCP(), compiled=False, solver="riccati")
+
+
+def test_riccati_layer_gives_fatrops_controls_and_gradients(fatrop, riccati):
+    states, params = _batch(8, seed=5)
+    a, b = fatrop.solve(states, params), riccati.solve(states, params)
+    assert a.success.all() and b.success.all()
+    assert not b.fallback.any()  # every solution passed the KKT check on its own
+    assert all(status == "riccati_converged" for status in b.status)
+    assert (b.iterations > 0).all()
+    np.testing.assert_allclose(b.u0, a.u0, atol=1e-5)
+    np.testing.assert_allclose(b.nlp_outputs["f"], a.nlp_outputs["f"], rtol=1e-6)
+    # The multipliers follow casadi's conventions, so the sensitivities agree too.
+    np.testing.assert_allclose(b.nlp_outputs["lam_g"], a.nlp_outputs["lam_g"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(b.nlp_outputs["lam_p"], a.nlp_outputs["lam_p"], rtol=1e-4, atol=1e-4)
+    weights = np.random.default_rng(1).normal(size=(8, 1))
+    for ga, gb in zip(fatrop.vjp(a, weights), riccati.vjp(b, weights)):
+        np.testing.assert_allclose(gb, ga, rtol=1e-4, atol=1e-6)
+    warm = riccati.solve(states + 0.01, params, initial_guess=b.z)
+    assert warm.success.all() and warm.iterations.mean() < b.iterations.mean()
+
+
+def test_riccati_layer_with_stage_parameters_and_a_control_barrier():
+    kwargs = {"compiled": False, "param_interface": "stage", "control_barrier": 0.5}
+    fatrop, riccati = (
+        MPCLayer(TinyCartPoleOCP(), **kwargs),
+        MPCLayer(TinyCartPoleOCP(), solver="riccati", **kwargs),
+    )
+    states, params = _batch(4, seed=2)
+    stage = np.tile(params, (1, fatrop.horizon + 1))
+    stage[:, 1::2] *= np.linspace(0.5, 1.0, fatrop.horizon + 1)  # a different position_ref per stage
+    a, b = fatrop.solve(states, stage), riccati.solve(states, stage)
+    assert a.success.all() and b.success.all() and not b.fallback.any()
+    np.testing.assert_allclose(b.u0, a.u0, atol=1e-5)
+    np.testing.assert_allclose(b.nlp_outputs["lam_p"], a.nlp_outputs["lam_p"], rtol=1e-4, atol=1e-4)
+    weights = np.ones((4, 1))
+    np.testing.assert_allclose(riccati.vjp(b, weights)[1], fatrop.vjp(a, weights)[1], rtol=1e-4, atol=1e-6)
+
+
+def test_solutions_that_fail_the_kkt_check_are_solved_by_fatrop(riccati, fatrop):
+    states, params = _batch(4, seed=7)
+    layer = pickle.loads(pickle.dumps(riccati))  # also: the batched solver is rebuilt on unpickling
+    assert layer._riccati is not None
+    layer._riccati.max_iter = 2  # far from converged
+    solution = layer.solve(states, params)
+    assert solution.fallback.all() and solution.success.all()
+    assert all("riccati_not_converged" in status and "fatrop" in status for status in solution.status)
+    np.testing.assert_allclose(solution.u0, fatrop.solve(states, params).u0, atol=1e-6)
+
+
+class LinearQuadraticOCP(OptimalControlProblem):
+    """A double integrator with quadratic costs and bounds far away: the solution is a linear system's."""
+
+    state_dim, control_dim, horizon, dt = 2, 1, 6, 0.1
+    u_low, u_high = np.array([-1e3]), np.array([1e3])
+    param_names = ("target",)
+    param_low, param_high, param_default = np.array([-1.0]), np.array([1.0]), np.array([0.0])
+
+    def dynamics(self, x, u):
+        return ca.vertcat(x[0] + self.dt * x[1], x[1] + self.dt * u[0])
+
+    def stage_cost(self, x, u, p):
+        return (x[0] - p[0]) ** 2 + 0.1 * x[1] ** 2 + 0.01 * u[0] ** 2
+
+    def terminal_cost(self, x, p):
+        return 10 * (x[0] - p[0]) ** 2 + x[1] ** 2
+
+
+def test_riccati_ipm_solves_a_linear_quadratic_problem_to_its_kkt_solution():
+    ocp = LinearQuadraticOCP()
+    layer = MPCLayer(ocp, compiled=False, solver="riccati")
+    states = np.array([[0.5, -0.2], [-1.0, 1.0]])
+    params = np.array([[0.3], [-0.4]])
+    solution = layer.solve(states, params)
+    assert solution.success.all() and not solution.fallback.any()
+    # The same problem as one dense equality-constrained QP (the far bounds are inactive): KKT by numpy.
+    N, nx, nu = ocp.horizon, ocp.state_dim, ocp.control_dim
+    A = np.array([[1.0, ocp.dt], [0.0, 1.0]])
+    B = np.array([[0.0], [ocp.dt]])
+    for row in range(2):
+        n = (N + 1) * nx + N * nu
+        H, g = np.zeros((n, n)), np.zeros(n)
+        target = params[row, 0]
+        for k in range(N + 1):
+            i = k * (nx + nu)
+            weight = (10.0, 1.0) if k == N else (1.0, 0.1)
+            H[i, i], H[i + 1, i + 1] = 2 * weight[0], 2 * weight[1]
+            g[i] = -2 * weight[0] * target
+            if k < N:
+                H[i + nx, i + nx] = 0.02
+        rows = [np.eye(nx, n)]
+        rhs = [states[row]]
+        for k in range(N):
+            i, j = k * (nx + nu), (k + 1) * (nx + nu)
+            c = np.zeros((nx, n))
+            c[:, i : i + nx], c[:, i + nx : i + nx + nu], c[:, j : j + nx] = A, B, -np.eye(nx)
+            rows.append(c)
+            rhs.append(np.zeros(nx))
+        C = np.vstack(rows)
+        kkt = np.block([[H, C.T], [C, np.zeros((len(C), len(C)))]])
+        z = np.linalg.solve(kkt, np.concatenate([-g, np.concatenate(rhs)]))[:n]
+        np.testing.assert_allclose(solution.z[row], z, atol=1e-6)
+
+
+def test_the_stage_cholesky_reports_indefinite_matrices():
+    m, r = ca.SX.sym("m", 2, 2), ca.SX.sym("r", 2, 1)
+    solve = ca.Function("solve", [m, r], list(_cholesky_solve(m, r)))
+    definite = np.array([[4.0, 1.0], [1.0, 3.0]])
+    out, pivot = solve(definite, np.array([1.0, 2.0]))
+    np.testing.assert_allclose(np.asarray(out).ravel(), np.linalg.solve(definite, [1.0, 2.0]))
+    assert float(pivot) > PIVOT_TOL
+    _, pivot = solve(np.array([[1.0, 2.0], [2.0, 1.0]]), np.array([1.0, 2.0]))  # eigenvalues 3 and -1
+    assert float(pivot) < PIVOT_TOL
+
+
+def test_riccati_ipm_reports_rows_it_did_not_converge():
+    ocp = TinyCartPoleOCP()
+    layer = MPCLayer(ocp, compiled=False, solver="riccati")
+    ipm: RiccatiIPM = layer._riccati
+    states, params = _batch(3, seed=1)
+    guess = layer.cold_start(states)
+    body = guess[:, : ocp.horizon * 5].reshape(3, ocp.horizon, 5)
+    X = np.concatenate([body[:, :, :4], guess[:, None, -4:]], axis=1)
+    P = np.repeat(params[:, None], ocp.horizon + 1, axis=1)
+    short = RiccatiIPM.__new__(RiccatiIPM)
+    short.__dict__.update(ipm.__dict__)
+    short.max_iter = 3
+    result = short.solve(states, P, X, body[:, :, 4:])
+    assert not result.converged.any() and (result.iterations == 3).all()
+    full = ipm.solve(states, P, X, body[:, :, 4:])
+    assert full.converged.all() and (full.iterations < ipm.max_iter).all()
+    assert np.all(np.abs(full.U) <= 10.0)  # strictly inside the control bounds, as an interior point
