@@ -1,4 +1,5 @@
-"""Speed of the chain's MPC layer (Chain-v0's OCP): interpreted inline NLP vs compiled per-stage functions.
+"""Speed of the chain's MPC layer (Chain-v0's OCP): interpreted inline NLP vs compiled per-stage functions
+(fatrop, and the batched Riccati interior point method ``solver="riccati"``).
 
 Issue 15's target: the chain >= 10x faster than the interpreted layer. Solves a batch of states near a
 reset state (``--batch``, default parameters), forward and backward, per sample, interleaved (median of
@@ -35,6 +36,14 @@ from sb3_stein.common.mpc import MPCLayer
 VARIANTS: dict[str, dict[str, object]] = {
     "interpreted_inline_loop": {"compiled": False, "stage_functions": False, "batch_mode": "loop"},
     "compiled_stages_map": {"compiled": True, "stage_functions": True, "batch_mode": "map", "n_threads": 1},
+    # the batched Riccati interior point method (sb3_stein/common/riccati_ipm.py) for the forward pass
+    "riccati_stages_map": {
+        "compiled": True,
+        "stage_functions": True,
+        "batch_mode": "map",
+        "n_threads": 1,
+        "solver": "riccati",
+    },
 }
 
 
@@ -100,6 +109,7 @@ def main() -> None:
         params = np.tile(layer.default_params(), (args.batch, 1))
         solution = layer.solve(states, params)
         results[f"{name}_success"] = int(solution.success.sum())
+        results[f"{name}_fallback"] = int(solution.fallback.sum())
         weights = np.ones((args.batch, layer.nu))
         candidates[f"{name}_forward"] = lambda layer=layer, params=params: layer.solve(states, params)
         candidates[f"{name}_backward"] = lambda layer=layer, s=solution, w=weights: layer.vjp(s, w)
@@ -107,10 +117,13 @@ def main() -> None:
     total = {n: per_sample[f"{n}_forward"] + per_sample[f"{n}_backward"] for n in VARIANTS}
     results.update({f"{k}_ms_per_sample": v for k, v in per_sample.items()})
     results["speedup_forward_backward"] = total["interpreted_inline_loop"] / total["compiled_stages_map"]
+    results["speedup_forward_backward_riccati"] = (
+        total["interpreted_inline_loop"] / total["riccati_stages_map"]
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps(results, indent=1))
     lines = [
-        "# Chain-v0 MPC layer: interpreted inline vs compiled per-stage functions (1 thread)",
+        "# Chain-v0 MPC layer: interpreted inline vs compiled per-stage functions (fatrop, riccati)",
         "",
         f"Command: `python benchmarks/speed_chain_mpc.py --out {args.out} --batch {args.batch} "
         f"--rounds {args.rounds}`",

@@ -10,8 +10,9 @@ Measures (medians; candidates timed round-robin, see benchmarks/speed_s2ac.py:in
   the forward solve (cold start, and warm-started from the previous solution of nearby states) and
   the backward pass (vector-Jacobian product), per sample, for each of :data:`LAYER_VARIANTS`
   (interpreted; compiled with one call per sample; compiled with one mapped call per batch on 1 and
-  2 threads; the batched Riccati interior point method, ``solver="riccati"``); targets (issue 15): solve plus sensitivities <= 1.5 ms per sample cold, <= 0.5 ms
-  warm; and the compiled layer's build time with an empty cache and from the cache;
+  2 threads; the batched Riccati interior point method, ``solver="riccati"``); targets (issue 15):
+  solve plus sensitivities <= 1.5 ms per sample cold, <= 0.5 ms warm; and the compiled layer's build
+  time with an empty cache and from the cache;
 * one gradient step of SAC-ZOP, SAC-FOP and SB3 SAC at the shipped CartPoleSwingUp-v0 settings
   (hyperparams/sac_zop.yml: batch 64), next to the MPC layer's own time for what an FOP step
   solves (forward for the actor batch and the target batch, backward for the actor batch), with
@@ -68,6 +69,7 @@ LAYER_VARIANTS: dict[str, dict[str, object]] = {
     "compiled_map": {"compiled": True, "batch_mode": "map", "n_threads": 1},
     "compiled_map_2threads": {"compiled": True, "batch_mode": "map", "n_threads": 2},
     "riccati": {"compiled": True, "solver": "riccati", "batch_mode": "map", "n_threads": 1},
+    "riccati_2threads": {"compiled": True, "solver": "riccati", "batch_mode": "map", "n_threads": 2},
 }
 
 
@@ -223,6 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     if "compiled_map_2threads" in variants:
         ratios["compiled map: 1 thread / 2 threads, cold forward"] = (
             layer["compiled_map_forward_cold_ms"] / layer["compiled_map_2threads_forward_cold_ms"]
+        )
+    if "riccati_2threads" in variants:
+        ratios["riccati: 1 thread / 2 threads, cold forward"] = (
+            layer["riccati_forward_cold_ms"] / layer["riccati_2threads_forward_cold_ms"]
         )
     ratios.update(
         {

@@ -551,3 +551,26 @@ def test_fop_with_a_control_barrier_learns_saves_and_keeps_saturated_gradients_a
     assert near.any(), "the batch must hold first controls near the +-80 N bound"
     assert np.all(np.abs(solution.u0) < 80.0)
     assert model.policy.scaled_sensitivity_norms(solution)[near].min() > 1e-4
+
+
+def test_fop_with_the_riccati_solver_learns_logs_fallbacks_and_saves_it(tmp_path):
+    """``mpc_kwargs={"solver": "riccati"}`` reaches the layer, SAC-FOP learns through it (its updates solve
+    batches warm-started from the acting plans), the fallback rates are logged, and save/load keeps it."""
+    model = SACFOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST, mpc_kwargs={"solver": "riccati"})
+    assert model.policy.mpc.solver_name == "riccati"
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(None, []))
+    recorded = _recording_logger(model)
+    model.learn(200)
+    assert model._n_updates >= 5
+    model.dump_logs()
+    assert 0.0 <= recorded["mpc/fallback_rate"] <= 1.0 and 0.0 <= recorded["train/mpc_fallback_rate"] <= 1.0
+    assert model.policy.act_stats["failures"] < model.policy.act_stats["solves"]
+    model.save(tmp_path / "model")
+    loaded = SACFOP.load(tmp_path / "model")
+    assert loaded.policy.mpc.solver_name == "riccati" and loaded.policy.mpc._riccati is not None
+    obs = model.replay_buffer.sample(4).observations.cpu().numpy()  # type: ignore[union-attr]
+    np.testing.assert_allclose(
+        loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0], atol=1e-6
+    )

@@ -823,6 +823,7 @@ class MPCLayer:
         body = guess[:, : N * self._stage].reshape(batch, N, self._stage)
         X = np.concatenate([body[:, :, :nx], guess[:, None, N * self._stage :]], axis=1)
         stage_params = self._stage_params(params)
+        self._riccati.n_threads = self._threads()
         result = self._riccati.solve(states, stage_params, X, body[:, :, nx:])
         # casadi's conventions (what the KKT check and the sensitivities read): z stage by stage,
         # g = (x_0 - s, x_{k+1} - f(x_k, u_k)), L = f + lam_g' g + lam_x' z, lam_p = -grad_P L.

@@ -22,9 +22,9 @@ class ActingContext:
     ``stats`` counts, since the context was made: ``solves`` (rows solved), ``failures`` (rows that
     got a fallback action), ``iterations`` (solver iterations of the ``iteration_solves`` rows whose
     count is known: a mapped solve reports none), ``retries`` (rows whose warm-started solve failed
-    and was retried cold), ``u0_solved`` (first-control entries of the successful solves, ``nu`` per
-    row) and ``u0_at_bound`` (those of them at a control bound,
-    :meth:`~sb3_stein.common.mpc.MPCLayer.controls_at_bound`).
+    and was retried cold), ``fallbacks`` (rows ``solver="riccati"`` handed to fatrop), ``u0_solved``
+    (first-control entries of the successful solves, ``nu`` per row) and ``u0_at_bound`` (those of
+    them at a control bound, :meth:`~sb3_stein.common.mpc.MPCLayer.controls_at_bound`).
     """
 
     def __init__(self) -> None:
@@ -36,11 +36,14 @@ class ActingContext:
             "iterations": 0,
             "iteration_solves": 0,
             "retries": 0,
+            "fallbacks": 0,
             "u0_solved": 0,
             "u0_at_bound": 0,
         }
         #: ``stats`` at the previous :func:`record_acting_stats` (its per-window shares start there).
         self.logged: dict[str, int] = {}
+        #: The solver of the last layer :meth:`act` used (``MPCLayer.solver_name``).
+        self.solver = ""
 
     def resize(self, batch: int, nz: int) -> None:
         """A different number of rows (or a new problem size) starts every row afresh."""
@@ -71,6 +74,7 @@ class ActingContext:
         :return: ``(actions (n_envs, nu) in environment units, failed (n_envs,) bool, the solution)``.
         """
         batch = len(states)
+        self.solver = mpc.solver_name
         self.resize(batch, mpc.nz)
         guess = mpc.warm_start(states, self.plans, self.has_plan, shift=True)
         solution = mpc.solve(states, params, guess)
@@ -90,6 +94,7 @@ class ActingContext:
         self.stats["iterations"] += int(solution.iterations[known].sum())
         self.stats["iteration_solves"] += int(known.sum())
         self.stats["retries"] += int(np.count_nonzero(solution.retried))
+        self.stats["fallbacks"] += int(np.count_nonzero(solution.fallback))
         at_bound = mpc.controls_at_bound(solution.u0[ok])  # the MPC's own controls, not fallbacks
         self.stats["u0_at_bound"] += int(at_bound.sum())
         self.stats["u0_solved"] += at_bound.size
@@ -102,7 +107,8 @@ def record_acting_stats(logger: Any, acting: ActingContext, act_seconds: float, 
     ``mpc/act_failures`` (solves that got a fallback action, in total), ``mpc/act_iterations`` (mean
     solver iterations per solve whose count is known: a mapped solve reports none), ``mpc/act_ms``
     (``act_seconds`` per environment step, over ``steps``), and since the previous call
-    ``mpc/retry_rate`` (the share of solves whose warm start failed and that were retried cold) and
+    ``mpc/retry_rate`` (the share of solves whose warm start failed and that were retried cold), with
+    ``solver="riccati"`` ``mpc/fallback_rate`` (the share of solves fatrop redid), and
     ``mpc/act_u0_at_bound`` (the share of first controls at a control bound: it moves as the policy
     learns).
 
@@ -120,6 +126,9 @@ def record_acting_stats(logger: Any, acting: ActingContext, act_seconds: float, 
     solves = stats["solves"] - previous.get("solves", 0)
     if solves > 0:
         logger.record("mpc/retry_rate", (stats["retries"] - previous.get("retries", 0)) / solves)
+        if acting.solver == "riccati":
+            fallbacks = stats["fallbacks"] - previous.get("fallbacks", 0)
+            logger.record("mpc/fallback_rate", fallbacks / solves)
     solved = stats["u0_solved"] - previous.get("u0_solved", 0)
     if solved > 0:
         logger.record("mpc/act_u0_at_bound", (stats["u0_at_bound"] - previous.get("u0_at_bound", 0)) / solved)

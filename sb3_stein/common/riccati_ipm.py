@@ -2,9 +2,14 @@
 
 Why (issue 15, benchmarks/results/mpc_profile): fatrop solves the MPC layer's small problems one at a
 time and spends about 86 % of a solve in its own bookkeeping and casadi's glue, about 0.17 M instructions
-per iteration on the cart-pole's 29 variables. Here every iteration is a handful of numpy operations on the
-whole batch ``(batch, stages, ...)`` plus one compiled, mapped casadi call that evaluates every stage's
-derivatives of every sample, so its cost per sample shrinks with the batch.
+per iteration on the cart-pole's 29 variables. Here a whole iteration of one sample (derivatives, Riccati
+recursion, barrier update, step lengths, line search, multiplier update) is straight-line code generated
+by casadi from per-stage pieces, expanded to scalar operations where that stays small, compiled, chained
+``ITERATIONS_PER_CALL`` times and mapped over the batch; Python only hands the rows that have not
+converged to the next call, through casadi's FunctionBuffer (no copies into casadi matrices).
+Measured (benchmarks/results/speed_sac_mpc_riccati, idle machine, 1 thread): the cart-pole at T = 20,
+batch 256, forward 0.73x (cold) and 0.59-0.69x (warm) fatrop's time; SAC-FOP's MPC work (T = 5, batch
+64) 0.5x; the chain (not expanded: too large) 1.2x, slower.
 
 The problem (:mod:`sb3_stein.common.ocp`, per sample)::
 
@@ -22,21 +27,23 @@ step length:
   factorisation fatrop and HPIPM use) in ``O(N (nx + nu)^3)``;
 * inertia correction (Section 3.1): the reduced Hessian is positive definite iff every stage's
   ``R + B' P B`` is (Cholesky pivots); where not, ``delta I`` is added to the Lagrangian's Hessian
-  (``1e-4`` first, then ``x 8``, a third of the last one to start the next iteration). One call
-  evaluates the Hessian once and factorises it for two values of ``delta``: no correction and the next
-  trial (the swing-up needs a correction in most iterations far from a solution; a call per trial cost
-  2.1 Hessian evaluations per iteration on the cart-pole at T = 20);
-* fraction-to-the-boundary rule (Eq. 15, ``tau = max(0.99, 1 - mu)``), a backtracking line search
-  with IPOPT's filter acceptance tests against the current iterate (Eq. 18-20; no filter memory and no
-  restoration phase: a sample that stalls runs into ``max_iter``), and the ``kappa_Sigma`` safeguard of
-  the bound multipliers (Eq. 16);
-* monotone barrier update (Eq. 7): ``mu <- max(tol / 10, min(0.2 mu, mu^1.5))`` once the barrier
-  problem's error is below ``10 mu``; a sample is converged when its unbarriered error is below ``tol``.
+  (``1e-4`` first, then ``x 8``, a third of the last one to start the next iteration). An iteration
+  evaluates the Hessian once and factorises it for ``N_DELTAS = 3`` values of ``delta`` (none and the
+  next two trials) and takes the smallest that works (the swing-up needs a correction in most iterations
+  far from a solution; one trial per evaluation cost 2.1 evaluations per iteration on the cart-pole at
+  T = 20, cold). If none works the sample stays put and tries larger values in its next iteration;
+* fraction-to-the-boundary rule (Eq. 15, ``tau = max(0.99, 1 - mu)``), IPOPT's filter acceptance tests
+  against the current iterate (Eq. 18-20) for the full step and ``N_ALPHAS - 1`` halvings; if none is
+  accepted the shortest is taken (the paper's restoration phase is not implemented); the ``kappa_Sigma``
+  safeguard of the bound multipliers (Eq. 16);
+* monotone barrier update (Eq. 7): ``mu <- max(tol / 10, min(0.2 mu, mu^1.5))`` while the barrier
+  problem's error is below ``10 mu`` (at most ``MU_UPDATES`` times per iteration); a sample is converged
+  when its unbarriered error is below ``tol``.
 
-What the paper gives and this module drops: the filter's memory, second-order corrections, the
-restoration phase and the scaling of the problem. The MPC layer (``MPCLayer(solver="riccati")``)
-therefore never trusts this solver's own verdict: it certifies every solution with its KKT check and
-hands the samples that fail it to fatrop.
+What the paper gives and this module drops: the filter's memory, a line search beyond ``N_ALPHAS``
+trials, second-order corrections, the restoration phase and the scaling of the problem. The MPC layer
+(``MPCLayer(solver="riccati")``) therefore never trusts this solver's own verdict: it certifies every
+solution with its KKT check and hands the samples that fail it to fatrop.
 
 Shapes: ``X (batch, N + 1, nx)``, ``U (batch, N, nu)``, ``Pi (batch, N + 1, nx)`` (``Pi[:, k + 1]`` is
 the multiplier of ``f(x_k, u_k) - x_{k+1} = 0``, ``Pi[:, 0]`` of ``s - x_0 = 0``), stage parameters
@@ -123,6 +130,13 @@ def _cholesky_solve(matrix: Any, rhs: Any) -> tuple[Any, Any]:
 #: A stage's ``R + B' P B`` counts as positive definite when its smallest Cholesky pivot is above this
 #: fraction of its largest diagonal entry.
 PIVOT_TOL = 1e-12
+#: Barrier updates (Eq. 7) at most in one iteration (IPOPT repeats them while the error allows).
+MU_UPDATES = 5
+#: Step lengths of the backtracking line search one iteration call tries (``alpha_max * 2^-t``); the
+#: rows that accept none of them continue the backtracking in :meth:`RiccatiIPM._step`.
+N_ALPHAS = 2
+#: Iterations one call of the compiled iteration Function makes (rows that converge on the way stay put).
+ITERATIONS_PER_CALL = 4
 #: Regularisations the step function factorises the Hessian for in one call (none and IPOPT's next two
 #: trials: on the cart-pole at T = 20, cold, 1.0 calls per iteration instead of 1.3 with two).
 N_DELTAS = 3
@@ -135,10 +149,10 @@ EXPAND_MAX_INSTRUCTIONS = 150_000
 class RiccatiIPM:
     """Batched interior point solver of one OCP structure (see the module docstring).
 
-    The per-sample work of an iteration (derivatives, the Riccati recursion, the residuals, the values of the
-    line search) is three casadi Functions of one sample, built from per-stage pieces called ``N`` times
-    (so the generated code holds each stage's derivatives once) and mapped over the batch; numpy does the
-    rest (barrier updates, step lengths, multipliers) on ``(batch, ...)`` arrays.
+    An iteration of one sample is one casadi Function (:meth:`_iteration_function`), built from per-stage
+    pieces called ``N`` times, expanded to scalar operations when that stays below
+    :data:`EXPAND_MAX_INSTRUCTIONS`; ``ITERATIONS_PER_CALL`` of them are chained, compiled with
+    ``function_options`` and mapped over the rows still iterating.
 
     :param nx: state size.
     :param nu: control size.
@@ -181,6 +195,8 @@ class RiccatiIPM:
     ) -> None:
         self.nx, self.nu, self.horizon, self.n_p = int(nx), int(nu), int(horizon), int(n_p)
         self.tol, self.max_iter, self.mu_init = float(tol), int(max_iter), float(mu_init)
+        #: Threads of the mapped calls (casadi's ``map(..., "thread", n)``); set it before a solve.
+        self.n_threads = 1
         self.mu_min = self.tol / 10.0
         self.weights = np.asarray(weights, dtype=np.float64).reshape(self.horizon + 1)
         inf = np.inf
@@ -193,7 +209,7 @@ class RiccatiIPM:
         self._low0 = np.where(self.has_low, self.low, 0.0)
         self._high0 = np.where(self.has_high, self.high, 0.0)
         self._build(dynamics, stage_cost, terminal_cost, dict(function_options or {}))
-        self._maps: dict[tuple[str, int], Any] = {}
+        self._maps: dict[tuple[str, int, int], Any] = {}
 
     # ------------------------------------------------------------------ symbolic pieces
 
@@ -270,7 +286,7 @@ class RiccatiIPM:
             grad_x_next = (pieces[k + 1][2] if k + 1 < N else t_g) - Pi[:, k + 1]
             grads.append(ca.vertcat(gu_k, grad_x_next))
         pi0 = pieces[0][2]
-        self._residual_fn = _function(
+        self._residual_fn, residual = _function(
             "riccati_residual",
             [X, U, Pm, Pi],
             [total + t_val, ca.horzcat(*defects), ca.horzcat(*grads), pi0],
@@ -286,7 +302,7 @@ class RiccatiIPM:
         for k in reversed(range(N)):
             pi_k = first(X[:, k], U[:, k], Pm[:, k], pi_k, wts[k])[2] + (bound_x[:, k - 1] if k > 0 else 0)
             costates.insert(0, pi_k)
-        self._costate_fn = _function(
+        self._costate_fn, _ = _function(
             "riccati_costate",
             [X, U, Pm, bound_x],
             [ca.horzcat(*costates)],
@@ -301,14 +317,7 @@ class RiccatiIPM:
             total = total + l_k
             theta = theta + ca.norm_1(f_k - X[:, k + 1])
         total = total + terminal_first(X[:, N], Pm[:, N], wts[N])[0]
-        self._value_fn = _function(
-            "riccati_value",
-            [X, U, Pm],
-            [total, theta],
-            ["X", "U", "P"],
-            ["J", "theta"],
-            _named(options, "val"),
-        )
+        value_mx = ca.Function("riccati_value", [X, U, Pm], [total, theta], ["X", "U", "P"], ["J", "theta"])
 
         zero_x = ca.MX.zeros(nx, 1)
         deltas = ca.MX.sym("deltas", N_DELTAS)
@@ -362,7 +371,7 @@ class RiccatiIPM:
             dU_all, dX_all = ca.horzcat(*dUs), ca.horzcat(*dXs)
             slope = ca.sum1(ca.sum2(grad_W * ca.vertcat(dU_all, dX_all[:, 1:])))
             outputs.append((dX_all, dU_all, ca.horzcat(*pis), ca.mmin(ca.vertcat(*pivots)), slope))
-        self._step_fn = _function(
+        step_mx = ca.Function(
             "riccati_step",
             [X, U, Pm, Pi, sig, gb, deltas],
             [
@@ -374,8 +383,8 @@ class RiccatiIPM:
             ],
             ["X", "U", "P", "Pi", "sig", "gb", "deltas"],
             ["dX", "dU", "Pi_new", "min_pivot", "slope"],
-            _named(options, "step"),
         )
+        self._iteration_fn = self._iteration_function(residual, step_mx, value_mx, options)
         p_sym = ca.SX.sym("p", n_p)
         self._param_fn = ca.Function(
             "riccati_param", [x, u, p_sym, w], [ca.gradient(w * stage_cost(x, u, p_sym), p_sym)]
@@ -384,22 +393,178 @@ class RiccatiIPM:
             "riccati_tparam", [x, p_sym, w], [ca.gradient(w * terminal_cost(x, p_sym), p_sym)]
         )
 
+    def _iteration_function(self, residual: Any, step: Any, value: Any, options: dict[str, Any]) -> Any:
+        """``ITERATIONS_PER_CALL`` iterations of one sample as one Function (what :meth:`solve` maps over
+        the rows): per iteration the KKT error ``E_0`` (a row below ``tol``, or at ``max_iter``, stays put
+        from then on), the barrier update, the Newton step for the smallest of the ``N_DELTAS``
+        regularisations that gives a positive definite reduced Hessian, the fraction-to-the-boundary step
+        lengths, the filter tests of ``N_ALPHAS`` step lengths and the update of the primal-dual point.
+        Measured on the cart-pole at T = 5, batch 64 (loaded machine, CPU time): with the barrier update,
+        step lengths and line search in numpy on ``(64, 5, 5)`` arrays a solve took about twice as long;
+        numpy's per-call overhead cost more than the arithmetic.
+
+        :param residual: ``(X, U, P, Pi) -> (J, defects, grad L, Pi_0)`` (MX Function).
+        :param step: ``(X, U, P, Pi, sigma, barrier gradient, deltas) -> (dX, dU, Pi_new, pivots, slopes)``,
+            one Newton step per regularisation in ``deltas``.
+        :param value: ``(X, U, P) -> (J, sum |defects|)``.
+        :param options: casadi options of the chained Function (e.g. its JIT compilation).
+        """
+        import casadi as ca
+
+        nx, nu, N, n_p = self.nx, self.nu, self.horizon, self.n_p
+        m = nx + nu
+        X, U = ca.MX.sym("X", nx, N + 1), ca.MX.sym("U", nu, N)
+        Pm, Pi = ca.MX.sym("P", n_p, N + 1), ca.MX.sym("Pi", nx, N + 1)
+        zl, zu = ca.MX.sym("zl", m, N), ca.MX.sym("zu", m, N)
+        mu_in, delta_last = ca.MX.sym("mu"), ca.MX.sym("delta_last")
+        converged, iters = ca.MX.sym("converged"), ca.MX.sym("iterations")
+        # IPOPT's regularisation trials: none, then a third of the last one (1e-4 the first time), x 8, ...
+        first = ca.if_else(delta_last > 0, ca.fmax(1e-20, DELTA_SHRINK * delta_last), DELTA_FIRST)
+        trials = ca.vertcat(0, *[first * DELTA_GROW**j for j in range(N_DELTAS - 1)])
+        ML = ca.repmat(ca.DM(self.has_low.astype(float)), 1, N)
+        MH = ca.repmat(ca.DM(self.has_high.astype(float)), 1, N)
+        low, high = ca.repmat(ca.DM(self._low0), 1, N), ca.repmat(ca.DM(self._high0), 1, N)
+
+        def slacks(X: Any, U: Any) -> tuple[Any, Any]:
+            W = ca.vertcat(U, X[:, 1:])
+            return ML * (W - low) + (1 - ML), MH * (high - W) + (1 - MH)
+
+        def total(a: Any) -> Any:
+            return ca.sum1(ca.sum2(a))
+
+        sl, su = slacks(X, U)
+        cost, defects, grad, pi0 = residual(X, U, Pm, Pi)
+        Pi_c = ca.horzcat(pi0, Pi[:, 1:])
+        z_sum = total(ca.fabs(zl)) + total(ca.fabs(zu))
+        s_d = ca.fmax(100.0, (total(ca.fabs(Pi[:, 1:])) + z_sum) / (N * nx + 2 * m * N)) / 100.0
+        s_c = ca.fmax(100.0, z_sum / (2 * m * N)) / 100.0
+        stationarity = ca.mmax(ca.fabs(grad - zl + zu)) / s_d
+        violation = ca.mmax(ca.fabs(defects))
+        products = ca.mmax(ca.fmax(ML * ca.fabs(zl * sl), MH * ca.fabs(zu * su)))
+        e0 = ca.fmax(ca.fmax(stationarity, violation), products / s_c)
+        # Monotone barrier update (Eq. 7), at most MU_UPDATES times per iteration.
+        mu = mu_in
+        for _ in range(MU_UPDATES):
+            comp = ca.mmax(ca.fmax(ML * ca.fabs(zl * sl - mu), MH * ca.fabs(zu * su - mu)))
+            e_mu = ca.fmax(ca.fmax(stationarity, violation), comp / s_c)
+            lower = ca.logic_and(e_mu <= KAPPA_EPS * mu, mu > self.mu_min)
+            mu = ca.if_else(lower, ca.fmax(self.mu_min, ca.fmin(KAPPA_MU * mu, mu**THETA_MU)), mu)
+        sigma = ML * zl / sl + MH * zu / su
+        barrier_grad = -ML * mu / sl + MH * mu / su
+        dX_all, dU_all, Pi_all, pivots, slopes = step(X, U, Pm, Pi_c, sigma, barrier_grad, trials)
+        # The smallest regularisation that worked (the candidates are in increasing order).
+        j = N_DELTAS - 1
+        dX, dU = dX_all[:, j * (N + 1) :], dU_all[:, j * N :]
+        Pi_new, slope, delta = Pi_all[:, j * (N + 1) :], slopes[j], trials[j]
+        found = pivots[j] > PIVOT_TOL
+        for j in reversed(range(N_DELTAS - 1)):
+            ok = pivots[j] > PIVOT_TOL
+            dX = ca.if_else(ok, dX_all[:, j * (N + 1) : (j + 1) * (N + 1)], dX)
+            dU = ca.if_else(ok, dU_all[:, j * N : (j + 1) * N], dU)
+            Pi_new = ca.if_else(ok, Pi_all[:, j * (N + 1) : (j + 1) * (N + 1)], Pi_new)
+            slope, delta = ca.if_else(ok, slopes[j], slope), ca.if_else(ok, trials[j], delta)
+            found = ca.logic_or(found, ok)
+        dW = ca.vertcat(dU, dX[:, 1:])
+        dzl = ML * (mu / sl - zl - zl / sl * dW)
+        dzu = MH * (mu / su - zu + zu / su * dW)
+        tau = ca.fmax(0.99, 1.0 - mu)
+
+        def max_step(mask: Any, value_: Any, direction: Any) -> Any:
+            shrinks = ca.logic_and(mask, direction < 0)
+            ratio = ca.if_else(shrinks, -tau * value_ / ca.if_else(shrinks, direction, -1.0), 1.0)
+            return ca.fmin(1.0, ca.mmin(ratio))
+
+        alpha = ca.fmin(max_step(ML, sl, dW), max_step(MH, su, -dW))
+        alpha_z = ca.fmin(max_step(ML, zl, dzl), max_step(MH, zu, dzu))
+        # Filter acceptance tests against the current point (Eq. 18-20).
+        phi = cost - mu * total(ML * ca.log(sl) + MH * ca.log(su))
+        theta = total(ca.fabs(defects))
+        roundoff = 10.0 * np.finfo(np.float64).eps * ca.fabs(phi)
+        theta_max, theta_min = 1e4 * ca.fmax(1.0, theta), 1e-4 * ca.fmax(1.0, theta)
+        # The first N_ALPHAS trials of the backtracking line search (alpha_max, alpha_max / 2, ...), the
+        # shortest first so that the longest accepted one wins.
+        accept, alpha_acc = ca.MX(0), ca.MX(0)
+        for t in reversed(range(N_ALPHAS)):
+            a = alpha * 0.5**t
+            X_t, U_t = X + a * dX, U + a * dU
+            cost_t, theta_t = value(X_t, U_t, Pm)
+            sl_t, su_t = slacks(X_t, U_t)
+            phi_t = cost_t - mu * total(ML * ca.log(sl_t) + MH * ca.log(su_t))
+            switching = ca.logic_and(
+                ca.logic_and(slope < 0, a * ca.fabs(slope) ** S_PHI > SWITCH_DELTA * theta**S_THETA),
+                theta <= theta_min,
+            )
+            armijo = phi_t <= phi + ETA_PHI * a * slope + roundoff
+            filter_ok = ca.logic_or(
+                theta_t <= (1 - GAMMA_THETA) * theta, phi_t <= phi - GAMMA_PHI * theta + roundoff
+            )
+            ok = ca.logic_and(ca.if_else(switching, armijo, filter_ok), theta_t <= theta_max)
+            alpha_acc = ca.if_else(ok, a, alpha_acc)
+            accept = ca.logic_or(accept, ok)
+        # No acceptable trial: take the shortest one tried (there is no restoration phase). No regularisation
+        # gave a descent direction: stay, and try larger ones next time.
+        alpha_min = alpha * 0.5 ** (N_ALPHAS - 1)
+        alpha_acc = ca.if_else(found, ca.if_else(accept, alpha_acc, alpha_min), 0)
+        delta = ca.if_else(found, delta, trials[N_DELTAS - 1] * DELTA_GROW)
+        X_t, U_t = X + alpha_acc * dX, U + alpha_acc * dU
+        sl_t, su_t = slacks(X_t, U_t)
+        alpha_z = ca.if_else(found, alpha_z, 0)
+        zl_t, zu_t = zl + alpha_z * dzl, zu + alpha_z * dzu
+        # kappa_Sigma safeguard (Eq. 16) at the new slacks.
+        zl_t = ML * ca.fmin(ca.fmax(zl_t, mu / (KAPPA_SIGMA * sl_t)), KAPPA_SIGMA * mu / sl_t)
+        zu_t = MH * ca.fmin(ca.fmax(zu_t, mu / (KAPPA_SIGMA * su_t)), KAPPA_SIGMA * mu / su_t)
+        # Converged rows, and rows at the iteration limit, stay where they are.
+        now = e0 <= self.tol
+        max_iter = ca.MX.sym("max_iter")
+        stop = ca.logic_or(ca.logic_or(converged, now), iters >= max_iter)
+        state_in = [X, U, Pi_c, zl, zu, mu_in, delta_last]
+        state_out = [X_t, U_t, Pi_c + alpha_acc * (Pi_new - Pi_c), zl_t, zu_t, mu, delta]
+        outputs = [ca.if_else(stop, a, b) for a, b in zip(state_in, state_out)]
+        outputs += [ca.logic_or(converged, now), ca.if_else(stop, iters, iters + 1)]
+        names = ["X", "U", "Pi", "zl", "zu", "mu", "delta_last", "converged", "iterations"]
+        iteration, _ = _function(
+            "riccati_iteration",
+            [X, U, Pi, zl, zu, mu_in, delta_last, converged, iters, Pm, max_iter],
+            outputs,
+            [*names, "P", "max_iter"],
+            [f"{name}_next" for name in names],
+            {},
+        )
+        # ITERATIONS_PER_CALL iterations chained in one Function: the solve's Python loop runs once per call.
+        state = [ca.MX.sym(name, iteration.sparsity_in(i)) for i, name in enumerate(names)]
+        P_sym, limit = ca.MX.sym("P", n_p, N + 1), ca.MX.sym("max_iter")
+        out = state
+        for _ in range(ITERATIONS_PER_CALL):
+            out = iteration(*out, P_sym, limit)
+        function = ca.Function(
+            "riccati_iterations",
+            [*state, P_sym, limit],
+            out,
+            [*names, "P", "max_iter"],
+            [f"{n}_next" for n in names],
+            _named(options, "iter"),
+        )
+        return function
+
     # ------------------------------------------------------------------ mapped calls
 
     def _call(self, function: Any, *args: np.ndarray) -> list[np.ndarray]:
         """Evaluate a one-sample Function on ``args`` given as ``(b, columns, rows)`` (or ``(b,)``) arrays;
         return its outputs as ``(b, columns, rows)`` arrays (a scalar output: ``(b,)``)."""
         n = len(args[0])
-        # Batches are padded (repeating the last row) to one of 8 sizes per power of two: building a mapped
-        # Function and its buffer costs about half a millisecond, too much for every size the active rows
-        # pass through, and padding to a power of two wasted about a quarter of the evaluations.
+        # Batches are padded (repeating the last row) to one of 8 sizes per power of two (_bucket): building
+        # a mapped Function and its buffer costs about half a millisecond, too much for every size the active
+        # rows pass through, and padding to a power of two wasted about a quarter of the evaluations.
         b = _bucket(n)
-        key = (function.name(), b)
+        threads = max(1, min(self.n_threads, b))
+        key = (function.name(), b, threads)
         if key not in self._maps:
             # casadi's FunctionBuffer reads and writes numpy memory in place: a C-ordered (b, columns, rows)
             # array is, byte for byte, the column-major (rows, b * columns) matrix of the mapped call.
             # (Converting numpy arrays to casadi matrices and back cost more than the solver's arithmetic.)
-            mapped = function.map(b) if b > 1 else function
+            mapped = (
+                function.map(b, "thread", threads) if threads > 1 else function.map(b) if b > 1 else function
+            )
             self._maps[key] = (mapped, *mapped.buffer())
         _, buffer, evaluate = self._maps[key]
         inputs = []
@@ -465,7 +630,6 @@ class RiccatiIPM:
         :param X: ``(batch, N + 1, nx)`` guess of the states (``X[:, 0]`` is replaced by ``s``).
         :param U: ``(batch, N, nu)`` guess of the controls.
         """
-        nx, N = self.nx, self.horizon
         b = len(states)
         X = np.array(X, dtype=np.float64)
         X[:, 0] = states
@@ -477,199 +641,28 @@ class RiccatiIPM:
         zl = np.where(has_low, mu[:, None, None] / sl, 0.0)
         zu = np.where(has_high, mu[:, None, None] / su, 0.0)
         (Pi,) = self._call(self._costate_fn, X, U, P, (zu - zl)[:, :, self.nu :])
-        delta_last = np.zeros(b)
-        converged = np.zeros(b, dtype=bool)
-        iterations = np.full(b, self.max_iter, dtype=np.int64)
-        n_mult = N * nx + 2 * zl[0].size
+        state = [X, U, Pi, zl, zu, mu, np.zeros(b), np.zeros(b), np.zeros(b)]
         rows = np.arange(b)  # the rows still iterating
-        for iteration in range(self.max_iter + 1):
-            cost, defects, grad, pi0 = self._call(self._residual_fn, X[rows], U[rows], P[rows], Pi[rows])
-            Pi[rows, 0] = pi0[:, 0]
-            zl_r, zu_r, sl_r, su_r, mu_r = zl[rows], zu[rows], sl[rows], su[rows], mu[rows]
-            z_sum = np.abs(zl_r).sum(axis=(1, 2)) + np.abs(zu_r).sum(axis=(1, 2))
-            s_d = np.maximum(100.0, (np.abs(Pi[rows, 1:]).sum(axis=(1, 2)) + z_sum) / n_mult) / 100.0
-            s_c = np.maximum(100.0, z_sum / (2 * zl[0].size)) / 100.0
-            stationarity = np.abs(grad - zl_r + zu_r).max(axis=(1, 2)) / s_d
-            violation = np.abs(defects).max(axis=(1, 2))
-            products = np.maximum(np.abs(zl_r * sl_r) * has_low, np.abs(zu_r * su_r) * has_high).max(
-                axis=(1, 2)
-            )
-            e0 = np.maximum(np.maximum(stationarity, violation), products / s_c)
-            done = e0 <= self.tol
-            iterations[rows[done]] = iteration
-            converged[rows[done]] = True
-            keep = ~done & np.isfinite(e0)
-            if iteration == self.max_iter or not keep.any():
-                break
-            # Monotone barrier update (Eq. 7), repeated while the barrier problem is solved well enough.
-            for _ in range(20):
-                mu3 = mu_r[:, None, None]
-                comp = np.maximum(np.abs(zl_r * sl_r - mu3) * has_low, np.abs(zu_r * su_r - mu3) * has_high)
-                e_mu = np.maximum(np.maximum(stationarity, violation), comp.max(axis=(1, 2)) / s_c)
-                lower = keep & (e_mu <= KAPPA_EPS * mu_r) & (mu_r > self.mu_min)
-                if not lower.any():
-                    break
-                mu_r[lower] = np.maximum(
-                    self.mu_min, np.minimum(KAPPA_MU * mu_r[lower], mu_r[lower] ** THETA_MU)
-                )
-            mu[rows] = mu_r
-            rows = rows[keep]
-            self._step(rows, X, U, P, Pi, zl, zu, sl, su, mu, cost[keep], defects[keep], delta_last)
-            sl[rows], su[rows] = self._slacks(X[rows], U[rows])
+        while len(rows):
+            limit = np.full(len(rows), float(self.max_iter))
+            out = self._call(self._iteration_fn, *[a[rows] for a in state], P[rows], limit)
+            for array, new in zip(state, out):
+                array[rows] = new
+            converged, iterations = state[7], state[8]
+            rows = rows[(converged[rows] < 0.5) & (iterations[rows] < self.max_iter)]
+        converged = state[7] > 0.5
+        iterations = np.where(converged, state[8], self.max_iter).astype(np.int64)
         cost, defects, _, pi0 = self._call(self._residual_fn, X, U, P, Pi)
         Pi[:, 0] = pi0[:, 0]
         return RiccatiResult(X, U, Pi, zu, zl, cost, defects, converged, iterations)
 
-    def _step(
-        self,
-        rows: np.ndarray,
-        X: np.ndarray,
-        U: np.ndarray,
-        P: np.ndarray,
-        Pi: np.ndarray,
-        zl: np.ndarray,
-        zu: np.ndarray,
-        sl_all: np.ndarray,
-        su_all: np.ndarray,
-        mu_all: np.ndarray,
-        cost: np.ndarray,
-        defects: np.ndarray,
-        delta_last: np.ndarray,
-    ) -> None:
-        """One Newton iteration of the rows ``rows``, written into ``X, U, Pi, zl, zu`` and ``delta_last``
-        (``cost`` and ``defects`` are those rows' objective and dynamics defects)."""
-        has_low, has_high = self.has_low, self.has_high
-        sl, su, mu = sl_all[rows], su_all[rows], mu_all[rows]
-        zl_r, zu_r = zl[rows], zu[rows]
-        X_r, U_r, P_r, Pi_r = X[rows], U[rows], P[rows], Pi[rows]
-        mu3 = mu[:, None, None]
-        sigma = np.where(has_low, zl_r / sl, 0.0) + np.where(has_high, zu_r / su, 0.0)
-        barrier_grad = np.where(has_low, -mu3 / sl, 0.0) + np.where(has_high, mu3 / su, 0.0)
-        # Inertia correction (Section 3.1): regularise rows whose reduced Hessian is not positive definite.
-        # Each call tries two regularisations per row: none and IPOPT's next trial, then two further trials.
-        b = len(rows)
-        nx, N = self.nx, self.horizon
-        delta = np.zeros(b)
-        dX = np.zeros_like(X_r)
-        dU = np.zeros_like(U_r)
-        Pi_new = Pi_r.copy()
-        slope = np.zeros(b)
-        last = delta_last[rows]
-        trials = np.zeros((b, N_DELTAS))
-        first = np.where(last > 0, np.maximum(1e-20, DELTA_SHRINK * last), DELTA_FIRST)
-        trials[:, 1:] = first[:, None] * DELTA_GROW ** np.arange(N_DELTAS - 1)
-        todo = np.arange(b)
-        while len(todo):
-            dX_t, dU_t, Pi_t, pivot, slope_t = self._call(
-                self._step_fn,
-                X_r[todo],
-                U_r[todo],
-                P_r[todo],
-                Pi_r[todo],
-                sigma[todo],
-                barrier_grad[todo],
-                trials[todo, None, :],
-            )
-            n = len(todo)
-            dX_t = dX_t.reshape(n, N_DELTAS, N + 1, nx)
-            dU_t = dU_t.reshape(n, N_DELTAS, N, -1)
-            Pi_t = Pi_t.reshape(n, N_DELTAS, N + 1, nx)
-            pivot, slope_t = pivot.reshape(n, N_DELTAS), slope_t.reshape(n, N_DELTAS)
-            good = (
-                (pivot > PIVOT_TOL) & np.isfinite(dU_t).all(axis=(2, 3)) & np.isfinite(Pi_t).all(axis=(2, 3))
-            )
-            ok = good.any(axis=1)
-            pick = np.argmax(good, axis=1)  # the smallest regularisation that worked
-            i = np.flatnonzero(ok)
-            done, j = todo[i], pick[i]
-            dX[done], dU[done], Pi_new[done] = dX_t[i, j], dU_t[i, j], Pi_t[i, j]
-            slope[done], delta[done] = slope_t[i, j], trials[done, j]
-            todo = todo[~ok]
-            if not len(todo):
-                break
-            largest = trials[todo, -1]
-            trials[todo] = largest[:, None] * DELTA_GROW ** np.arange(1, N_DELTAS + 1)
-            stuck = trials[todo, 0] > DELTA_MAX  # no descent direction at all: these rows stand still
-            delta[todo[stuck]] = 0.0
-            todo = todo[~stuck]
-        delta_last[rows] = delta
-        dW = np.concatenate([dU, dX[:, 1:]], axis=2)
-        dzl = np.where(has_low, mu3 / sl - zl_r - zl_r / sl * dW, 0.0)
-        dzu = np.where(has_high, mu3 / su - zu_r + zu_r / su * dW, 0.0)
-        tau = np.maximum(0.99, 1.0 - mu)[:, None, None]
-        alpha = np.minimum(_max_step(has_low, sl, dW, tau), _max_step(has_high, su, -dW, tau))
-        alpha_z = np.minimum(_max_step(has_low, zl_r, dzl, tau), _max_step(has_high, zu_r, dzu, tau))
-        # Filter acceptance tests against the current point (Eq. 18-20).
-        log_barrier = (np.where(has_low, np.log(sl), 0.0) + np.where(has_high, np.log(su), 0.0)).sum(
-            axis=(1, 2)
-        )
-        phi = cost - mu * log_barrier
-        theta = np.abs(defects).sum(axis=(1, 2))
-        theta_max = 1e4 * np.maximum(1.0, theta)
-        theta_min = 1e-4 * np.maximum(1.0, theta)
-        roundoff = 10.0 * np.finfo(np.float64).eps * np.abs(phi)
-        switching_lhs = np.where(slope < 0, np.abs(slope) ** S_PHI, 0.0)
-        pending = np.ones(b, dtype=bool)
-        for _ in range(MAX_BACKTRACKS):
-            idx = np.flatnonzero(pending)
-            if not len(idx):
-                break
-            a = alpha[idx]
-            U_t = U_r[idx] + a[:, None, None] * dU[idx]
-            X_t = X_r[idx] + a[:, None, None] * dX[idx]
-            cost_t, theta_t = self._call(self._value_fn, X_t, U_t, P_r[idx])
-            sl_t, su_t = self._slacks(X_t, U_t)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                log_t = (np.where(has_low, np.log(sl_t), 0.0) + np.where(has_high, np.log(su_t), 0.0)).sum(
-                    axis=(1, 2)
-                )
-            phi_t = cost_t - mu[idx] * log_t
-            th, ph = theta[idx], phi[idx]
-            switching = (
-                (slope[idx] < 0)
-                & (a * switching_lhs[idx] > SWITCH_DELTA * th**S_THETA)
-                & (th <= theta_min[idx])
-            )
-            armijo = phi_t <= ph + ETA_PHI * a * slope[idx] + roundoff[idx]
-            filter_ok = (theta_t <= (1 - GAMMA_THETA) * th) | (phi_t <= ph - GAMMA_PHI * th + roundoff[idx])
-            ok = (
-                np.where(switching, armijo, filter_ok)
-                & (theta_t <= theta_max[idx])
-                & np.isfinite(phi_t)
-                & np.isfinite(theta_t)
-            )
-            pending[idx[ok]] = False
-            alpha[idx[~ok]] *= 0.5
-        # Rows without an acceptable step take the smallest one tried (no restoration phase here).
-        a3 = alpha[:, None, None]
-        X[rows] = X_r + a3 * dX
-        U[rows] = U_r + a3 * dU
-        Pi[rows] = Pi_r + a3 * (Pi_new - Pi_r)
-        az = alpha_z[:, None, None]
-        zl_new, zu_new = zl_r + az * dzl, zu_r + az * dzu
-        # kappa_Sigma safeguard (Eq. 16) at the new slacks.
-        sl_new, su_new = self._slacks(X[rows], U[rows])
-        zl[rows] = np.where(
-            has_low, np.clip(zl_new, mu3 / (KAPPA_SIGMA * sl_new), KAPPA_SIGMA * mu3 / sl_new), 0.0
-        )
-        zu[rows] = np.where(
-            has_high, np.clip(zu_new, mu3 / (KAPPA_SIGMA * su_new), KAPPA_SIGMA * mu3 / su_new), 0.0
-        )
-
 
 def _bucket(n: int) -> int:
-    """The smallest of 1..8, then 8 sizes per power of two (9, 10, ..., 16, 18, ..., 32, 36, ...), ``>= n``."""
-    if n <= 8:
+    """``n`` up to 16, above it the next of 8 sizes per power of two (18, 20, ..., 32, 36, ...)."""
+    if n <= 16:
         return max(n, 1)
-    step = 1 << ((n - 1).bit_length() - 3)
+    step = 1 << ((n - 1).bit_length() - 4)
     return -(-n // step) * step
-
-
-def _max_step(has: np.ndarray, value: np.ndarray, step: np.ndarray, tau: np.ndarray) -> np.ndarray:
-    """``(b,)``: the largest ``alpha <= 1`` with ``value + alpha step >= (1 - tau) value`` where ``has``."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        limit = np.where(has & (step < 0), -tau * value / step, np.inf)
-    return np.minimum(1.0, limit.min(axis=(1, 2)))
 
 
 def _function(
@@ -680,18 +673,21 @@ def _function(
     names_out: list[str],
     options: dict[str, Any],
     expand: bool = True,
-) -> Any:
-    """A casadi Function of MX ``inputs``/``outputs``, expanded to scalar operations first when that stays
-    below :data:`EXPAND_MAX_INSTRUCTIONS` (see there)."""
+) -> tuple[Any, Any]:
+    """A casadi Function of MX ``inputs``/``outputs`` with ``options`` (the one to evaluate: expanded to
+    scalar operations first when that stays below :data:`EXPAND_MAX_INSTRUCTIONS`, see there), and the
+    plain MX Function without options (to build larger functions from)."""
     import casadi as ca
 
     plain = ca.Function(name, inputs, outputs, names_in, names_out)
     if expand:
         expanded = plain.expand()
         if expanded.n_instructions() <= EXPAND_MAX_INSTRUCTIONS:
-            symbols = [ca.SX.sym(expanded.name_in(i), expanded.sparsity_in(i)) for i in range(expanded.n_in())]
-            return ca.Function(name, symbols, expanded.call(symbols), names_in, names_out, options)
-    return ca.Function(name, inputs, outputs, names_in, names_out, options)
+            symbols = [
+                ca.SX.sym(expanded.name_in(i), expanded.sparsity_in(i)) for i in range(expanded.n_in())
+            ]
+            return ca.Function(name, symbols, expanded.call(symbols), names_in, names_out, options), plain
+    return ca.Function(name, inputs, outputs, names_in, names_out, options), plain
 
 
 def _named(options: dict[str, Any], kind: str) -> dict[str, Any]:

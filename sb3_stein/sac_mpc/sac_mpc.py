@@ -446,6 +446,8 @@ class _UpdateLogs:
     #: Solves whose iteration count is known (a mapped solve reports none).
     mpc_iteration_solves: int = 0
     mpc_retries: int = 0
+    #: Solves that ``MPCLayer(solver="riccati")`` handed to fatrop (its solution failed the KKT check).
+    mpc_fallbacks: int = 0
 
 
 class SACFOP(_SACMPC):
@@ -467,7 +469,8 @@ class SACFOP(_SACMPC):
     loss. A batch in which every solve fails raises ``RuntimeError`` with the solver's statuses.
 
     Diagnostics (beyond SAC's keys and the MPC's failure rate, iterations, time and
-    ``train/mpc_retry_rate``, the share of solves retried cold after a failed warm start):
+    ``train/mpc_retry_rate``, the share of solves retried cold after a failed warm start, and with
+    ``mpc_kwargs={"solver": "riccati"}`` ``train/mpc_fallback_rate``, the share of solves fatrop redid):
     ``train/mpc_u0_at_bound``, the share of the actor's first controls (successful solves) that sit
     at a control bound, where ``d u0* / d phi = 0`` and the actor gets no gradient through the MPC;
     ``train/mpc_du0_dphi_norm``, the mean Frobenius norm of ``d a / d phi`` over the successful
@@ -624,6 +627,8 @@ class SACFOP(_SACMPC):
             if logs.mpc_iteration_solves:
                 self.logger.record("train/mpc_iterations", logs.mpc_iterations / logs.mpc_iteration_solves)
             self.logger.record("train/mpc_retry_rate", logs.mpc_retries / logs.mpc_solves)
+            if self.policy.mpc.solver_name == "riccati":
+                self.logger.record("train/mpc_fallback_rate", logs.mpc_fallbacks / logs.mpc_solves)
             self.logger.record("train/mpc_ms", 1e3 * logs.mpc_seconds / gradient_steps)
             self.logger.record("train/mpc_sensitivity_failures", self.policy.mpc.sensitivity_failures)
         if logs.u0_at_bound:
@@ -669,6 +674,7 @@ class SACFOP(_SACMPC):
         logs.mpc_iterations += int(solution.iterations[known].sum())
         logs.mpc_iteration_solves += int(known.sum())
         logs.mpc_retries += int(np.count_nonzero(solution.retried))
+        logs.mpc_fallbacks += int(np.count_nonzero(solution.fallback))
         counted = np.ones(len(success), dtype=bool) if terminal is None else ~terminal.cpu().numpy()
         if counted.any() and not solution.success[counted].any():
             statuses = sorted(set(solution.status))
