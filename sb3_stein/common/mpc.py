@@ -177,7 +177,7 @@ class MPCLayer:
         only: the OCP base class has no parameterized dynamics or constraints.
     :param solver: ``"fatrop"`` (default; fastest in shared/notes/differentiable-mpc.md), ``"ipopt"``, or
         ``"riccati"``: the batched interior point method of :mod:`sb3_stein.common.riccati_ipm` (IPOPT's
-        algorithm, Newton steps by a Riccati recursion, one compiled call per iteration for the whole batch),
+        algorithm, Newton steps by a Riccati recursion, one compiled call for several iterations of a batch),
         whose every solution must pass the layer's KKT check (:meth:`kkt_residuals` at most :attr:`kkt_tol`);
         the samples that fail it are solved again by fatrop from the same initial guess
         (:attr:`MPCSolution.fallback`), so a result is never worse certified than fatrop's. The backward
