@@ -503,13 +503,14 @@ class MPCLayer:
         return "fatrop" if self.solver_name == "riccati" else self.solver_name
 
     def _stage_functions(self) -> tuple[Any, Any, Any]:
-        """The OCP's dynamics ``(x, u) -> x_next``, full stage cost ``(x, u, p) -> l`` (the control barrier
-        included, undiscounted) and terminal cost ``(x, p) -> V`` as casadi SX Functions."""
+        """The OCP's dynamics ``(x, u) -> x_next`` (:meth:`_dynamics`), full stage cost ``(x, u, p) -> l``
+        (the control barrier included, undiscounted) and terminal cost ``(x, p) -> V`` as casadi SX
+        Functions."""
         import casadi as ca
 
         ocp = self.ocp
         x, u, p = ca.SX.sym("x", self.nx), ca.SX.sym("u", self.nu), ca.SX.sym("p", self.n_p)
-        dynamics = ca.Function("dynamics", [x, u], [ocp.dynamics(x, u)])
+        dynamics = self._dynamics()
         stage_cost = ca.Function("stage_cost", [x, u, p], [ocp.stage_cost(x, u, p) + self._barrier(u)])
         terminal_cost = ca.Function("terminal_cost", [x, p], [ocp.terminal_cost(x, p)])
         return dynamics, stage_cost, terminal_cost

@@ -674,7 +674,6 @@ def _function(
     names_in: list[str],
     names_out: list[str],
     options: dict[str, Any],
-    expand: bool = True,
 ) -> tuple[Any, Any]:
     """A casadi Function of MX ``inputs``/``outputs`` with ``options`` (the one to evaluate: expanded to
     scalar operations first when that stays below :data:`EXPAND_MAX_INSTRUCTIONS`, see there), and the
@@ -682,13 +681,10 @@ def _function(
     import casadi as ca
 
     plain = ca.Function(name, inputs, outputs, names_in, names_out)
-    if expand:
-        expanded = plain.expand()
-        if expanded.n_instructions() <= EXPAND_MAX_INSTRUCTIONS:
-            symbols = [
-                ca.SX.sym(expanded.name_in(i), expanded.sparsity_in(i)) for i in range(expanded.n_in())
-            ]
-            return ca.Function(name, symbols, expanded.call(symbols), names_in, names_out, options), plain
+    expanded = plain.expand()
+    if expanded.n_instructions() <= EXPAND_MAX_INSTRUCTIONS:
+        symbols = [ca.SX.sym(expanded.name_in(i), expanded.sparsity_in(i)) for i in range(expanded.n_in())]
+        return ca.Function(name, symbols, expanded.call(symbols), names_in, names_out, options), plain
     return ca.Function(name, inputs, outputs, names_in, names_out, options), plain
 
 
