@@ -390,6 +390,7 @@ def _recording_logger(model):
 def test_fop_logs_first_controls_at_a_bound_and_the_sensitivity_norm(monkeypatch):
     model = SACFOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
     model.learn(130)
+    model.du0_dphi_interval = 1  # the sensitivity norm on every update
     solutions = []
     original = MPCLayer.solve
 
@@ -574,3 +575,24 @@ def test_fop_with_the_riccati_solver_learns_logs_fallbacks_and_saves_it(tmp_path
     np.testing.assert_allclose(
         loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0], atol=1e-6
     )
+
+
+def test_fop_computes_the_sensitivity_norm_on_every_interval_th_update(monkeypatch):
+    model = SACFOP("MlpPolicy", "CartPoleSwingUp-v0", **FAST)
+    model.learn(130)
+    assert SACFOP.du0_dphi_interval == 10
+    passes = []
+    original = MPCLayer.params_jacobian
+    monkeypatch.setattr(
+        MPCLayer, "params_jacobian", lambda self, sol: passes.append(1) or original(self, sol)
+    )
+    recorded = _recording_logger(model)
+    logged = []
+    for _ in range(25):
+        recorded.clear()
+        update = model._n_updates
+        model.train(gradient_steps=1, batch_size=8)
+        if "train/mpc_du0_dphi_norm" in recorded:
+            logged.append(update)
+    assert logged == [u for u in range(model._n_updates - 25, model._n_updates) if u % 10 == 0]
+    assert len(passes) == len(logged) in (2, 3)

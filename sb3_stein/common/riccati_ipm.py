@@ -135,6 +135,8 @@ MU_UPDATES = 5
 #: accepts none of them takes the shortest. On the cart-pole (loaded machine, CPU time) 4 instead of 2
 #: cost 13 % (T = 5) and 38 % (T = 20) more time per solve and changed the mean iterations by about 1 %.
 N_ALPHAS = 2
+#: The primal-dual state of a row between iterations (the inputs and outputs of the iteration Functions).
+STATE_NAMES = ["X", "U", "Pi", "zl", "zu", "mu", "delta_last", "converged", "iterations"]
 #: Iterations one call of the compiled iteration Function makes (rows that converge on the way stay put).
 ITERATIONS_PER_CALL = 4
 #: Regularisations an iteration factorises the Hessian for (none and IPOPT's next two trials). Measured on
@@ -322,7 +324,6 @@ class RiccatiIPM:
         value_mx = ca.Function("riccati_value", [X, U, Pm], [total, theta], ["X", "U", "P"], ["J", "theta"])
 
         zero_x = ca.MX.zeros(nx, 1)
-        deltas = ca.MX.sym("deltas", N_DELTAS)
         # (reorder the stage Hessian as (u, x): the Riccati stage reads H[:nu, :nu] as R)
         order = list(range(nx, m)) + list(range(nx))
         stages = []
@@ -342,9 +343,21 @@ class RiccatiIPM:
             )
             + gb
         )
-        outputs: list[Any] = []
-        for j in range(N_DELTAS):
-            dl = deltas[j]
+
+        def step_function(n_deltas: int) -> Any:
+            """The Newton step for each of ``n_deltas`` regularisations."""
+            deltas = ca.MX.sym("deltas", n_deltas)
+            outputs = [newton_step(deltas[j]) for j in range(n_deltas)]
+            return ca.Function(
+                "riccati_step",
+                [X, U, Pm, Pi, sig, gb, deltas],
+                [ca.horzcat(*[o[i] for o in outputs]) for i in range(3)]
+                + [ca.vertcat(*[o[i] for o in outputs]) for i in (3, 4)],
+                ["X", "U", "P", "Pi", "sig", "gb", "deltas"],
+                ["dX", "dU", "Pi_new", "min_pivot", "slope"],
+            )
+
+        def newton_step(dl: Any) -> tuple[Any, Any, Any, Any, Any]:
             P_cur = t_hess_v + ca.diag(sig[nu:, N - 1]) + dl * ca.DM.eye(nx)
             p_cur = t_grad_v + gb[nu:, N - 1]
             Ps: list[Any] = [None] * (N + 1)
@@ -372,21 +385,9 @@ class RiccatiIPM:
                 pis.append(ca.mtimes(Ps[k + 1], dx) + ps[k + 1])
             dU_all, dX_all = ca.horzcat(*dUs), ca.horzcat(*dXs)
             slope = ca.sum1(ca.sum2(grad_W * ca.vertcat(dU_all, dX_all[:, 1:])))
-            outputs.append((dX_all, dU_all, ca.horzcat(*pis), ca.mmin(ca.vertcat(*pivots)), slope))
-        step_mx = ca.Function(
-            "riccati_step",
-            [X, U, Pm, Pi, sig, gb, deltas],
-            [
-                ca.horzcat(*[o[0] for o in outputs]),
-                ca.horzcat(*[o[1] for o in outputs]),
-                ca.horzcat(*[o[2] for o in outputs]),
-                ca.vertcat(*[o[3] for o in outputs]),
-                ca.vertcat(*[o[4] for o in outputs]),
-            ],
-            ["X", "U", "P", "Pi", "sig", "gb", "deltas"],
-            ["dX", "dU", "Pi_new", "min_pivot", "slope"],
-        )
-        self._iteration_fn = self._iteration_function(residual, step_mx, value_mx, options)
+            return dX_all, dU_all, ca.horzcat(*pis), ca.mmin(ca.vertcat(*pivots)), slope
+
+        self._iteration_fn = self._iteration_function(residual, step_function, value_mx, options)
         p_sym = ca.SX.sym("p", n_p)
         self._param_fn = ca.Function(
             "riccati_param", [x, u, p_sym, w], [ca.gradient(w * stage_cost(x, u, p_sym), p_sym)]
@@ -397,19 +398,95 @@ class RiccatiIPM:
 
     def _iteration_function(self, residual: Any, step: Any, value: Any, options: dict[str, Any]) -> Any:
         """``ITERATIONS_PER_CALL`` iterations of one sample as one Function (what :meth:`solve` maps over
-        the rows): per iteration the KKT error ``E_0`` (a row below ``tol``, or at ``max_iter``, stays put
-        from then on), the barrier update, the Newton step for the smallest of the ``N_DELTAS``
-        regularisations that gives a positive definite reduced Hessian, the fraction-to-the-boundary step
-        lengths, the filter tests of ``N_ALPHAS`` step lengths and the update of the primal-dual point.
+        the rows), each that of :meth:`_iteration_body`.
+
+        An iteration first tries the cheap case: one factorisation (no regularisation) and one trial step
+        (the longest); where either fails, and where the previous iteration needed a regularisation, it
+        runs the whole iteration (``N_DELTAS`` factorisations, ``N_ALPHAS`` trial steps). Both give the
+        same iterate where the cheap case holds (the whole iteration takes the smallest regularisation and
+        the longest step that work), so this changes the cost, not the method; the choice is a conditional
+        call in the generated code. From the second chained iteration on, a row that has stopped
+        (converged, or at ``max_iter``) skips the arithmetic in the same way.
+
+        :param residual: ``(X, U, P, Pi) -> (J, defects, grad L, Pi_0)`` (MX Function).
+        :param step: ``n -> Function``: ``(X, U, P, Pi, sigma, barrier gradient, deltas) -> (dX, dU,
+            Pi_new, pivots, slopes)``, one Newton step per regularisation in ``deltas`` (``n`` of them).
+        :param value: ``(X, U, P) -> (J, sum |defects|)``.
+        :param options: casadi options of the chained Function (e.g. its JIT compilation).
+        """
+        import casadi as ca
+
+        nx, nu, N, n_p = self.nx, self.nu, self.horizon, self.n_p
+        m = nx + nu
+        cheap = self._iteration_body(residual, step, value, 1, 1)
+        whole = self._iteration_body(residual, step, value, N_DELTAS, N_ALPHAS)
+        shapes = [(nx, N + 1), (nu, N), (nx, N + 1), (m, N), (m, N), (1, 1), (1, 1), (1, 1), (1, 1)]
+        state = [ca.MX.sym(name, *shape) for name, shape in zip(STATE_NAMES, shapes)]
+        P_sym, limit = ca.MX.sym("P", n_p, N + 1), ca.MX.sym("max_iter")
+        names_in, names_out = [*STATE_NAMES, "P", "max_iter"], [f"{n}_next" for n in STATE_NAMES]
+
+        def whole_fn(name: str, extra: list[Any]) -> Any:
+            """The whole iteration at the state, ignoring ``extra`` inputs."""
+            out = whole(*state, P_sym, limit)[:-1]
+            return ca.Function(
+                name,
+                [*state, P_sym, limit, *extra],
+                out,
+                [*names_in, *[f"e{i}" for i in range(len(extra))]],
+                names_out,
+            )
+
+        # IPOPT's iteration, trying the cheap case first where the last iteration needed no regularisation
+        # (only the branch chosen is evaluated).
+        tried_sym = [ca.MX.sym(f"tried_{n}", *shape) for n, shape in zip(STATE_NAMES, shapes)]
+        take_tried = ca.Function(
+            "riccati_take_cheap",
+            [*state, P_sym, limit, *tried_sym],
+            tried_sym,
+            [*names_in, *[f"e{i}" for i in range(len(tried_sym))]],
+            names_out,
+        )
+        cheap_or_whole = ca.Function.if_else(
+            "riccati_cheap_or_whole", take_tried, whole_fn("riccati_whole_after_cheap", tried_sym)
+        )
+        tried = cheap(*state, P_sym, limit)
+        chosen: Any = cheap_or_whole(tried[-1], *state, P_sym, limit, *tried[:-1])
+        try_cheap = ca.Function(
+            "riccati_try_cheap",
+            [*state, P_sym, limit],
+            chosen,
+            names_in,
+            names_out,
+        )
+        regularised = state[STATE_NAMES.index("delta_last")] > 0
+        iterate: Any = ca.Function.if_else("riccati_iterate", whole_fn("riccati_whole", []), try_cheap)(
+            regularised, *state, P_sym, limit
+        )
+        iteration = ca.Function("riccati_iteration", [*state, P_sym, limit], iterate, names_in, names_out)
+        # ITERATIONS_PER_CALL iterations chained in one Function: the solve's Python loop runs once per call.
+        stay = ca.Function("riccati_stay", [*state, P_sym, limit], state, names_in, names_out)
+        step_or_stay = ca.Function.if_else("riccati_step_or_stay", stay, iteration)
+        out: Any = iteration(*state, P_sym, limit)
+        for _ in range(ITERATIONS_PER_CALL - 1):
+            stopped = ca.logic_or(
+                out[STATE_NAMES.index("converged")], out[STATE_NAMES.index("iterations")] >= limit
+            )
+            out = step_or_stay(stopped, *out, P_sym, limit)
+        return ca.Function(
+            "riccati_iterations", [*state, P_sym, limit], out, names_in, names_out, _named(options, "iter")
+        )
+
+    def _iteration_body(self, residual: Any, step: Any, value: Any, n_deltas: int, n_alphas: int) -> Any:
+        """One iteration of one sample (expanded to scalar operations where that stays small): the KKT
+        error ``E_0`` (a row below ``tol``, or at ``max_iter``, stays put from then on), the barrier update,
+        the Newton step for the smallest of the ``n_deltas`` regularisations that gives a positive definite
+        reduced Hessian, the fraction-to-the-boundary step lengths, the filter tests of ``n_alphas`` step
+        lengths and the update of the primal-dual point; and, last output, ``exact``: whether the result is
+        that of IPOPT's rules with ``N_DELTAS`` and ``N_ALPHAS`` (the row stopped, or a regularisation tried
+        here worked and, with fewer than ``N_ALPHAS`` trial steps, one of them was accepted).
         Measured on the cart-pole at T = 5, batch 64 (loaded machine, CPU time): with the barrier update,
         step lengths and line search in numpy on ``(64, 5, 5)`` arrays a solve took about 1.7x as long;
         numpy's per-call overhead cost more than the arithmetic.
-
-        :param residual: ``(X, U, P, Pi) -> (J, defects, grad L, Pi_0)`` (MX Function).
-        :param step: ``(X, U, P, Pi, sigma, barrier gradient, deltas) -> (dX, dU, Pi_new, pivots, slopes)``,
-            one Newton step per regularisation in ``deltas``.
-        :param value: ``(X, U, P) -> (J, sum |defects|)``.
-        :param options: casadi options of the chained Function (e.g. its JIT compilation).
         """
         import casadi as ca
 
@@ -422,7 +499,7 @@ class RiccatiIPM:
         converged, iters = ca.MX.sym("converged"), ca.MX.sym("iterations")
         # IPOPT's regularisation trials: none, then a third of the last one (1e-4 the first time), x 8, ...
         first = ca.if_else(delta_last > 0, ca.fmax(1e-20, DELTA_SHRINK * delta_last), DELTA_FIRST)
-        trials = ca.vertcat(0, *[first * DELTA_GROW**j for j in range(N_DELTAS - 1)])
+        trials = ca.vertcat(0, *[first * DELTA_GROW**j for j in range(n_deltas - 1)])
         ML = ca.repmat(ca.DM(self.has_low.astype(float)), 1, N)
         MH = ca.repmat(ca.DM(self.has_high.astype(float)), 1, N)
         low, high = ca.repmat(ca.DM(self._low0), 1, N), ca.repmat(ca.DM(self._high0), 1, N)
@@ -453,13 +530,13 @@ class RiccatiIPM:
             mu = ca.if_else(lower, ca.fmax(self.mu_min, ca.fmin(KAPPA_MU * mu, mu**THETA_MU)), mu)
         sigma = ML * zl / sl + MH * zu / su
         barrier_grad = -ML * mu / sl + MH * mu / su
-        dX_all, dU_all, Pi_all, pivots, slopes = step(X, U, Pm, Pi_c, sigma, barrier_grad, trials)
+        dX_all, dU_all, Pi_all, pivots, slopes = step(n_deltas)(X, U, Pm, Pi_c, sigma, barrier_grad, trials)
         # The smallest regularisation that worked (the candidates are in increasing order).
-        j = N_DELTAS - 1
+        j = n_deltas - 1
         dX, dU = dX_all[:, j * (N + 1) :], dU_all[:, j * N :]
         Pi_new, slope, delta = Pi_all[:, j * (N + 1) :], slopes[j], trials[j]
         found = pivots[j] > PIVOT_TOL
-        for j in reversed(range(N_DELTAS - 1)):
+        for j in reversed(range(n_deltas - 1)):
             ok = pivots[j] > PIVOT_TOL
             dX = ca.if_else(ok, dX_all[:, j * (N + 1) : (j + 1) * (N + 1)], dX)
             dU = ca.if_else(ok, dU_all[:, j * N : (j + 1) * N], dU)
@@ -483,10 +560,10 @@ class RiccatiIPM:
         theta = total(ca.fabs(defects))
         roundoff = 10.0 * np.finfo(np.float64).eps * ca.fabs(phi)
         theta_max, theta_min = 1e4 * ca.fmax(1.0, theta), 1e-4 * ca.fmax(1.0, theta)
-        # The first N_ALPHAS trials of the backtracking line search (alpha_max, alpha_max / 2, ...), the
+        # The first n_alphas trials of the backtracking line search (alpha_max, alpha_max / 2, ...), the
         # shortest first so that the longest accepted one wins.
         accept, alpha_acc = ca.MX(0), ca.MX(0)
-        for t in reversed(range(N_ALPHAS)):
+        for t in reversed(range(n_alphas)):
             a = alpha * 0.5**t
             X_t, U_t = X + a * dX, U + a * dU
             cost_t, theta_t = value(X_t, U_t, Pm)
@@ -505,9 +582,9 @@ class RiccatiIPM:
             accept = ca.logic_or(accept, ok)
         # No acceptable trial: take the shortest one tried (there is no restoration phase). No regularisation
         # gave a descent direction: stay, and try larger ones next time.
-        alpha_min = alpha * 0.5 ** (N_ALPHAS - 1)
+        alpha_min = alpha * 0.5 ** (n_alphas - 1)
         alpha_acc = ca.if_else(found, ca.if_else(accept, alpha_acc, alpha_min), 0)
-        delta = ca.if_else(found, delta, ca.fmin(DELTA_MAX, trials[N_DELTAS - 1] * DELTA_GROW))
+        delta = ca.if_else(found, delta, ca.fmin(DELTA_MAX, trials[n_deltas - 1] * DELTA_GROW))
         X_t, U_t = X + alpha_acc * dX, U + alpha_acc * dU
         sl_t, su_t = slacks(X_t, U_t)
         alpha_z = ca.if_else(found, alpha_z, 0)
@@ -523,30 +600,17 @@ class RiccatiIPM:
         state_out = [X_t, U_t, Pi_c + alpha_acc * (Pi_new - Pi_c), zl_t, zu_t, mu, delta]
         outputs = [ca.if_else(stop, a, b) for a, b in zip(state_in, state_out)]
         outputs += [ca.logic_or(converged, now), ca.if_else(stop, iters, iters + 1)]
-        names = ["X", "U", "Pi", "zl", "zu", "mu", "delta_last", "converged", "iterations"]
+        # Whether this is the iteration of IPOPT's rules: no regularisation needed, or the first trial worked.
+        outputs.append(ca.logic_or(stop, ca.logic_and(found, ca.logic_or(accept, n_alphas == N_ALPHAS))))
         iteration, _ = _function(
-            "riccati_iteration",
+            f"riccati_iteration_{n_deltas}_{n_alphas}",
             [X, U, Pi, zl, zu, mu_in, delta_last, converged, iters, Pm, max_iter],
             outputs,
-            [*names, "P", "max_iter"],
-            [f"{name}_next" for name in names],
+            [*STATE_NAMES, "P", "max_iter"],
+            [*[f"{name}_next" for name in STATE_NAMES], "exact"],
             {},
         )
-        # ITERATIONS_PER_CALL iterations chained in one Function: the solve's Python loop runs once per call.
-        state = [ca.MX.sym(name, iteration.sparsity_in(i)) for i, name in enumerate(names)]
-        P_sym, limit = ca.MX.sym("P", n_p, N + 1), ca.MX.sym("max_iter")
-        out = state
-        for _ in range(ITERATIONS_PER_CALL):
-            out = iteration(*out, P_sym, limit)
-        function = ca.Function(
-            "riccati_iterations",
-            [*state, P_sym, limit],
-            out,
-            [*names, "P", "max_iter"],
-            [f"{n}_next" for n in names],
-            _named(options, "iter"),
-        )
-        return function
+        return iteration
 
     # ------------------------------------------------------------------ mapped calls
 

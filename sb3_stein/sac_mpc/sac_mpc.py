@@ -474,8 +474,9 @@ class SACFOP(_SACMPC):
     ``train/mpc_u0_at_bound``, the share of the actor's first controls (successful solves) that sit
     at a control bound, where ``d u0* / d phi = 0`` and the actor gets no gradient through the MPC;
     ``train/mpc_du0_dphi_norm``, the mean Frobenius norm of ``d a / d phi`` over the successful
-    solves of the last gradient step of each update, both in SB3's ``[-1, 1]`` units (``nu`` extra
-    reverse passes per update; at-bound samples count as 0); and ``mpc/act_u0_at_bound``, the same
+    solves of the last gradient step of every :attr:`du0_dphi_interval`-th update (``train()`` call),
+    both in SB3's ``[-1, 1]`` units (``nu`` extra reverse passes each time; at-bound samples count as
+    0); and ``mpc/act_u0_at_bound``, the same
     share for the training rollouts' controls since the previous log dump (all three variants). On
     the cart-pole most first controls sit at the +-80 N bound (benchmarks/results/sac_mpc_diagnostics).
 """
@@ -483,6 +484,11 @@ class SACFOP(_SACMPC):
     )
 
     _critic_input = "actions"
+    #: ``train/mpc_du0_dphi_norm`` is computed on every this-many-th ``train()`` call (the first one
+    #: included). Each time costs ``nu`` reverse passes through the MPC, about a tenth of a cart-pole
+    #: gradient step (issue 15): computed at every update, it slowed every gradient step for a number
+    #: that is only logged. A log window of SB3's default ``log_interval`` still holds tens of them.
+    du0_dphi_interval: ClassVar[int] = 10
 
     # ------------------------------------------------------------------ the update
 
@@ -521,7 +527,11 @@ class SACFOP(_SACMPC):
             if gradient_step % self.target_update_interval == 0:
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
-            self._collect_diagnostics(policy_actions, logs, last=gradient_step == gradient_steps - 1)
+            sensitivities = (
+                gradient_step == gradient_steps - 1
+                and self._n_updates // gradient_steps % self.du0_dphi_interval == 0
+            )
+            self._collect_diagnostics(policy_actions, logs, sensitivities)
 
         self._n_updates += gradient_steps
         self._record_update(logs, gradient_steps)
@@ -603,15 +613,17 @@ class SACFOP(_SACMPC):
 
     # diagnostics
 
-    def _collect_diagnostics(self, policy_actions: PolicyActions, logs: _UpdateLogs, last: bool) -> None:
-        """The actor batch's share of first controls at a bound (every gradient step) and, on the
-        last gradient step of the update, its mean ``||d a / d phi||`` (``nu`` reverse passes)."""
+    def _collect_diagnostics(
+        self, policy_actions: PolicyActions, logs: _UpdateLogs, sensitivities: bool
+    ) -> None:
+        """The actor batch's share of first controls at a bound (every gradient step) and, with
+        ``sensitivities``, its mean ``||d a / d phi||`` (``nu`` reverse passes)."""
         solution = policy_actions.solution
         ok = solution.success
         if not ok.any():
             return
         logs.u0_at_bound.append(float(self.policy.mpc.controls_at_bound(solution.u0[ok]).mean()))
-        if last:
+        if sensitivities:
             logs.du0_dphi_norm.append(float(self.policy.scaled_sensitivity_norms(solution)[ok].mean()))
 
     def _record_update(self, logs: _UpdateLogs, gradient_steps: int) -> None:
