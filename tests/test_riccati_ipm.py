@@ -43,6 +43,42 @@ def test_riccati_layer_gives_fatrops_controls_and_gradients(fatrop, riccati):
     assert warm.success.all() and warm.iterations.mean() < b.iterations.mean()
 
 
+@pytest.mark.parametrize("param_interface", ["global", "stage"])
+def test_riccati_sensitivities_are_casadis_and_leave_active_state_bounds_to_casadi(
+    param_interface, monkeypatch
+):
+    layer = MPCLayer(TinyCartPoleOCP(), compiled=False, solver="riccati", param_interface=param_interface)
+    states, params = _batch(12, seed=3)
+    # Towards the cart's bound at 2, to a reference at 1: some solutions end on the bound.
+    states[:4, 0], states[:4, 2], params[:4, 1] = [1.0, 1.0, 1.0, 1.3], [1.5, 2.5, 3.5, 1.5], 1.0
+    if param_interface == "stage":
+        params = np.tile(params, (1, layer.horizon + 1))
+    solution = layer.solve(states, params)
+    assert solution.success.all()
+    lam_x = layer._active_multipliers(solution.nlp_outputs["x"], solution.nlp_outputs["lam_x"])
+    stages = lam_x[:, : layer.horizon * layer._stage].reshape(12, layer.horizon, layer._stage)
+    state_active = (stages[:, :, : layer.nx] != 0).any(axis=(1, 2)) | (lam_x[:, -layer.nx :] != 0).any(axis=1)
+    u0_active = stages[:, 0, layer.nx :] != 0
+    assert state_active.any() and (~state_active).any() and u0_active.any() and (~u0_active).any()
+    covered = []
+    original = MPCLayer._riccati_vjp
+
+    def spy(self, *args):
+        done = original(self, *args)
+        covered.append(done)
+        return done
+
+    monkeypatch.setattr(MPCLayer, "_riccati_vjp", spy)
+    weights = np.random.default_rng(0).normal(size=(12, 1))
+    fast = layer.vjp(solution, weights)
+    np.testing.assert_array_equal(covered[0], ~state_active)  # the rest went to casadi's reverse mode
+    monkeypatch.setattr(MPCLayer, "_riccati_vjp", lambda self, *args: np.zeros(len(args[-1]), dtype=bool))
+    reference = layer.vjp(solution, weights)  # casadi's reverse mode for every row
+    for got, expected in zip(fast, reference):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fast[1][u0_active[:, 0]], 0.0, atol=1e-9)  # a saturated u0 does not move
+
+
 def test_riccati_layer_with_stage_parameters_and_a_control_barrier():
     kwargs = {"compiled": False, "param_interface": "stage", "control_barrier": 0.5}
     fatrop, riccati = (

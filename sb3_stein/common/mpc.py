@@ -48,6 +48,7 @@ from gymnasium import spaces
 
 from sb3_stein.common.jit_cache import find_compiler, jit_nlpsol, jit_options
 from sb3_stein.common.ocp import OptimalControlProblem
+from sb3_stein.common.riccati_ipm import PIVOT_TOL as RICCATI_PIVOT_TOL
 from sb3_stein.common.validation import check_choice, check_int, check_positive
 
 __all__ = ["PARAM_INTERFACES", "SOLVERS", "MPCLayer", "MPCSolution", "parameter_box"]
@@ -998,6 +999,11 @@ class MPCLayer:
         if len(rows) > 0:
             out = {name: value[rows] for name, value in solution.nlp_outputs.items()}
             lam_x = self._active_multipliers(out["x"], out["lam_x"])
+            if self._riccati is not None:
+                done = self._riccati_vjp(solution.nlp_p[rows], out, lam_x, grad_u0[rows], grad_p, rows)
+                rows, lam_x = rows[~done], lam_x[~done]
+                out = {name: value[~done] for name, value in out.items()}
+        if len(rows) > 0:
             seed = np.zeros((len(rows), self.nz))
             seed[:, self.nx : self.nx + self.nu] = grad_u0[rows]
             try:
@@ -1019,6 +1025,49 @@ class MPCLayer:
                 self.sensitivity_failures += int(bad.sum())
                 grad_p[bad] = 0.0
         return grad_p
+
+    def _riccati_vjp(
+        self,
+        nlp_p: np.ndarray,
+        out: dict[str, np.ndarray],
+        lam_x: np.ndarray,
+        grad_u0: np.ndarray,
+        grad_p: np.ndarray,
+        rows: np.ndarray,
+    ) -> np.ndarray:
+        """``solver="riccati"``'s sensitivities (:meth:`RiccatiIPM.vjp`, one Riccati recursion per row)
+        for the rows it covers, written into ``grad_p[rows]``; returns which rows it covered. Left to
+        casadi's reverse mode of the fatrop NLP: rows with an active state bound (a state constraint in the
+        recursion) and rows whose reduced Hessian is not positive definite (casadi's factorisation decides
+        there, and reports degenerate ones). Same active set as casadi's: the bounds with a nonzero multiplier
+        in ``lam_x`` (:meth:`_active_multipliers`)."""
+        assert self._riccati is not None
+        nx, N = self.nx, self.horizon
+        batch = len(rows)
+        stages = lam_x[:, : N * self._stage].reshape(batch, N, self._stage)
+        state_active = (stages[:, :, :nx] != 0).any(axis=(1, 2)) | (lam_x[:, N * self._stage :] != 0).any(
+            axis=1
+        )
+        covered = ~state_active
+        if not covered.any():
+            return covered
+        z = out["x"][covered]
+        body = z[:, : N * self._stage].reshape(-1, N, self._stage)
+        X = np.concatenate([body[:, :, :nx], z[:, None, N * self._stage :]], axis=1)
+        Pi = -out["lam_g"][covered].reshape(-1, N + 1, nx)
+        free_u = (stages[covered][:, :, nx:] == 0).astype(np.float64)
+        stage_params = self._stage_params(nlp_p[covered, nx:])
+        adj_s, adj_P, pivot = self._riccati.vjp(
+            X, body[:, :, nx:], Pi, stage_params, free_u, grad_u0[covered]
+        )
+        adj_phi = adj_P.sum(axis=1) if self.param_interface == "global" else adj_P.reshape(len(z), -1)
+        valid = (
+            (pivot > RICCATI_PIVOT_TOL) & np.isfinite(adj_s).all(axis=1) & np.isfinite(adj_phi).all(axis=1)
+        )
+        where = np.flatnonzero(covered)[valid]
+        grad_p[rows[where]] = np.concatenate([adj_s, adj_phi], axis=1)[valid]
+        covered[np.flatnonzero(covered)[~valid]] = False
+        return covered
 
     def params_jacobian(self, solution: MPCSolution) -> np.ndarray:
         """``(batch, nu, n_phi)``: ``d u0* / d phi`` at ``solution``, in the OCP's units.

@@ -396,6 +396,61 @@ class RiccatiIPM:
             "riccati_tparam", [x, p_sym, w], [ca.gradient(w * terminal_cost(x, p_sym), p_sym)]
         )
 
+        # The sensitivities at a solution (see vjp): the KKT system's Riccati recursion with the
+        # active control bounds fixed, then the cross derivatives of the objective with the parameters.
+        dx_s, du_s = ca.SX.sym("dx", nx), ca.SX.sym("du", nu)
+        param_cross = ca.Function(
+            "riccati_param_cross",
+            [x, u, p_sym, w, dx_s, du_s],
+            [
+                ca.jtimes(
+                    ca.gradient(w * stage_cost(x, u, p_sym), p_sym), ca.vertcat(x, u), ca.vertcat(dx_s, du_s)
+                )
+            ],
+        )
+        t_cross = ca.jtimes(ca.gradient(w * terminal_cost(x, p_sym), p_sym), x, dx_s)
+        terminal_cross = ca.Function("riccati_tparam_cross", [x, p_sym, w, dx_s], [t_cross])
+        free_u, seed = ca.MX.sym("free_u", nu, N), ca.MX.sym("seed", nu)
+        zeros_u, zeros_x = ca.MX.zeros(nu, 1), ca.MX.zeros(nx, 1)
+        P_cur, p_cur = t_hess_v, zeros_x
+        Ks: list[Any] = [None] * N
+        kffs: list[Any] = [None] * N
+        Bs: list[Any] = [None] * N
+        pivots = []
+        for k in reversed(range(N)):
+            hess_k, A_k, B_k, _, _ = stages[k]
+            # du_k = 0 where a bound is active: mask its rows and columns, 1 on the diagonal.
+            fixed = ca.diag(free_u[:, k])
+            hess_k = ca.blockcat(
+                [
+                    [
+                        ca.mtimes([fixed, hess_k[:nu, :nu], fixed]) + ca.diag(1 - free_u[:, k]),
+                        ca.mtimes(fixed, hess_k[:nu, nu:]),
+                    ],
+                    [ca.mtimes(hess_k[nu:, :nu], fixed), hess_k[nu:, nu:]],
+                ]
+            )
+            Bs[k] = ca.mtimes(B_k, fixed)
+            g_k = ca.vertcat(-ca.mtimes(fixed, seed) if k == 0 else zeros_u, zeros_x)
+            P_cur, p_cur, Ks[k], kffs[k], piv = riccati_stage(
+                hess_k, A_k, Bs[k], zeros_x, g_k, zeros_u, zeros_x, zeros_u, zeros_x, P_cur, p_cur, 0
+            )
+            pivots.append(piv)
+        dx, adjoints = zeros_x, []
+        for k in range(N):
+            du = ca.mtimes(Ks[k], dx) + kffs[k]
+            adjoints.append(-param_cross(X[:, k], U[:, k], Pm[:, k], wts[k], dx, du))
+            dx = ca.mtimes(stages[k][1], dx) + ca.mtimes(Bs[k], du)
+        adjoints.append(-terminal_cross(X[:, N], Pm[:, N], wts[N], dx))
+        self._vjp_fn, _ = _function(
+            "riccati_vjp",
+            [X, U, Pm, Pi, free_u, seed],
+            [ca.densify(-p_cur), ca.densify(ca.horzcat(*adjoints)), ca.mmin(ca.vertcat(*pivots))],
+            ["X", "U", "P", "Pi", "free_u", "seed"],
+            ["adj_s", "adj_P", "min_pivot"],
+            _named(options, "vjp"),
+        )
+
     def _iteration_function(self, residual: Any, step: Any, value: Any, options: dict[str, Any]) -> Any:
         """``ITERATIONS_PER_CALL`` iterations of one sample as one Function (what :meth:`solve` maps over
         the rows), each that of :meth:`_iteration_body`.
@@ -625,6 +680,8 @@ class RiccatiIPM:
         threads = max(1, min(self.n_threads, b))
         key = (function.name(), b, threads)
         if key not in self._maps:
+            # (a sparse output would be written as its nonzeros only, and misread below)
+            assert all(function.sparsity_out(i).is_dense() for i in range(function.n_out())), function.name()
             # casadi's FunctionBuffer reads and writes numpy memory in place: a C-ordered (b, columns, rows)
             # array is, byte for byte, the column-major (rows, b * columns) matrix of the mapped call.
             # (Converting numpy arrays to casadi matrices and back cost more than the solver's arithmetic.)
@@ -667,6 +724,38 @@ class RiccatiIPM:
             self._terminal_param_fn(X[:, N].T, P[:, N].T, np.full((1, b), self.weights[N])), dtype=np.float64
         ).T
         return np.concatenate([stage, terminal[:, None]], axis=1)
+
+    def vjp(
+        self,
+        X: np.ndarray,
+        U: np.ndarray,
+        Pi: np.ndarray,
+        P: np.ndarray,
+        free_u: np.ndarray,
+        seed: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The vector-Jacobian product ``seed' d u_0* / d (s, P)`` at solutions, by the implicit function
+        theorem on their KKT conditions (as casadi's sensitivities of an NLP solver: active bounds held
+        fixed, the inactive ones dropped): with ``H`` the Lagrangian's Hessian, the linear system
+        ``K (a, b) = (seed on u_0, 0)`` is the KKT system of the LQ problem ``min 1/2 a' H a - seed' a_{u_0}``
+        subject to the linearised dynamics from ``a_{x_0} = 0`` and ``a_{u_k,i} = 0`` at the active control
+        bounds, which one Riccati recursion solves; then ``d/ds = b_0`` (the multiplier of ``x_0 = s``) and
+        ``d/dP_k = -(d^2 J / dP_k d(x_k, u_k)) a_k``. Active state bounds are not handled here (the caller
+        leaves those rows to casadi).
+
+        :param X: ``(batch, N + 1, nx)`` the solutions' states.
+        :param U: ``(batch, N, nu)`` controls.
+        :param Pi: ``(batch, N + 1, nx)`` dynamics multipliers (this module's sign, see the module docstring).
+        :param P: ``(batch, N + 1, n_p)`` stage parameters.
+        :param free_u: ``(batch, N, nu)`` 1 where a control is not at an active bound, 0 where it is.
+        :param seed: ``(batch, nu)`` the cotangent of ``u_0``.
+        :return: ``(batch, nx)`` gradient with respect to the initial state, ``(batch, N + 1, n_p)`` with
+            respect to the stage parameters, ``(batch,)`` the smallest relative Cholesky pivot of the
+            recursion: the reduced Hessian is positive definite (the result valid) iff it is above
+            :data:`PIVOT_TOL`.
+        """
+        adj_s, adj_P, pivot = self._call(self._vjp_fn, X, U, P, Pi, free_u, seed[:, None, :])
+        return adj_s[:, 0], adj_P, pivot
 
     # ------------------------------------------------------------------ the solve
 
