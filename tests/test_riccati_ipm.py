@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_mpc import TinyCartPoleOCP, _batch
 
+from sb3_stein.common.batched_call import bucket, call_batched
 from sb3_stein.common.mpc import MPCLayer
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.riccati_ipm import PIVOT_TOL, RiccatiIPM, _cholesky_solve
@@ -189,3 +190,22 @@ def test_riccati_ipm_reports_rows_it_did_not_converge():
     full = ipm.solve(states, P, X, body[:, :, 4:])
     assert full.converged.all() and (full.iterations < ipm.max_iter).all()
     assert np.all(np.abs(full.U) <= 10.0)  # strictly inside the control bounds, as an interior point
+
+
+def test_call_batched_matches_one_call_per_row_and_refuses_sparse_outputs():
+    x, m = ca.SX.sym("x", 3), ca.SX.sym("m", 2, 2)
+    function = ca.Function("f", [x, m], [ca.mtimes(m, x[:2]) * x[2], ca.sum1(x)])
+    rng = np.random.default_rng(0)
+    cache: dict = {}
+    for n in (1, 5, 17, 40):  # 17 and 40 are padded (bucket sizes 18 and 40)
+        xs, ms = rng.normal(size=(n, 3)), rng.normal(size=(n, 2, 2))  # (b, columns, rows) of each m
+        out, total = call_batched(cache, function, [xs, ms])
+        assert out.shape == (n, 1, 2) and total.shape == (n,)
+        for b in range(n):
+            expected = function(xs[b], ms[b].T)
+            np.testing.assert_allclose(out[b, 0], np.asarray(expected[0]).ravel())
+            assert total[b] == pytest.approx(float(expected[1]))
+    assert [bucket(n) for n in (1, 16, 17, 18, 33, 100)] == [1, 16, 18, 18, 36, 104]
+    sparse = ca.Function("g", [x], [ca.SX(ca.Sparsity.diag(3))])  # structural zeros off the diagonal
+    with pytest.raises(ValueError, match="dense outputs"):
+        call_batched(cache, sparse, [np.zeros((2, 3))])

@@ -46,6 +46,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
+from sb3_stein.common.batched_call import call_batched
 from sb3_stein.common.jit_cache import find_compiler, jit_nlpsol, jit_options
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.riccati_ipm import PIVOT_TOL as RICCATI_PIVOT_TOL
@@ -492,7 +493,7 @@ class MPCLayer:
         self._riccati = self._build_riccati() if self.solver_name == "riccati" else None
         self._reverse_maps: dict[int, Any] = {}
         self._solver_maps: dict[tuple[int, int], Any] = {}
-        self._kkt_maps: dict[tuple[int, int], Any] = {}
+        self._kkt_maps: dict[tuple[str, int, int], Any] = {}
         # Built on first use (mapped solves, kkt_residuals): a looped layer never needs it.
         self._kkt_nlp: tuple[Any, Any, Any, Any] | None = (z, ca.vertcat(s, phi), cost, g)
         self._kkt: Any = None
@@ -961,11 +962,9 @@ class MPCLayer:
         return self._kkt_residuals(solution.nlp_outputs, solution.nlp_p)
 
     def _kkt_residuals(self, outputs: dict[str, np.ndarray], nlp_p: np.ndarray) -> np.ndarray:
-        batch = len(nlp_p)
-        result = self._mapped(self._kkt_maps, self._kkt_function(), batch)(
-            x=outputs["x"].T, p=nlp_p.T, lam_x=outputs["lam_x"].T, lam_g=outputs["lam_g"].T
-        )
-        return np.asarray(result["r"], dtype=np.float64).reshape(3, batch).T
+        args = [outputs["x"], nlp_p, outputs["lam_x"], outputs["lam_g"]]
+        (residuals,) = call_batched(self._kkt_maps, self._kkt_function(), args, self._threads())
+        return residuals[:, 0]
 
     def _size(self, name: str) -> int:
         return {

@@ -57,6 +57,8 @@ from typing import Any
 
 import numpy as np
 
+from sb3_stein.common.batched_call import call_batched
+
 __all__ = ["RiccatiIPM", "RiccatiResult"]
 
 #: IPOPT's constants (Waechter and Biegler 2006, Table 1 and Section 3).
@@ -389,11 +391,21 @@ class RiccatiIPM:
 
         self._iteration_fn = self._iteration_function(residual, step_function, value_mx, options)
         p_sym = ca.SX.sym("p", n_p)
-        self._param_fn = ca.Function(
+        stage_grad = ca.Function(
             "riccati_param", [x, u, p_sym, w], [ca.gradient(w * stage_cost(x, u, p_sym), p_sym)]
         )
-        self._terminal_param_fn = ca.Function(
+        terminal_grad = ca.Function(
             "riccati_tparam", [x, p_sym, w], [ca.gradient(w * terminal_cost(x, p_sym), p_sym)]
+        )
+        grads_p = [stage_grad(X[:, k], U[:, k], Pm[:, k], wts[k]) for k in range(N)]
+        grads_p.append(terminal_grad(X[:, N], Pm[:, N], wts[N]))
+        self._param_fn, _ = _function(
+            "riccati_param_gradient",
+            [X, U, Pm],
+            [ca.densify(ca.horzcat(*grads_p))],
+            ["X", "U", "P"],
+            ["grad_P"],
+            _named(options, "param"),
         )
 
         # The sensitivities at a solution (see vjp): the KKT system's Riccati recursion with the
@@ -670,60 +682,13 @@ class RiccatiIPM:
     # ------------------------------------------------------------------ mapped calls
 
     def _call(self, function: Any, *args: np.ndarray) -> list[np.ndarray]:
-        """Evaluate a one-sample Function on ``args`` given as ``(b, columns, rows)`` (or ``(b,)``) arrays;
-        return its outputs as ``(b, columns, rows)`` arrays (a scalar output: ``(b,)``)."""
-        n = len(args[0])
-        # Batches are padded (repeating the last row) to one of 8 sizes per power of two (_bucket): building
-        # a mapped Function and its buffer costs about half a millisecond, too much for every size the active
-        # rows pass through, and padding to a power of two wasted about a quarter of the evaluations.
-        b = _bucket(n)
-        threads = max(1, min(self.n_threads, b))
-        key = (function.name(), b, threads)
-        if key not in self._maps:
-            # (a sparse output would be written as its nonzeros only, and misread below)
-            assert all(function.sparsity_out(i).is_dense() for i in range(function.n_out())), function.name()
-            # casadi's FunctionBuffer reads and writes numpy memory in place: a C-ordered (b, columns, rows)
-            # array is, byte for byte, the column-major (rows, b * columns) matrix of the mapped call.
-            # (Converting numpy arrays to casadi matrices and back cost more than the solver's arithmetic.)
-            mapped = (
-                function.map(b, "thread", threads) if threads > 1 else function.map(b) if b > 1 else function
-            )
-            self._maps[key] = (mapped, *mapped.buffer())
-        _, buffer, evaluate = self._maps[key]
-        inputs = []
-        for a in args:
-            a = np.asarray(a, dtype=np.float64)
-            if b > n:
-                a = np.concatenate([a, np.repeat(a[-1:], b - n, axis=0)])
-            inputs.append(np.ascontiguousarray(a).reshape(-1))
-        for i, a in enumerate(inputs):
-            buffer.set_arg(i, memoryview(a))  # type: ignore[arg-type]
-        result = []
-        for i in range(function.n_out()):
-            rows, cols = function.size_out(i)
-            out = np.empty(b * rows * cols)
-            buffer.set_res(i, memoryview(out))  # type: ignore[arg-type]
-            result.append(out if rows == cols == 1 else out.reshape(b, cols, rows))
-        evaluate()
-        return [r[:n] for r in result]
+        """``function`` (one sample) on every row of ``args`` (:func:`.batched_call.call_batched`)."""
+        return call_batched(self._maps, function, list(args), self.n_threads)
 
     def param_gradient(self, X: np.ndarray, U: np.ndarray, P: np.ndarray) -> np.ndarray:
         """``(batch, N + 1, n_p)``: the objective's gradient with respect to each stage's parameters."""
-        nx, nu, N, n_p = self.nx, self.nu, self.horizon, self.n_p
-        b = len(X)
-        stage = np.asarray(
-            self._param_fn(
-                X[:, :N].reshape(-1, nx).T,
-                U.reshape(-1, nu).T,
-                P[:, :N].reshape(-1, n_p).T,
-                np.tile(self.weights[:N], b)[None],
-            ),
-            dtype=np.float64,
-        ).T.reshape(b, N, n_p)
-        terminal = np.asarray(
-            self._terminal_param_fn(X[:, N].T, P[:, N].T, np.full((1, b), self.weights[N])), dtype=np.float64
-        ).T
-        return np.concatenate([stage, terminal[:, None]], axis=1)
+        (grad,) = self._call(self._param_fn, X, U, P)
+        return grad
 
     def vjp(
         self,
@@ -810,14 +775,6 @@ class RiccatiIPM:
         cost, defects, _, pi0 = self._call(self._residual_fn, X, U, P, Pi)
         Pi[:, 0] = pi0[:, 0]
         return RiccatiResult(X, U, Pi, zu, zl, cost, defects, converged, iterations)
-
-
-def _bucket(n: int) -> int:
-    """``n`` up to 16, above it the next of 8 sizes per power of two (18, 20, ..., 32, 36, ...)."""
-    if n <= 16:
-        return max(n, 1)
-    step = 1 << ((n - 1).bit_length() - 4)
-    return -(-n // step) * step
 
 
 def _function(
