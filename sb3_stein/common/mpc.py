@@ -183,11 +183,12 @@ class MPCLayer:
         whose every solution must pass the layer's KKT check (:meth:`kkt_residuals` at most :attr:`kkt_tol`);
         the samples that fail it are solved again by fatrop from the same initial guess
         (:attr:`MPCSolution.fallback`), so a result is never worse certified than fatrop's. The backward
-        pass is the same as fatrop's (casadi's sensitivities of the fatrop NLP at the solution).
-        ``solver_options`` then go to the fallback fatrop. Measured on the cart-pole
-        (benchmarks/results/speed_sac_mpc_riccati): forward 0.59-0.77x fatrop's time at T = 20, batch 256,
-        and half of SAC-FOP's MPC work at T = 5, batch 64; compiling its code takes longer (T = 20: 164 s
-        on a loaded machine, once per OCP, then cached). Not the default: cold solves of a non-convex OCP
+        pass solves the same linear system as casadi's sensitivities of the fatrop NLP (the implicit
+        function theorem at the solution, the active set from ``lam_x``) by one Riccati recursion per
+        sample (:meth:`RiccatiIPM.vjp`), except for samples with an active state bound or an indefinite
+        reduced Hessian, which get casadi's. ``solver_options`` then go to the fallback fatrop. Measured on
+        the cart-pole: benchmarks/results/speed_sac_mpc_riccati and its NOTE.md. Compiling its code takes
+        longer than fatrop's (once per OCP, then cached). Not the default: cold solves of a non-convex OCP
         may end in another local solution than fatrop's (15 % of cold cart-pole swing-up solves there).
     :param tol: the solver's convergence tolerance. Tight by default: the sensitivities are exact
         only at an exact solution.
