@@ -36,7 +36,7 @@ from sb3_stein.common.mpc import MPCLayer
 VARIANTS: dict[str, dict[str, object]] = {
     "interpreted_inline_loop": {"compiled": False, "stage_functions": False, "batch_mode": "loop"},
     "compiled_stages_map": {"compiled": True, "stage_functions": True, "batch_mode": "map", "n_threads": 1},
-    # the batched Riccati interior point method (sb3_stein/common/riccati_ipm.py) for the forward pass
+    # the batched Riccati interior point method (sb3_stein/common/riccati_ipm.py)
     "riccati_stages_map": {
         "compiled": True,
         "stage_functions": True,
