@@ -6,10 +6,12 @@ per iteration on the cart-pole's 29 variables. Here a whole iteration of one sam
 recursion, barrier update, step lengths, line search, multiplier update) is straight-line code generated
 by casadi from per-stage pieces, expanded to scalar operations where that stays small, compiled, chained
 ``ITERATIONS_PER_CALL`` times and mapped over the batch; Python only hands the rows that have not
-converged to the next call, through casadi's FunctionBuffer (no copies into casadi matrices).
-Measured (benchmarks/results/speed_sac_mpc_riccati, idle machine, 1 thread): the cart-pole at T = 20,
-batch 256, forward 0.73x (cold) and 0.59-0.69x (warm) fatrop's time; SAC-FOP's MPC work (T = 5, batch
-64) 0.5x; the chain (not expanded: too large) 1.2x, slower.
+converged to the next call, through casadi's FunctionBuffer (no copies into casadi matrices). The
+sensitivities at a solution are one more Riccati recursion (:meth:`RiccatiIPM.vjp`).
+Measured (benchmarks/results/speed_sac_mpc_riccati_v2, idle machine, 1 thread, two runs): the cart-pole
+at T = 20, batch 256, forward + backward 0.86-0.93x (cold) and 0.53-0.57x (warm) fatrop's time, the
+backward pass alone 1/12; SAC-FOP's gradient step (T = 5, batch 64) about 0.5x; the chain (not expanded: too
+large) 0.5x.
 
 The problem (:mod:`sb3_stein.common.ocp`, per sample)::
 
