@@ -59,7 +59,9 @@ class HistoryLogger(Logger):
 
 
 def shipped_settings(env_id: str) -> dict[str, Any]:
-    """The yml entry as constructor keywords (``policy_kwargs`` evaluated as rl_zoo3 does)."""
+    """The yml entry as constructor keywords (``policy_kwargs`` evaluated as rl_zoo3 does). Since
+    2026-12-07 the cart-pole entry names ``mpc_kwargs={"solver": "riccati"}``; the results committed
+    before used fatrop."""
     entry = dict(yaml.safe_load(hyperparams_file("sac_fop").read_text())[env_id])
     entry.pop("n_timesteps", None)
     entry.pop("policy", None)

@@ -207,10 +207,11 @@ def main(argv: list[str] | None = None) -> None:
             args.step_rounds,
         ).items()
     }
-    # What one FOP step asks of the MPC layer, configured as the shipped model's: forward for the
-    # actor and the target batch, one backward.
-    shipped_mpc = models["sac_fop"].policy.mpc  # type: ignore[attr-defined]
-    shipped = {"compiled": shipped_mpc.compiled, "batch_mode": shipped_mpc.batch_mode}
+    # What one FOP step asks of the MPC layer, configured as the models' layers (compiled, batch mode):
+    # forward for the actor and the target batch, one backward.
+    fatrop_mpc = models["sac_fop"].policy.mpc  # type: ignore[attr-defined]
+    shipped = {"compiled": fatrop_mpc.compiled, "batch_mode": fatrop_mpc.batch_mode}
+    # ("shipped": the layer's default solver, fatrop; hyperparams/sac_fop.yml ships riccati for the cart-pole)
     fop_variants = {"shipped": shipped, "riccati": {**shipped, "solver": "riccati"}}
     fop_layer = layer_timings(batch, CartPoleSwingUpOCP().horizon, args.step_rounds, fop_variants)
     fop_layer_ms = 2 * fop_layer["shipped_forward_cold_ms"] + fop_layer["shipped_backward_ms"]

@@ -7,12 +7,13 @@ import pickle
 import casadi as ca
 import numpy as np
 import pytest
+from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 from test_mpc import TinyCartPoleOCP, _batch
 
 from sb3_stein.common.batched_call import bucket, call_batched
 from sb3_stein.common.mpc import MPCLayer
 from sb3_stein.common.ocp import OptimalControlProblem
-from sb3_stein.common.riccati_ipm import PIVOT_TOL, RiccatiIPM, _cholesky_solve
+from sb3_stein.common.riccati_ipm import N_ALPHAS, N_DELTAS, PIVOT_TOL, RiccatiIPM, _cholesky_solve
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +207,84 @@ def test_call_batched_matches_one_call_per_row_and_refuses_sparse_outputs():
             np.testing.assert_allclose(out[b, 0], np.asarray(expected[0]).ravel())
             assert total[b] == pytest.approx(float(expected[1]))
     assert [bucket(n) for n in (1, 16, 17, 18, 33, 100)] == [1, 16, 18, 18, 36, 104]
+    with pytest.raises(ValueError, match="expected 2 rows of 3"):
+        call_batched(cache, function, [np.zeros((2, 4)), np.zeros((2, 2, 2))])
+    empty = call_batched(cache, function, [np.zeros((0, 3)), np.zeros((0, 2, 2))])
+    assert empty[0].shape == (0, 1, 2) and empty[1].shape == (0,)
     sparse = ca.Function("g", [x], [ca.SX(ca.Sparsity.diag(3))])  # structural zeros off the diagonal
     with pytest.raises(ValueError, match="dense outputs"):
         call_batched(cache, sparse, [np.zeros((2, 3))])
+
+
+class PlanarPointMassOCP(OptimalControlProblem):
+    """A point mass in the plane (two controls, one often at its bound): quadratic cost to a target."""
+
+    state_dim, control_dim, horizon, dt = 4, 2, 8, 0.2
+    u_low, u_high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    param_names = ("target_x", "target_y")
+    param_low, param_high, param_default = np.array([-5.0, -5.0]), np.array([5.0, 5.0]), np.array([0.0, 0.0])
+
+    def dynamics(self, x, u):
+        drag = 0.1 * ca.sqrt(
+            x[2] ** 2 + x[3] ** 2 + 1e-6
+        )  # a nonlinearity: the Hessian depends on the multipliers
+        return ca.vertcat(
+            x[0] + self.dt * x[2],
+            x[1] + self.dt * x[3],
+            x[2] + self.dt * (u[0] - drag * x[2]),
+            x[3] + self.dt * (u[1] - drag * x[3]),
+        )
+
+    def stage_cost(self, x, u, p):
+        return (x[0] - p[0]) ** 2 + (x[1] - p[1]) ** 2 + 0.1 * ca.sumsqr(x[2:]) + 0.01 * ca.sumsqr(u)
+
+    def terminal_cost(self, x, p):
+        return 10 * ((x[0] - p[0]) ** 2 + (x[1] - p[1]) ** 2) + ca.sumsqr(x[2:])
+
+
+def test_riccati_sensitivities_with_two_controls_one_at_its_bound(monkeypatch):
+    layer = MPCLayer(PlanarPointMassOCP(), compiled=False, solver="riccati")
+    rng = np.random.default_rng(4)
+    states = rng.uniform(-0.5, 0.5, size=(10, 4))
+    params = np.column_stack([rng.choice([-4.0, 4.0], size=10), rng.uniform(-0.3, 0.3, size=10)])
+    solution = layer.solve(states, params)
+    assert solution.success.all()
+    at_bound = layer.controls_at_bound(solution.u0)
+    assert at_bound[:, 0].any() and (~at_bound[:, 1]).any()  # x at its bound, y free, in some rows
+    weights = rng.normal(size=(10, 2))
+    fast = layer.vjp(solution, weights)
+    monkeypatch.setattr(MPCLayer, "_riccati_vjp", lambda self, *args: np.zeros(len(args[-1]), dtype=bool))
+    reference = layer.vjp(solution, weights)
+    for got, expected in zip(fast, reference):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+    assert np.abs(reference[1]).max() > 1e-3  # not a trivial zero
+
+
+def test_the_lazy_iterations_give_the_whole_iterations_iterates(monkeypatch):
+    """The cheap attempt (one regularisation, one step) and the skipping of stopped rows change the cost
+    only: the plain chain of IPOPT's whole iteration gives the same iterates. (The swing-up from anywhere:
+    iterations that need a regularisation, and iterations whose full step the filter rejects.)"""
+    lazy = MPCLayer(CartPoleSwingUpOCP(horizon=10), compiled=False, solver="riccati")
+
+    def whole_only(self, residual, step, value, options):
+        whole = self._iteration_body(residual, step, value, N_DELTAS, N_ALPHAS)
+        inputs = [ca.MX.sym(whole.name_in(i), whole.sparsity_in(i)) for i in range(whole.n_in())]
+        names_out = [whole.name_out(i) for i in range(whole.n_out() - 1)]
+        names_in = [whole.name_in(i) for i in range(whole.n_in())]
+        return ca.Function("riccati_iterations", inputs, whole(*inputs)[:-1], names_in, names_out)
+
+    monkeypatch.setattr(RiccatiIPM, "_iteration_function", whole_only)
+    plain = MPCLayer(CartPoleSwingUpOCP(horizon=10), compiled=False, solver="riccati")
+    rng = np.random.default_rng(0)
+    states = rng.uniform([-1.5, -np.pi, -2.0, -4.0], [1.5, np.pi, 2.0, 4.0], size=(16, 4))
+    params = rng.uniform(-np.pi, np.pi, size=(16, 1))
+    guess, N, stage = lazy.cold_start(states), lazy.horizon, lazy._stage
+    body = guess[:, : N * stage].reshape(16, N, stage)
+    X0 = np.concatenate([body[:, :, : lazy.nx], guess[:, None, N * stage :]], axis=1)
+    P = lazy._stage_params(params)
+    ra = lazy._riccati.solve(states, P, X0, body[:, :, lazy.nx :])
+    rb = plain._riccati.solve(states, P, X0, body[:, :, lazy.nx :])
+    np.testing.assert_array_equal(ra.iterations, rb.iterations)
+    assert ra.iterations.mean() > 10  # several chained calls
+    np.testing.assert_array_equal(ra.X, rb.X)
+    np.testing.assert_array_equal(ra.U, rb.U)

@@ -29,6 +29,13 @@ def call_batched(
     :return: one array per output, ``(b, columns, rows)`` (``(b,)`` for a scalar).
     """
     n = len(args[0])
+    if n == 0:
+        return [
+            np.empty((0,) if function.numel_out(i) == 1 else (0, *function.size_out(i)[::-1]))
+            for i in range(function.n_out())
+        ]
+    if len(args) != function.n_in():
+        raise ValueError(f"{function.name()} takes {function.n_in()} inputs, got {len(args)}")
     b = bucket(n)
     threads = max(1, min(n_threads, b))
     key = (function.name(), b, threads)
@@ -42,8 +49,14 @@ def call_batched(
         cache[key] = (mapped, *mapped.buffer())
     _, buffer, evaluate = cache[key]
     inputs = []
-    for a in args:
+    for i, a in enumerate(args):
         a = np.asarray(a, dtype=np.float64)
+        # casadi only checks that a buffer is not too small: a wrong size would shift the rows after the first
+        if len(a) != n or a[0].size != function.numel_in(i) or not function.sparsity_in(i).is_dense():
+            raise ValueError(
+                f"input {function.name_in(i)} of {function.name()}: expected {n} rows of "
+                f"{function.numel_in(i)} dense entries, got shape {a.shape}"
+            )
         if b > n:
             a = np.concatenate([a, np.repeat(a[-1:], b - n, axis=0)])
         inputs.append(np.ascontiguousarray(a).reshape(-1))

@@ -17,10 +17,12 @@ How (measured in shared/notes/differentiable-mpc.md):
 * Samples are solved one by one (a Python loop over casadi calls measured as fast as
   ``Function.map``, and only a per-call solve gives each sample's return status and iteration count).
 * The backward pass calls ``solver.reverse(1)`` (mapped over the batch) fed with the forward
-  primal-dual solution, without re-solving. Interior point methods leave multipliers of about
-  ``1e-12`` on inactive bounds, which casadi's sensitivity code treats as active bounds and which
-  silently zero the gradient (casadi issue 2660): multipliers with ``|lam_x| < active_tol`` are
-  zeroed first. The test suite checks the gradients against central finite differences.
+  primal-dual solution, without re-solving (``solver="riccati"``: one Riccati recursion of the same
+  linear system per sample, casadi's reverse mode for the rows it does not cover). Interior point
+  methods leave multipliers of about ``1e-12`` on inactive bounds, which casadi's sensitivity code
+  treats as active bounds and which silently zero the gradient (casadi issue 2660): multipliers with
+  ``|lam_x| < active_tol`` are zeroed first. The test suite checks the gradients against central finite
+  differences.
 * A failed solve is never returned as valid: its ``success`` flag is ``False``, its ``u0`` is the
   (clipped) last iterate, and its gradient is zero. Callers decide what to do (SAC-FOP masks such
   samples out of its losses; acting falls back to a safe action, see
@@ -822,17 +824,23 @@ class MPCLayer:
             return np.repeat(params[:, None, :], self.horizon + 1, axis=1)
         return params.reshape(len(params), self.horizon + 1, self.n_p)
 
+    def _split_z(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The NLP's ``z`` rows (stage by stage ``(x_k, u_k)``, then ``x_N``) as ``X (batch, N + 1, nx)`` and
+        ``U (batch, N, nu)``."""
+        N, nx = self.horizon, self.nx
+        body = z[:, : N * self._stage].reshape(len(z), N, self._stage)
+        return np.concatenate([body[:, :, :nx], z[:, None, N * self._stage :]], axis=1), body[:, :, nx:]
+
     def _solve_riccati(self, guess: np.ndarray, nlp_p: np.ndarray) -> MPCSolution:
         """The batched interior point method, certified by the KKT check; fatrop for the rest."""
         assert self._riccati is not None
         nx, N = self.nx, self.horizon
         batch = len(guess)
         states, params = nlp_p[:, :nx], nlp_p[:, nx:]
-        body = guess[:, : N * self._stage].reshape(batch, N, self._stage)
-        X = np.concatenate([body[:, :, :nx], guess[:, None, N * self._stage :]], axis=1)
+        X, U = self._split_z(guess)
         stage_params = self._stage_params(params)
         self._riccati.n_threads = self._threads()
-        result = self._riccati.solve(states, stage_params, X, body[:, :, nx:])
+        result = self._riccati.solve(states, stage_params, X, U)
         # casadi's conventions (what the KKT check and the sensitivities read): z stage by stage,
         # g = (x_0 - s, x_{k+1} - f(x_k, u_k)), L = f + lam_g' g + lam_x' z, lam_p = -grad_P L.
         z = np.concatenate(
@@ -1051,16 +1059,13 @@ class MPCLayer:
         covered = ~state_active
         if not covered.any():
             return covered
-        z = out["x"][covered]
-        body = z[:, : N * self._stage].reshape(-1, N, self._stage)
-        X = np.concatenate([body[:, :, :nx], z[:, None, N * self._stage :]], axis=1)
+        X, U = self._split_z(out["x"][covered])
         Pi = -out["lam_g"][covered].reshape(-1, N + 1, nx)
         free_u = (stages[covered][:, :, nx:] == 0).astype(np.float64)
         stage_params = self._stage_params(nlp_p[covered, nx:])
-        adj_s, adj_P, pivot = self._riccati.vjp(
-            X, body[:, :, nx:], Pi, stage_params, free_u, grad_u0[covered]
-        )
-        adj_phi = adj_P.sum(axis=1) if self.param_interface == "global" else adj_P.reshape(len(z), -1)
+        self._riccati.n_threads = self._threads()
+        adj_s, adj_P, pivot = self._riccati.vjp(X, U, Pi, stage_params, free_u, grad_u0[covered])
+        adj_phi = adj_P.sum(axis=1) if self.param_interface == "global" else adj_P.reshape(len(X), -1)
         valid = (
             (pivot > RICCATI_PIVOT_TOL) & np.isfinite(adj_s).all(axis=1) & np.isfinite(adj_phi).all(axis=1)
         )

@@ -29,11 +29,14 @@ step length:
   factorisation fatrop and HPIPM use) in ``O(N (nx + nu)^3)``;
 * inertia correction (Section 3.1): the reduced Hessian is positive definite iff every stage's
   ``R + B' P B`` is (Cholesky pivots); where not, ``delta I`` is added to the Lagrangian's Hessian
-  (``1e-4`` first, then ``x 8``, a third of the last one to start the next iteration). An iteration
-  evaluates the Hessian once and factorises it for ``N_DELTAS = 3`` values of ``delta`` (none and the
-  next two trials) and takes the smallest that works (the swing-up needs a correction in most iterations
-  far from a solution; one trial per evaluation cost 2.1 evaluations per iteration on the cart-pole at
-  T = 20, cold). If none works the sample stays put and tries larger values in its next iteration;
+  (``1e-4`` first, then ``x 8``, a third of the last one to start the next iteration). IPOPT's whole
+  iteration evaluates the Hessian once and factorises it for ``N_DELTAS = 3`` values of ``delta`` (none
+  and the next two trials) and takes the smallest that works (the swing-up needs a correction in most
+  iterations far from a solution; one trial per evaluation cost 2.1 evaluations per iteration on the
+  cart-pole at T = 20, cold). If none works the sample stays put and tries larger values in its next
+  iteration. Where the last iteration needed no correction, a cheaper one is tried first (no
+  regularisation, the full step only) and kept where it gives the whole iteration's result
+  (:meth:`RiccatiIPM._iteration_function`);
 * fraction-to-the-boundary rule (Eq. 15, ``tau = max(0.99, 1 - mu)``), IPOPT's filter acceptance tests
   against the current iterate (Eq. 18-20) for the full step and ``N_ALPHAS - 1`` halvings; if none is
   accepted the shortest is taken (the paper's restoration phase is not implemented); the ``kappa_Sigma``
@@ -135,17 +138,18 @@ def _cholesky_solve(matrix: Any, rhs: Any) -> tuple[Any, Any]:
 PIVOT_TOL = 1e-12
 #: Barrier updates (Eq. 7) at most in one iteration (IPOPT repeats them while the error allows).
 MU_UPDATES = 5
-#: Step lengths of the backtracking line search an iteration tries (``alpha_max * 2^-t``); a sample that
-#: accepts none of them takes the shortest. On the cart-pole (loaded machine, CPU time) 4 instead of 2
-#: cost 13 % (T = 5) and 38 % (T = 20) more time per solve and changed the mean iterations by about 1 %.
+#: Step lengths of the backtracking line search IPOPT's whole iteration tries (``alpha_max * 2^-t``);
+#: a sample that accepts none of them takes the shortest. On the cart-pole (loaded machine, CPU time)
+#: 4 instead of 2 cost 13 % (T = 5) and 38 % (T = 20) more time per solve and changed the mean
+#: iterations by about 1 %.
 N_ALPHAS = 2
 #: The primal-dual state of a row between iterations (the inputs and outputs of the iteration Functions).
 STATE_NAMES = ["X", "U", "Pi", "zl", "zu", "mu", "delta_last", "converged", "iterations"]
 #: Iterations one call of the compiled iteration Function makes (rows that converge on the way stay put).
 ITERATIONS_PER_CALL = 4
-#: Regularisations an iteration factorises the Hessian for (none and IPOPT's next two trials). Measured on
-#: the cart-pole at T = 20, cold: with two, 44.7 iterations and 39 of 256 samples left to fatrop; with three,
-#: 38.8 and none; with four, 36.0 and 2, at a higher cost per iteration.
+#: Regularisations IPOPT's whole iteration factorises the Hessian for (none and the next two trials).
+#: Measured on the cart-pole at T = 20, cold: with two, 44.7 iterations and 39 of 256 samples left to
+#: fatrop; with three, 38.8 and none; with four, 36.0 and 2, at a higher cost per iteration.
 N_DELTAS = 3
 #: A whole-horizon function whose expanded form (scalar operations, casadi SX) has at most this many
 #: instructions is expanded before it is compiled: on the cart-pole at T = 5 the Newton step ran 2.4x
@@ -156,10 +160,11 @@ EXPAND_MAX_INSTRUCTIONS = 150_000
 class RiccatiIPM:
     """Batched interior point solver of one OCP structure (see the module docstring).
 
-    An iteration of one sample is one casadi Function (:meth:`_iteration_function`), built from per-stage
+    An iteration of one sample is one casadi Function (:meth:`_iteration_body`), built from per-stage
     pieces called ``N`` times, expanded to scalar operations when that stays below
-    :data:`EXPAND_MAX_INSTRUCTIONS`; ``ITERATIONS_PER_CALL`` of them are chained, compiled with
-    ``function_options`` and mapped over the rows still iterating.
+    :data:`EXPAND_MAX_INSTRUCTIONS`; ``ITERATIONS_PER_CALL`` of them are chained
+    (:meth:`_iteration_function`), compiled with ``function_options`` and mapped over the rows still
+    iterating.
 
     :param nx: state size.
     :param nu: control size.
@@ -178,7 +183,7 @@ class RiccatiIPM:
     :param max_iter: Newton iterations at most.
     :param mu_init: the barrier parameter of the first iteration.
     :param function_options: casadi options of the compiled Functions (the chained iterations, the
-        residual and the initial multipliers), e.g. JIT compilation
+        residual, the initial multipliers, the parameter gradient and the sensitivities), e.g. JIT compilation
         (:func:`sb3_stein.common.jit_cache.jit_options`).
     """
 
@@ -393,12 +398,10 @@ class RiccatiIPM:
 
         self._iteration_fn = self._iteration_function(residual, step_function, value_mx, options)
         p_sym = ca.SX.sym("p", n_p)
-        stage_grad = ca.Function(
-            "riccati_param", [x, u, p_sym, w], [ca.gradient(w * stage_cost(x, u, p_sym), p_sym)]
-        )
-        terminal_grad = ca.Function(
-            "riccati_tparam", [x, p_sym, w], [ca.gradient(w * terminal_cost(x, p_sym), p_sym)]
-        )
+        stage_grad_p = ca.gradient(w * stage_cost(x, u, p_sym), p_sym)
+        terminal_grad_p = ca.gradient(w * terminal_cost(x, p_sym), p_sym)
+        stage_grad = ca.Function("riccati_param", [x, u, p_sym, w], [stage_grad_p])
+        terminal_grad = ca.Function("riccati_tparam", [x, p_sym, w], [terminal_grad_p])
         grads_p = [stage_grad(X[:, k], U[:, k], Pm[:, k], wts[k]) for k in range(N)]
         grads_p.append(terminal_grad(X[:, N], Pm[:, N], wts[N]))
         self._param_fn, _ = _function(
@@ -416,17 +419,13 @@ class RiccatiIPM:
         param_cross = ca.Function(
             "riccati_param_cross",
             [x, u, p_sym, w, dx_s, du_s],
-            [
-                ca.jtimes(
-                    ca.gradient(w * stage_cost(x, u, p_sym), p_sym), ca.vertcat(x, u), ca.vertcat(dx_s, du_s)
-                )
-            ],
+            [ca.jtimes(stage_grad_p, ca.vertcat(x, u), ca.vertcat(dx_s, du_s))],
         )
-        t_cross = ca.jtimes(ca.gradient(w * terminal_cost(x, p_sym), p_sym), x, dx_s)
+        t_cross = ca.jtimes(terminal_grad_p, x, dx_s)
         terminal_cross = ca.Function("riccati_tparam_cross", [x, p_sym, w, dx_s], [t_cross])
         free_u, seed = ca.MX.sym("free_u", nu, N), ca.MX.sym("seed", nu)
-        zeros_u, zeros_x = ca.MX.zeros(nu, 1), ca.MX.zeros(nx, 1)
-        P_cur, p_cur = t_hess_v, zeros_x
+        zeros_u = ca.MX.zeros(nu, 1)
+        P_cur, p_cur = t_hess_v, zero_x
         Ks: list[Any] = [None] * N
         kffs: list[Any] = [None] * N
         Bs: list[Any] = [None] * N
@@ -445,12 +444,12 @@ class RiccatiIPM:
                 ]
             )
             Bs[k] = ca.mtimes(B_k, fixed)
-            g_k = ca.vertcat(-ca.mtimes(fixed, seed) if k == 0 else zeros_u, zeros_x)
+            g_k = ca.vertcat(-ca.mtimes(fixed, seed) if k == 0 else zeros_u, zero_x)
             P_cur, p_cur, Ks[k], kffs[k], piv = riccati_stage(
-                hess_k, A_k, Bs[k], zeros_x, g_k, zeros_u, zeros_x, zeros_u, zeros_x, P_cur, p_cur, 0
+                hess_k, A_k, Bs[k], zero_x, g_k, zeros_u, zero_x, zeros_u, zero_x, P_cur, p_cur, 0
             )
             pivots.append(piv)
-        dx, adjoints = zeros_x, []
+        dx, adjoints = zero_x, []
         for k in range(N):
             du = ca.mtimes(Ks[k], dx) + kffs[k]
             adjoints.append(-param_cross(X[:, k], U[:, k], Pm[:, k], wts[k], dx, du))
@@ -475,7 +474,9 @@ class RiccatiIPM:
         same iterate where the cheap case holds (the whole iteration takes the smallest regularisation and
         the longest step that work), so this changes the cost, not the method; the choice is a conditional
         call in the generated code. From the second chained iteration on, a row that has stopped
-        (converged, or at ``max_iter``) skips the arithmetic in the same way.
+        (converged, or at ``max_iter``) skips the arithmetic in the same way. (One difference: a row that
+        reaches ``max_iter`` inside a chain is no longer tested for convergence at its last iterate; the
+        MPC layer certifies every solution with its own KKT check anyway.)
 
         :param residual: ``(X, U, P, Pi) -> (J, defects, grad L, Pi_0)`` (MX Function).
         :param step: ``n -> Function``: ``(X, U, P, Pi, sigma, barrier gradient, deltas) -> (dX, dU,
@@ -706,7 +707,8 @@ class RiccatiIPM:
         fixed, the inactive ones dropped): with ``H`` the Lagrangian's Hessian, the linear system
         ``K (a, b) = (seed on u_0, 0)`` is the KKT system of the LQ problem ``min 1/2 a' H a - seed' a_{u_0}``
         subject to the linearised dynamics from ``a_{x_0} = 0`` and ``a_{u_k,i} = 0`` at the active control
-        bounds, which one Riccati recursion solves; then ``d/ds = b_0`` (the multiplier of ``x_0 = s``) and
+        bounds, which one Riccati recursion solves; then ``d/ds = b_0``, the multiplier of ``x_0 - s = 0`` in
+        casadi's sign (``-p_0`` of the recursion, this module's ``-Pi_0``), and
         ``d/dP_k = -(d^2 J / dP_k d(x_k, u_k)) a_k``. Active state bounds are not handled here (the caller
         leaves those rows to casadi).
 

@@ -474,7 +474,7 @@ class SACFOP(_SACMPC):
     ``train/mpc_u0_at_bound``, the share of the actor's first controls (successful solves) that sit
     at a control bound, where ``d u0* / d phi = 0`` and the actor gets no gradient through the MPC;
     ``train/mpc_du0_dphi_norm``, the mean Frobenius norm of ``d a / d phi`` over the successful
-    solves of the last gradient step of every :attr:`du0_dphi_interval`-th update (``train()`` call),
+    solves of the last gradient step of every :attr:`du0_dphi_interval`-th ``train()`` call,
     both in SB3's ``[-1, 1]`` units (``nu`` extra reverse passes each time; at-bound samples count as
     0); and ``mpc/act_u0_at_bound``, the same
     share for the training rollouts' controls since the previous log dump (all three variants). On
@@ -485,10 +485,13 @@ class SACFOP(_SACMPC):
 
     _critic_input = "actions"
     #: ``train/mpc_du0_dphi_norm`` is computed on every this-many-th ``train()`` call (the first one
-    #: included). Each time costs ``nu`` reverse passes through the MPC, about a tenth of a cart-pole
-    #: gradient step (issue 15): computed at every update, it slowed every gradient step for a number
-    #: that is only logged. A log window of SB3's default ``log_interval`` still holds tens of them.
+    #: included, counted in ``_train_calls``). Each time costs ``nu`` reverse passes through the MPC,
+    #: about a tenth of a cart-pole gradient step (issue 15): computed at every update, it slowed every
+    #: gradient step for a number that is only logged. The logger keeps the last value recorded before a
+    #: dump, so the logged norm is at most ``du0_dphi_interval - 1`` updates old.
     du0_dphi_interval: ClassVar[int] = 10
+    #: ``train()`` calls so far (saved with the model; a model saved before it existed counts from 0).
+    _train_calls: int = 0
 
     # ------------------------------------------------------------------ the update
 
@@ -528,11 +531,11 @@ class SACFOP(_SACMPC):
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
             sensitivities = (
-                gradient_step == gradient_steps - 1
-                and self._n_updates // gradient_steps % self.du0_dphi_interval == 0
+                gradient_step == gradient_steps - 1 and self._train_calls % self.du0_dphi_interval == 0
             )
             self._collect_diagnostics(policy_actions, logs, sensitivities)
 
+        self._train_calls += 1
         self._n_updates += gradient_steps
         self._record_update(logs, gradient_steps)
 
