@@ -212,7 +212,7 @@ def test_call_batched_matches_one_call_per_row_and_refuses_sparse_outputs():
     empty = call_batched(cache, function, [np.zeros((0, 3)), np.zeros((0, 2, 2))])
     assert empty[0].shape == (0, 1, 2) and empty[1].shape == (0,)
     sparse = ca.Function("g", [x], [ca.SX(ca.Sparsity.diag(3))])  # structural zeros off the diagonal
-    with pytest.raises(ValueError, match="dense outputs"):
+    with pytest.raises(ValueError, match="dense inputs and outputs"):
         call_batched(cache, sparse, [np.zeros((2, 3))])
 
 

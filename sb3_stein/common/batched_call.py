@@ -34,28 +34,34 @@ def call_batched(
             np.empty((0,) if function.numel_out(i) == 1 else (0, *function.size_out(i)[::-1]))
             for i in range(function.n_out())
         ]
-    if len(args) != function.n_in():
-        raise ValueError(f"{function.name()} takes {function.n_in()} inputs, got {len(args)}")
     b = bucket(n)
     threads = max(1, min(n_threads, b))
     key = (function.name(), b, threads)
     if key not in cache:
-        # (a sparse output would be written as its nonzeros only, and misread below)
-        if not all(function.sparsity_out(i).is_dense() for i in range(function.n_out())):
-            raise ValueError(f"call_batched needs dense outputs; {function.name()} has a sparse one")
+        # (a sparse input or output would be read or written as its nonzeros only, and misplaced below)
+        if not all(function.sparsity_in(i).is_dense() for i in range(function.n_in())) or not all(
+            function.sparsity_out(i).is_dense() for i in range(function.n_out())
+        ):
+            raise ValueError(
+                f"call_batched needs dense inputs and outputs; {function.name()} has a sparse one"
+            )
         # A C-ordered (b, columns, rows) array is, byte for byte, the column-major (rows, b * columns)
         # matrix of the mapped call.
         mapped = function.map(b, "thread", threads) if threads > 1 else function.map(b) if b > 1 else function
-        cache[key] = (mapped, *mapped.buffer())
-    _, buffer, evaluate = cache[key]
+        sizes_in = [function.numel_in(i) for i in range(function.n_in())]
+        shapes_out = [function.size_out(i) for i in range(function.n_out())]
+        cache[key] = (mapped, *mapped.buffer(), sizes_in, shapes_out)
+    _, buffer, evaluate, sizes_in, shapes_out = cache[key]
+    if len(args) != len(sizes_in):
+        raise ValueError(f"{function.name()} takes {len(sizes_in)} inputs, got {len(args)}")
     inputs = []
     for i, a in enumerate(args):
         a = np.asarray(a, dtype=np.float64)
         # casadi only checks that a buffer is not too small: a wrong size would shift the rows after the first
-        if len(a) != n or a[0].size != function.numel_in(i) or not function.sparsity_in(i).is_dense():
+        if len(a) != n or a.size != n * sizes_in[i]:
             raise ValueError(
-                f"input {function.name_in(i)} of {function.name()}: expected {n} rows of "
-                f"{function.numel_in(i)} dense entries, got shape {a.shape}"
+                f"input {function.name_in(i)} of {function.name()}: expected {n} rows of {sizes_in[i]} "
+                f"entries, got shape {a.shape}"
             )
         if b > n:
             a = np.concatenate([a, np.repeat(a[-1:], b - n, axis=0)])
@@ -63,8 +69,7 @@ def call_batched(
     for i, a in enumerate(inputs):
         buffer.set_arg(i, memoryview(a))  # type: ignore[arg-type]
     result = []
-    for i in range(function.n_out()):
-        rows, cols = function.size_out(i)
+    for i, (rows, cols) in enumerate(shapes_out):
         out = np.empty(b * rows * cols)
         buffer.set_res(i, memoryview(out))  # type: ignore[arg-type]
         result.append(out if rows == cols == 1 else out.reshape(b, cols, rows))
