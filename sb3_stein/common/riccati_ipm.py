@@ -486,13 +486,10 @@ class RiccatiIPM:
         """
         import casadi as ca
 
-        nx, nu, N, n_p = self.nx, self.nu, self.horizon, self.n_p
-        m = nx + nu
         cheap = self._iteration_body(residual, step, value, 1, 1)
         whole = self._iteration_body(residual, step, value, N_DELTAS, N_ALPHAS)
-        shapes = [(nx, N + 1), (nu, N), (nx, N + 1), (m, N), (m, N), (1, 1), (1, 1), (1, 1), (1, 1)]
-        state = [ca.MX.sym(name, *shape) for name, shape in zip(STATE_NAMES, shapes)]
-        P_sym, limit = ca.MX.sym("P", n_p, N + 1), ca.MX.sym("max_iter")
+        state = [ca.MX.sym(name, whole.sparsity_in(i)) for i, name in enumerate(STATE_NAMES)]
+        P_sym, limit = ca.MX.sym("P", whole.sparsity_in("P")), ca.MX.sym("max_iter")
         names_in, names_out = [*STATE_NAMES, "P", "max_iter"], [f"{n}_next" for n in STATE_NAMES]
 
         def whole_fn(name: str, extra: list[Any]) -> Any:
@@ -508,7 +505,7 @@ class RiccatiIPM:
 
         # IPOPT's iteration, trying the cheap case first where the last iteration needed no regularisation
         # (only the branch chosen is evaluated).
-        tried_sym = [ca.MX.sym(f"tried_{n}", *shape) for n, shape in zip(STATE_NAMES, shapes)]
+        tried_sym = [ca.MX.sym(f"tried_{n}", whole.sparsity_in(i)) for i, n in enumerate(STATE_NAMES)]
         take_tried = ca.Function(
             "riccati_take_cheap",
             [*state, P_sym, limit, *tried_sym],
