@@ -267,11 +267,7 @@ def test_the_lazy_iterations_give_the_whole_iterations_iterates(monkeypatch):
     lazy = MPCLayer(CartPoleSwingUpOCP(horizon=10), compiled=False, solver="riccati")
 
     def whole_only(self, residual, step, value, options):
-        whole = self._iteration_body(residual, step, value, N_DELTAS, N_ALPHAS)
-        inputs = [ca.MX.sym(whole.name_in(i), whole.sparsity_in(i)) for i in range(whole.n_in())]
-        names_out = [whole.name_out(i) for i in range(whole.n_out() - 1)]
-        names_in = [whole.name_in(i) for i in range(whole.n_in())]
-        return ca.Function("riccati_iterations", inputs, whole(*inputs)[:-1], names_in, names_out)
+        return self._ipopt_iteration(residual, step, value)
 
     monkeypatch.setattr(RiccatiIPM, "_iteration_function", whole_only)
     plain = MPCLayer(CartPoleSwingUpOCP(horizon=10), compiled=False, solver="riccati")
@@ -288,3 +284,65 @@ def test_the_lazy_iterations_give_the_whole_iterations_iterates(monkeypatch):
     assert ra.iterations.mean() > 10  # several chained calls
     np.testing.assert_array_equal(ra.X, rb.X)
     np.testing.assert_array_equal(ra.U, rb.U)
+
+
+def _swing_up_rows(layer: MPCLayer, n: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Cold-start primal points of ``n`` swing-ups from anywhere: states, stage parameters, X, U."""
+    rng = np.random.default_rng(seed)
+    states = rng.uniform([-1.5, -np.pi, -2.0, -4.0], [1.5, np.pi, 2.0, 4.0], size=(n, 4))
+    params = rng.uniform(-np.pi, np.pi, size=(n, 1))
+    X, U = layer._split_z(layer.cold_start(states))
+    X, U = layer._riccati.initial_point(np.array(X), U)
+    return states, layer._stage_params(params), X, U
+
+
+def test_initial_multipliers_follow_ipopts_rules():
+    """Bound multipliers 1 on finite bounds; the costates where no entry exceeds 1e3, zero elsewhere."""
+    layer = MPCLayer(CartPoleSwingUpOCP(horizon=10), compiled=False, solver="riccati")
+    ipm: RiccatiIPM = layer._riccati
+    states, P, X, U = _swing_up_rows(layer, 16, seed=0)
+    # cold starts (costates of a large cost gradient) and solutions (small ones)
+    solved = ipm.solve(states, P, X, U)
+    X, U, P = np.concatenate([X, solved.X]), np.concatenate([U, solved.U]), np.concatenate([P, P])
+    zl, zu, Pi = ipm.initial_multipliers(X, U, P)
+    np.testing.assert_array_equal(zl, np.broadcast_to(ipm.has_low.astype(float), zl.shape))
+    np.testing.assert_array_equal(zu, np.broadcast_to(ipm.has_high.astype(float), zu.shape))
+    (costates,) = ipm._call(ipm._costate_fn, X, U, P, (zu - zl)[:, :, ipm.nu :])
+    large = np.abs(costates).max(axis=(1, 2)) > 1e3
+    assert large.any() and not large.all()  # both cases occur on these cold starts
+    np.testing.assert_array_equal(Pi[large], 0.0)
+    np.testing.assert_array_equal(Pi[~large], costates[~large])
+
+
+def test_an_iteration_goes_on_regularising_until_a_step_exists(monkeypatch):
+    """Where none of the whole iteration's ``N_DELTAS`` regularisations makes the reduced Hessian positive
+    definite, the same iteration tries larger ones (IPOPT's Algorithm IC) instead of staying put."""
+    captured = {}
+
+    def one_iteration(self, residual, step, value, options):
+        captured.update(residual=residual, step=step, value=value)
+        return self._ipopt_iteration(residual, step, value)
+
+    monkeypatch.setattr(RiccatiIPM, "_iteration_function", one_iteration)
+    layer = MPCLayer(CartPoleSwingUpOCP(horizon=10), compiled=False, solver="riccati")
+    ipm: RiccatiIPM = layer._riccati
+    pieces = captured["residual"], captured["step"], captured["value"]
+    without = ipm._iteration_body(*pieces, N_DELTAS, N_ALPHAS)
+    states, P, X, U = _swing_up_rows(layer, 32, seed=1)
+    n = len(states)
+    X[:, 0] = states
+    zl, zu, _ = ipm.initial_multipliers(X, U, P)
+    # the uncapped costates: an indefinite Hessian far from a solution
+    (Pi,) = ipm._call(ipm._costate_fn, X, U, P, (zu - zl)[:, :, ipm.nu :])
+    state = [X, U, Pi, zl, zu, np.full(n, 0.1), np.zeros(n), np.zeros(n), np.zeros(n)]
+    limit = np.full(n, 100.0)
+    with_more = ipm._call(ipm._iteration_fn, *state, P, limit)
+    plain = ipm._call(without, *state, P, limit)[:-1]
+    stayed = np.abs(plain[0] - X).max(axis=(1, 2)) == 0
+    assert stayed.any() and not stayed.all()
+    moved = np.abs(with_more[0] - X).max(axis=(1, 2)) > 0
+    assert moved[stayed].all()
+    last_whole_trial = 1e-4 * 100.0  # DELTA_FIRST, grown x 100 (no regularisation before)
+    assert (with_more[6][stayed] > last_whole_trial).all()
+    for got, expected in zip(with_more, plain):
+        np.testing.assert_array_equal(got[~stayed], expected[~stayed])

@@ -27,16 +27,20 @@ step length:
   with the bound multipliers eliminated, Eq. 11/13), whose linear system is the KKT system of an
   equality-constrained LQ problem, solved by the Riccati recursion (the dynamic-programming
   factorisation fatrop and HPIPM use) in ``O(N (nx + nu)^3)``;
-* inertia correction (Section 3.1): the reduced Hessian is positive definite iff every stage's
-  ``R + B' P B`` is (Cholesky pivots); where not, ``delta I`` is added to the Lagrangian's Hessian
-  (``1e-4`` first, then ``x 8``, a third of the last one to start the next iteration). IPOPT's whole
-  iteration evaluates the Hessian once and factorises it for ``N_DELTAS = 3`` values of ``delta`` (none
-  and the next two trials) and takes the smallest that works (the swing-up needs a correction in most
-  iterations far from a solution; one trial per evaluation cost 2.1 evaluations per iteration on the
-  cart-pole at T = 20, cold). If none works the sample stays put and tries larger values in its next
-  iteration. Where the last iteration needed no correction, a cheaper one is tried first (no
-  regularisation, the full step only) and kept where it gives the whole iteration's result
-  (:meth:`RiccatiIPM._iteration_function`);
+* initial point (Section 3.6): the primal guess pushed inside its bounds (``bound_push``,
+  ``bound_frac``), bound multipliers 1, dynamics multipliers from the stationarity in the states unless
+  one exceeds 1e3, then zero (:meth:`RiccatiIPM.initial_multipliers`);
+* inertia correction (Section 3.1, Algorithm IC): the reduced Hessian is positive definite iff every
+  stage's ``R + B' P B`` is (Cholesky pivots); where not, ``delta I`` is added to the Lagrangian's
+  Hessian: none first, then ``1e-4`` (a third of the last one where the last iteration needed one),
+  growing ``x 100`` (``x 8`` after a regularised iteration). IPOPT's whole iteration evaluates the
+  Hessian once and factorises it for ``N_DELTAS = 3`` values of ``delta`` (none and the next two trials)
+  and takes the smallest that works (one trial per evaluation cost 2.1 evaluations per iteration on the
+  cart-pole at T = 20, cold); where none works, the next ``N_MORE_DELTAS`` in the same iteration
+  (:meth:`RiccatiIPM._ipopt_iteration`), and only if those fail too the sample stays put and goes on
+  with larger values in its next iteration. Where the last iteration needed no correction, a cheaper one
+  is tried first (no regularisation, the full step only) and kept where it gives the whole iteration's
+  result (:meth:`RiccatiIPM._iteration_function`);
 * fraction-to-the-boundary rule (Eq. 15, ``tau = max(0.99, 1 - mu)``), IPOPT's filter acceptance tests
   against the current iterate (Eq. 18-20) for the full step and ``N_ALPHAS - 1`` halvings; if none is
   accepted the shortest is taken (the paper's restoration phase is not implemented); the ``kappa_Sigma``
@@ -72,7 +76,10 @@ BOUND_PUSH, BOUND_FRAC = 1e-2, 1e-2
 KAPPA_SIGMA = 1e10
 GAMMA_THETA, GAMMA_PHI, ETA_PHI = 1e-5, 1e-8, 1e-8
 S_THETA, S_PHI, SWITCH_DELTA = 1.1, 2.3, 1.0
-DELTA_FIRST, DELTA_GROW, DELTA_SHRINK, DELTA_MAX = 1e-4, 8.0, 1.0 / 3.0, 1e20
+DELTA_FIRST, DELTA_GROW_FIRST, DELTA_GROW, DELTA_SHRINK, DELTA_MAX = 1e-4, 100.0, 8.0, 1.0 / 3.0, 1e20
+#: IPOPT's initial bound multipliers (``bound_mult_init_val``) and the largest initial equality multipliers it
+#: keeps (``constr_mult_init_max``; larger ones are set to zero), as fatrop does too.
+BOUND_MULT_INIT, CONSTR_MULT_INIT_MAX = 1.0, 1e3
 
 
 @dataclass
@@ -151,6 +158,9 @@ ITERATIONS_PER_CALL = 4
 #: Measured on the cart-pole at T = 20, cold: with two, 44.7 iterations and 39 of 256 samples left to
 #: fatrop; with three, 38.8 and none; with four, 36.0 and 2, at a higher cost per iteration.
 N_DELTAS = 3
+#: Regularisations a continuation of IPOPT's whole iteration tries where none of its ``N_DELTAS`` worked
+#: (:meth:`RiccatiIPM._ipopt_iteration`).
+N_MORE_DELTAS = 4
 #: A whole-horizon function whose expanded form (scalar operations, casadi SX) has at most this many
 #: instructions is expanded before it is compiled: on the cart-pole at T = 5 the Newton step ran 2.4x
 #: faster expanded than as calls of the stage functions (MX), at T = 20 1.2x; the chain's stays MX.
@@ -240,16 +250,16 @@ class RiccatiIPM:
         grad_lx = ca.gradient(lagrangian, x)  # l_x + A' pi_next
         grad_lu = ca.gradient(lagrangian, u)
         grad_cx, grad_cu = ca.gradient(cost, x), ca.gradient(cost, u)
-        first = ca.Function("first", [x, u, p, pi_next, w], [cost, f, grad_lx, grad_lu])
-        value = ca.Function("value", [x, u, p, w], [cost, f])
+        first = _sx_function("first", [x, u, p, pi_next, w], [cost, f, grad_lx, grad_lu])
+        value = _sx_function("value", [x, u, p, w], [cost, f])
         terminal = w * terminal_cost(x, p)
-        terminal_first = ca.Function("terminal_first", [x, p, w], [terminal, ca.gradient(terminal, x)])
+        terminal_first = _sx_function("terminal_first", [x, p, w], [terminal, ca.gradient(terminal, x)])
 
         # One Riccati stage: derivatives at (x_k, u_k) (once per step), then the cost-to-go of x_k from that
         # of x_{k+1} (once per regularisation tried).
         hess = ca.hessian(lagrangian, ca.vertcat(x, u))[0]
         c = f - x_next
-        derivatives = ca.Function(
+        derivatives = _sx_function(
             "derivatives", [x, u, p, pi_next, w, x_next], [hess, A, B, c, ca.vertcat(grad_cu, grad_cx)]
         )
         H, As_, Bs_ = ca.SX.sym("H", m, m), ca.SX.sym("A", nx, nx), ca.SX.sym("B", nx, nu)
@@ -271,16 +281,18 @@ class RiccatiIPM:
         qu = g_[:nu] + gb_u + ca.mtimes(Bs_.T, Pc)
         solved, min_pivot = _cholesky_solve(Quu, ca.horzcat(Qux, qu))
         K, kff = -solved[:, :nx], -solved[:, nx]
-        P_k = Qxx + ca.mtimes(Qux.T, K)
-        P_k = 0.5 * (P_k + P_k.T)
+        # P_k is symmetric: only its upper triangle is computed (the expressions of the lower one are then
+        # not part of the Function: 22 % fewer instructions in the chain's stage, nx = 21).
+        upper = ca.triu(Qxx + ca.mtimes(Qux.T, K))
+        P_k = ca.densify(upper + ca.triu(upper, False).T)
         p_k = qx + ca.mtimes(Qux.T, kff)
-        riccati_stage = ca.Function(
+        riccati_stage = _sx_function(
             "riccati_stage",
             [H, As_, Bs_, cs_, g_, sig_u, sig_x, gb_u, gb_x, P_next, p_next, delta],
             [P_k, p_k, K, kff, min_pivot],
         )
         t_hess, t_grad = ca.hessian(terminal, x)
-        terminal_derivatives = ca.Function("terminal_derivatives", [x, p, w], [t_hess, t_grad])
+        terminal_derivatives = _sx_function("terminal_derivatives", [x, p, w], [t_hess, t_grad])
 
         # Whole-horizon functions of one sample (MX graphs calling the stage pieces).
         X, U = ca.MX.sym("X", nx, N + 1), ca.MX.sym("U", nu, N)
@@ -400,8 +412,8 @@ class RiccatiIPM:
         p_sym = ca.SX.sym("p", n_p)
         stage_grad_p = ca.gradient(w * stage_cost(x, u, p_sym), p_sym)
         terminal_grad_p = ca.gradient(w * terminal_cost(x, p_sym), p_sym)
-        stage_grad = ca.Function("riccati_param", [x, u, p_sym, w], [stage_grad_p])
-        terminal_grad = ca.Function("riccati_tparam", [x, p_sym, w], [terminal_grad_p])
+        stage_grad = _sx_function("riccati_param", [x, u, p_sym, w], [stage_grad_p])
+        terminal_grad = _sx_function("riccati_tparam", [x, p_sym, w], [terminal_grad_p])
         grads_p = [stage_grad(X[:, k], U[:, k], Pm[:, k], wts[k]) for k in range(N)]
         grads_p.append(terminal_grad(X[:, N], Pm[:, N], wts[N]))
         self._param_fn, _ = _function(
@@ -416,13 +428,13 @@ class RiccatiIPM:
         # The sensitivities at a solution (see vjp): the KKT system's Riccati recursion with the
         # active control bounds fixed, then the cross derivatives of the objective with the parameters.
         dx_s, du_s = ca.SX.sym("dx", nx), ca.SX.sym("du", nu)
-        param_cross = ca.Function(
+        param_cross = _sx_function(
             "riccati_param_cross",
             [x, u, p_sym, w, dx_s, du_s],
             [ca.jtimes(stage_grad_p, ca.vertcat(x, u), ca.vertcat(dx_s, du_s))],
         )
         t_cross = ca.jtimes(terminal_grad_p, x, dx_s)
-        terminal_cross = ca.Function("riccati_tparam_cross", [x, p_sym, w, dx_s], [t_cross])
+        terminal_cross = _sx_function("riccati_tparam_cross", [x, p_sym, w, dx_s], [t_cross])
         free_u, seed = ca.MX.sym("free_u", nu, N), ca.MX.sym("seed", nu)
         zeros_u = ca.MX.zeros(nu, 1)
         P_cur, p_cur = t_hess_v, zero_x
@@ -487,14 +499,14 @@ class RiccatiIPM:
         import casadi as ca
 
         cheap = self._iteration_body(residual, step, value, 1, 1)
-        whole = self._iteration_body(residual, step, value, N_DELTAS, N_ALPHAS)
+        whole = self._ipopt_iteration(residual, step, value)
         state = [ca.MX.sym(name, whole.sparsity_in(i)) for i, name in enumerate(STATE_NAMES)]
         P_sym, limit = ca.MX.sym("P", whole.sparsity_in("P")), ca.MX.sym("max_iter")
         names_in, names_out = [*STATE_NAMES, "P", "max_iter"], [f"{n}_next" for n in STATE_NAMES]
 
         def whole_fn(name: str, extra: list[Any]) -> Any:
             """The whole iteration at the state, ignoring ``extra`` inputs."""
-            out = whole(*state, P_sym, limit)[:-1]
+            out = whole(*state, P_sym, limit)
             return ca.Function(
                 name,
                 [*state, P_sym, limit, *extra],
@@ -543,7 +555,40 @@ class RiccatiIPM:
             "riccati_iterations", [*state, P_sym, limit], out, names_in, names_out, _named(options, "iter")
         )
 
-    def _iteration_body(self, residual: Any, step: Any, value: Any, n_deltas: int, n_alphas: int) -> Any:
+    def _ipopt_iteration(self, residual: Any, step: Any, value: Any) -> Any:
+        """IPOPT's whole iteration of one sample: :meth:`_iteration_body` with ``N_DELTAS`` regularisations
+        and ``N_ALPHAS`` step lengths, and where none of those regularisations works, the next
+        ``N_MORE_DELTAS`` (IPOPT keeps increasing it within the iteration; without the continuation such a
+        row lost an iteration, 9 % of a cold swing-up's). The continuation evaluates the derivatives again,
+        only for those rows (a conditional call in the generated code).
+
+        :return: ``(state, P, max_iter) -> next state`` (names as :data:`STATE_NAMES`).
+        """
+        import casadi as ca
+
+        whole = self._iteration_body(residual, step, value, N_DELTAS, N_ALPHAS)
+        more = self._iteration_body(residual, step, value, N_MORE_DELTAS, N_ALPHAS, continuation=True)
+        names_in = [*STATE_NAMES, "P", "max_iter"]
+        names_out = [f"{n}_next" for n in STATE_NAMES]
+        inputs = [ca.MX.sym(name, whole.sparsity_in(i)) for i, name in enumerate(names_in)]
+        done = [ca.MX.sym(f"whole_{n}", whole.sparsity_in(i)) for i, n in enumerate(STATE_NAMES)]
+        extra_names = [f"e{i}" for i in range(len(done))]
+        keep = ca.Function("riccati_keep_whole", [*inputs, *done], done, [*names_in, *extra_names], names_out)
+        go_on = ca.Function(
+            "riccati_more_regularisations",
+            [*inputs, *done],
+            more(*inputs)[:-1],
+            [*names_in, *extra_names],
+            names_out,
+        )
+        out = whole(*inputs)
+        # exact: the row stopped or one of the regularisations worked
+        chosen: Any = ca.Function.if_else("riccati_whole_or_more", keep, go_on)(out[-1], *inputs, *out[:-1])
+        return ca.Function("riccati_whole_iteration", inputs, chosen, names_in, names_out)
+
+    def _iteration_body(
+        self, residual: Any, step: Any, value: Any, n_deltas: int, n_alphas: int, continuation: bool = False
+    ) -> Any:
         """One iteration of one sample (expanded to scalar operations where that stays small): the KKT
         error ``E_0`` (a row below ``tol``, or at ``max_iter``, stays put from then on), the barrier update,
         the Newton step for the smallest of the ``n_deltas`` regularisations that gives a positive definite
@@ -551,6 +596,8 @@ class RiccatiIPM:
         lengths and the update of the primal-dual point; and, last output, ``exact``: whether the result is
         that of IPOPT's rules with ``N_DELTAS`` and ``N_ALPHAS`` (the row stopped, or a regularisation tried
         here worked and, with fewer than ``N_ALPHAS`` trial steps, one of them was accepted).
+        ``continuation``: the ``n_deltas`` regularisations that follow the whole iteration's
+        ``N_DELTAS`` (none of which worked), without the trial of none.
         Measured on the cart-pole at T = 5, batch 64 (loaded machine, CPU time): with the barrier update,
         step lengths and line search in numpy on ``(64, 5, 5)`` arrays a solve took about 1.7x as long;
         numpy's per-call overhead cost more than the arithmetic.
@@ -564,9 +611,16 @@ class RiccatiIPM:
         zl, zu = ca.MX.sym("zl", m, N), ca.MX.sym("zu", m, N)
         mu_in, delta_last = ca.MX.sym("mu"), ca.MX.sym("delta_last")
         converged, iters = ca.MX.sym("converged"), ca.MX.sym("iterations")
-        # IPOPT's regularisation trials: none, then a third of the last one (1e-4 the first time), x 8, ...
-        first = ca.if_else(delta_last > 0, ca.fmax(1e-20, DELTA_SHRINK * delta_last), DELTA_FIRST)
-        trials = ca.vertcat(0, *[first * DELTA_GROW**j for j in range(n_deltas - 1)])
+        # IPOPT's regularisation trials (Algorithm IC): none, then a third of the last one (1e-4 the first
+        # time), growing x 8 (x 100 where the last iteration needed none); a continuation goes on from the
+        # last trial of the whole iteration.
+        regularised = delta_last > 0
+        first = ca.if_else(regularised, ca.fmax(1e-20, DELTA_SHRINK * delta_last), DELTA_FIRST)
+        grow = ca.if_else(regularised, DELTA_GROW, DELTA_GROW_FIRST)
+        if continuation:
+            trials = ca.vertcat(*[first * grow ** (N_DELTAS - 1 + j) for j in range(n_deltas)])
+        else:
+            trials = ca.vertcat(0, *[first * grow**j for j in range(n_deltas - 1)])
         ML = ca.repmat(ca.DM(self.has_low.astype(float)), 1, N)
         MH = ca.repmat(ca.DM(self.has_high.astype(float)), 1, N)
         low, high = ca.repmat(ca.DM(self._low0), 1, N), ca.repmat(ca.DM(self._high0), 1, N)
@@ -651,7 +705,7 @@ class RiccatiIPM:
         # gave a descent direction: stay, and try larger ones next time.
         alpha_min = alpha * 0.5 ** (n_alphas - 1)
         alpha_acc = ca.if_else(found, ca.if_else(accept, alpha_acc, alpha_min), 0)
-        delta = ca.if_else(found, delta, ca.fmin(DELTA_MAX, trials[n_deltas - 1] * DELTA_GROW))
+        delta = ca.if_else(found, delta, ca.fmin(DELTA_MAX, trials[n_deltas - 1] * grow))
         X_t, U_t = X + alpha_acc * dX, U + alpha_acc * dU
         sl_t, su_t = slacks(X_t, U_t)
         alpha_z = ca.if_else(found, alpha_z, 0)
@@ -743,6 +797,26 @@ class RiccatiIPM:
         W = np.where(self.has_high, np.minimum(W, self._high0 - push_high), W)
         return np.concatenate([X[:, :1], W[:, :, self.nu :]], axis=1), W[:, :, : self.nu].copy()
 
+    def initial_multipliers(
+        self, X: np.ndarray, U: np.ndarray, P: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """IPOPT's initial multipliers at the primal point ``(X, U)`` (fatrop's too): the bound multipliers
+        ``bound_mult_init_val`` (1) on every finite bound; the dynamics multipliers that make the
+        Lagrangian stationary in ``x_1..x_N`` given those (the costates, backwards from the terminal cost),
+        set to zero where their largest entry exceeds ``constr_mult_init_max`` (1e3). Far from a solution
+        the costates of a large cost gradient make the Lagrangian's Hessian indefinite: with them (and
+        bound multipliers ``mu / slack``) the swing-up's cold starts at T = 20 took 38.8 iterations on
+        average and needed a regularisation in most; with IPOPT's rule 26.2, fatrop 27.8.
+
+        :return: ``zl``, ``zu`` ``(batch, N, nu + nx)`` and ``Pi`` ``(batch, N + 1, nx)``.
+        """
+        shape = (len(X), self.horizon, self.nu + self.nx)
+        zl = np.where(self.has_low, BOUND_MULT_INIT, 0.0) * np.ones(shape)
+        zu = np.where(self.has_high, BOUND_MULT_INIT, 0.0) * np.ones(shape)
+        (Pi,) = self._call(self._costate_fn, X, U, P, (zu - zl)[:, :, self.nu :])
+        Pi[np.abs(Pi).max(axis=(1, 2), initial=0.0) > CONSTR_MULT_INIT_MAX] = 0.0
+        return zl, zu, Pi
+
     def solve(self, states: np.ndarray, P: np.ndarray, X: np.ndarray, U: np.ndarray) -> RiccatiResult:
         """Solve every row from the primal guess ``(X, U)``.
 
@@ -756,12 +830,8 @@ class RiccatiIPM:
         X[:, 0] = states
         X, U = self.initial_point(X, np.asarray(U, dtype=np.float64))
         P = np.asarray(P, dtype=np.float64)
-        has_low, has_high = self.has_low, self.has_high
         mu = np.full(b, self.mu_init)
-        sl, su = self._slacks(X, U)
-        zl = np.where(has_low, mu[:, None, None] / sl, 0.0)
-        zu = np.where(has_high, mu[:, None, None] / su, 0.0)
-        (Pi,) = self._call(self._costate_fn, X, U, P, (zu - zl)[:, :, self.nu :])
+        zl, zu, Pi = self.initial_multipliers(X, U, P)
         state = [X, U, Pi, zl, zu, mu, np.zeros(b), np.zeros(b), np.zeros(b)]
         rows = np.arange(b)  # the rows still iterating
         while len(rows):
@@ -795,8 +865,17 @@ def _function(
     expanded = plain.expand()
     if expanded.n_instructions() <= EXPAND_MAX_INSTRUCTIONS:
         symbols = [ca.SX.sym(expanded.name_in(i), expanded.sparsity_in(i)) for i in range(expanded.n_in())]
-        return ca.Function(name, symbols, expanded.call(symbols), names_in, names_out, options), plain
+        return ca.Function(name, symbols, ca.cse(expanded.call(symbols)), names_in, names_out, options), plain
     return ca.Function(name, inputs, outputs, names_in, names_out, options), plain
+
+
+def _sx_function(name: str, inputs: list[Any], outputs: list[Any]) -> Any:
+    """A casadi Function of SX expressions after common-subexpression elimination: casadi's derivatives
+    recompute shared terms (the cart-pole's stage Hessian and Jacobians evaluated sin and cos 20 times each
+    where the dynamics needs 4), and the C compiler does not merge calls of ``sin`` or ``cos``."""
+    import casadi as ca
+
+    return ca.Function(name, inputs, ca.cse(list(outputs)))
 
 
 def _named(options: dict[str, Any], kind: str) -> dict[str, Any]:
