@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch as th
 from sb3_stein.envs.chain import ChainOCP
-from speed_s2ac import interleaved_ms
+from speed_s2ac import interleaved_ms, write_measurements
 
 from sb3_stein import SACZOP
 from sb3_stein.common.mpc import MPCLayer
@@ -120,19 +120,13 @@ def main() -> None:
     results["speedup_forward_backward_riccati"] = (
         total["interpreted_inline_loop"] / total["riccati_stages_map"]
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(results, indent=1))
-    lines = [
-        "# Chain-v0 MPC layer: interpreted inline vs compiled per-stage functions (fatrop, riccati)",
-        "",
-        f"Command: `python benchmarks/speed_chain_mpc.py --out {args.out} --batch {args.batch} "
-        f"--rounds {args.rounds}`",
-        "",
-        "| measurement | value |",
-        "| --- | --- |",
-        *[f"| {k} | {v:.2f} |" for k, v in results.items()],
-    ]
-    (args.out / "speed.md").write_text("\n".join(lines) + "\n")
+    lines = write_measurements(
+        args.out,
+        "speed",
+        "Chain-v0 MPC layer: interpreted inline vs compiled per-stage functions (fatrop, riccati)",
+        f"python benchmarks/speed_chain_mpc.py --out {args.out} --batch {args.batch} --rounds {args.rounds}",
+        results,
+    )
     print("\n".join(lines))
 
 

@@ -94,6 +94,26 @@ def write_report(
     (out / "speed.md").write_text("\n".join(lines) + "\n")
 
 
+def write_measurements(
+    out: Path, stem: str, title: str, command: str, results: dict[str, float], fmt: str = ".2f"
+) -> list[str]:
+    """``<stem>.json`` (``results``) and ``<stem>.md`` (a title, the command, one "measurement | value"
+    row per result) in ``out``; returns the markdown lines."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| measurement | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v:{fmt}} |" for k, v in results.items()],
+    ]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
 def synchronize() -> None:
     """Wait for queued GPU work (CUDA runs kernels asynchronously; a timer must not stop before them)."""
     if th.cuda.is_available() and th.cuda.is_initialized():

@@ -189,9 +189,10 @@ class MPCLayer:
         function theorem at the solution, the active set from ``lam_x``) by one Riccati recursion per
         sample (:meth:`RiccatiIPM.vjp`), except for samples with an active state bound or an indefinite
         reduced Hessian, which get casadi's. ``solver_options`` then go to the fallback fatrop. Measured on
-        the cart-pole: benchmarks/results/speed_sac_mpc_riccati and its NOTE.md. Compiling its code takes
-        longer than fatrop's (once per OCP, then cached). Not the default: cold solves of a non-convex OCP
-        may end in another local solution than fatrop's (15 % of cold cart-pole swing-up solves there).
+        the cart-pole: benchmarks/results/speed_sac_mpc_riccati_v3 and its NOTE.md. Compiling its code
+        takes longer than fatrop's (once per OCP, then cached). Not the default: cold solves of a
+        non-convex OCP may end in another local solution than fatrop's (4 % of cold cart-pole swing-up
+        solves at T = 20, 2 % of warm ones: benchmarks/results/riccati_vs_fatrop).
     :param tol: the solver's convergence tolerance. Tight by default: the sensitivities are exact
         only at an exact solution.
     :param max_iter: iteration limit of one solve; hitting it counts as a failure.
