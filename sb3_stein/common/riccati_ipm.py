@@ -8,10 +8,10 @@ by casadi from per-stage pieces, expanded to scalar operations where that stays 
 ``ITERATIONS_PER_CALL`` times and mapped over the batch; Python only hands the rows that have not
 converged to the next call, through casadi's FunctionBuffer (no copies into casadi matrices). The
 sensitivities at a solution are one more Riccati recursion (:meth:`RiccatiIPM.vjp`).
-Measured (benchmarks/results/speed_sac_mpc_riccati_v2, idle machine, 1 thread, two runs): the cart-pole
-at T = 20, batch 256, forward + backward 0.86-0.93x (cold) and 0.53-0.57x (warm) fatrop's time, the
-backward pass alone 1/12; SAC-FOP's gradient step (T = 5, batch 64) about 0.5x; the chain (not expanded: too
-large) 0.5x.
+Measured (benchmarks/results/speed_sac_mpc_riccati_v3, idle machine, 1 thread, two runs): the cart-pole
+at T = 20, batch 256, forward + backward 0.69-0.79x (cold) and 0.47-0.48x (warm) fatrop's time, the
+backward pass alone 1/11; SAC-FOP's gradient step (T = 5, batch 64) 0.44x; the chain (not expanded: too
+large) 0.43-0.51x (benchmarks/results/speed_chain_mpc_riccati_v3).
 
 The problem (:mod:`sb3_stein.common.ocp`, per sample)::
 
