@@ -271,15 +271,9 @@ def test_the_lazy_iterations_give_the_whole_iterations_iterates(monkeypatch):
 
     monkeypatch.setattr(RiccatiIPM, "_iteration_function", whole_only)
     plain = MPCLayer(CartPoleSwingUpOCP(horizon=10), compiled=False, solver="riccati")
-    rng = np.random.default_rng(0)
-    states = rng.uniform([-1.5, -np.pi, -2.0, -4.0], [1.5, np.pi, 2.0, 4.0], size=(16, 4))
-    params = rng.uniform(-np.pi, np.pi, size=(16, 1))
-    guess, N, stage = lazy.cold_start(states), lazy.horizon, lazy._stage
-    body = guess[:, : N * stage].reshape(16, N, stage)
-    X0 = np.concatenate([body[:, :, : lazy.nx], guess[:, None, N * stage :]], axis=1)
-    P = lazy._stage_params(params)
-    ra = lazy._riccati.solve(states, P, X0, body[:, :, lazy.nx :])
-    rb = plain._riccati.solve(states, P, X0, body[:, :, lazy.nx :])
+    states, P, X0, U0 = _swing_up_rows(lazy, 16, seed=0)
+    ra = lazy._riccati.solve(states, P, X0, U0)
+    rb = plain._riccati.solve(states, P, X0, U0)
     np.testing.assert_array_equal(ra.iterations, rb.iterations)
     assert ra.iterations.mean() > 10  # several chained calls
     np.testing.assert_array_equal(ra.X, rb.X)

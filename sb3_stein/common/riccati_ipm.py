@@ -503,42 +503,11 @@ class RiccatiIPM:
         state = [ca.MX.sym(name, whole.sparsity_in(i)) for i, name in enumerate(STATE_NAMES)]
         P_sym, limit = ca.MX.sym("P", whole.sparsity_in("P")), ca.MX.sym("max_iter")
         names_in, names_out = [*STATE_NAMES, "P", "max_iter"], [f"{n}_next" for n in STATE_NAMES]
-
-        def whole_fn(name: str, extra: list[Any]) -> Any:
-            """The whole iteration at the state, ignoring ``extra`` inputs."""
-            out = whole(*state, P_sym, limit)
-            return ca.Function(
-                name,
-                [*state, P_sym, limit, *extra],
-                out,
-                [*names_in, *[f"e{i}" for i in range(len(extra))]],
-                names_out,
-            )
-
         # IPOPT's iteration, trying the cheap case first where the last iteration needed no regularisation
         # (only the branch chosen is evaluated).
-        tried_sym = [ca.MX.sym(f"tried_{n}", whole.sparsity_in(i)) for i, n in enumerate(STATE_NAMES)]
-        take_tried = ca.Function(
-            "riccati_take_cheap",
-            [*state, P_sym, limit, *tried_sym],
-            tried_sym,
-            [*names_in, *[f"e{i}" for i in range(len(tried_sym))]],
-            names_out,
-        )
-        cheap_or_whole = ca.Function.if_else(
-            "riccati_cheap_or_whole", take_tried, whole_fn("riccati_whole_after_cheap", tried_sym)
-        )
-        tried = cheap(*state, P_sym, limit)
-        chosen: Any = cheap_or_whole(tried[-1], *state, P_sym, limit, *tried[:-1])
-        try_cheap = ca.Function(
-            "riccati_try_cheap",
-            [*state, P_sym, limit],
-            chosen,
-            names_in,
-            names_out,
-        )
+        try_cheap = _first_or("riccati_cheap_or_whole", cheap, whole)
         regularised = state[STATE_NAMES.index("delta_last")] > 0
-        iterate: Any = ca.Function.if_else("riccati_iterate", whole_fn("riccati_whole", []), try_cheap)(
+        iterate: Any = ca.Function.if_else("riccati_iterate", whole, try_cheap)(
             regularised, *state, P_sym, limit
         )
         iteration = ca.Function("riccati_iteration", [*state, P_sym, limit], iterate, names_in, names_out)
@@ -564,27 +533,10 @@ class RiccatiIPM:
 
         :return: ``(state, P, max_iter) -> next state`` (names as :data:`STATE_NAMES`).
         """
-        import casadi as ca
-
         whole = self._iteration_body(residual, step, value, N_DELTAS, N_ALPHAS)
         more = self._iteration_body(residual, step, value, N_MORE_DELTAS, N_ALPHAS, continuation=True)
-        names_in = [*STATE_NAMES, "P", "max_iter"]
-        names_out = [f"{n}_next" for n in STATE_NAMES]
-        inputs = [ca.MX.sym(name, whole.sparsity_in(i)) for i, name in enumerate(names_in)]
-        done = [ca.MX.sym(f"whole_{n}", whole.sparsity_in(i)) for i, n in enumerate(STATE_NAMES)]
-        extra_names = [f"e{i}" for i in range(len(done))]
-        keep = ca.Function("riccati_keep_whole", [*inputs, *done], done, [*names_in, *extra_names], names_out)
-        go_on = ca.Function(
-            "riccati_more_regularisations",
-            [*inputs, *done],
-            more(*inputs)[:-1],
-            [*names_in, *extra_names],
-            names_out,
-        )
-        out = whole(*inputs)
-        # exact: the row stopped or one of the regularisations worked
-        chosen: Any = ca.Function.if_else("riccati_whole_or_more", keep, go_on)(out[-1], *inputs, *out[:-1])
-        return ca.Function("riccati_whole_iteration", inputs, chosen, names_in, names_out)
+        # (whole's "exact": the row stopped or one of its regularisations worked)
+        return _first_or("riccati_whole_or_more", whole, more)
 
     def _iteration_body(
         self, residual: Any, step: Any, value: Any, n_deltas: int, n_alphas: int, continuation: bool = False
@@ -867,6 +819,34 @@ def _function(
         symbols = [ca.SX.sym(expanded.name_in(i), expanded.sparsity_in(i)) for i in range(expanded.n_in())]
         return ca.Function(name, symbols, ca.cse(expanded.call(symbols)), names_in, names_out, options), plain
     return ca.Function(name, inputs, outputs, names_in, names_out, options), plain
+
+
+def _first_or(name: str, first: Any, fallback: Any) -> Any:
+    """``(state, P, max_iter) -> next state`` (names as :data:`STATE_NAMES`): ``first``'s next state where
+    its last output (``exact``) holds, else ``fallback``'s at the same state. A conditional call in the
+    generated code: ``fallback`` is evaluated only for the rows that need it.
+
+    :param first: an iteration Function whose outputs are the next state and ``exact``.
+    :param fallback: an iteration Function of the same inputs whose first outputs are the next state.
+    """
+    import casadi as ca
+
+    names_in = [*STATE_NAMES, "P", "max_iter"]
+    names_out = [f"{n}_next" for n in STATE_NAMES]
+    inputs = [ca.MX.sym(n, first.sparsity_in(i)) for i, n in enumerate(names_in)]
+    given = [ca.MX.sym(f"first_{n}", first.sparsity_out(i)) for i, n in enumerate(STATE_NAMES)]
+    names_given = [f"e{i}" for i in range(len(given))]
+    keep = ca.Function(f"{name}_keep", [*inputs, *given], given, [*names_in, *names_given], names_out)
+    other = ca.Function(
+        f"{name}_other",
+        [*inputs, *given],
+        fallback(*inputs)[: len(STATE_NAMES)],
+        [*names_in, *names_given],
+        names_out,
+    )
+    out = first(*inputs)
+    chosen: Any = ca.Function.if_else(name, keep, other)(out[-1], *inputs, *out[:-1])
+    return ca.Function(name, inputs, chosen, names_in, names_out)
 
 
 def _sx_function(name: str, inputs: list[Any], outputs: list[Any]) -> Any:
