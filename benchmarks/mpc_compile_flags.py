@@ -1,10 +1,13 @@
 """Do higher compiler optimisation levels make the compiled MPC layer faster? (issue 15)
 
-Builds the cart-pole layer (T = 20) with each ``--flags`` value in an empty temporary cache (so the
-compile time is measured too), then times the cold mapped forward pass and the backward pass of a batch
-of ``--batch`` states on one thread, interleaved (median of ``--rounds``)::
+Builds the cart-pole layer (T = 20, ``--solver``) with each set of flags in ``--flags`` (sets separated
+by ``;``) in an empty temporary cache (so the compile time is measured too), then times the cold mapped
+forward pass and the backward pass of a batch of ``--batch`` states on one thread, interleaved (median
+of ``--rounds``)::
 
-    python benchmarks/mpc_compile_flags.py --out benchmarks/results/speed_sac_mpc_compiled
+    python benchmarks/mpc_compile_flags.py --out benchmarks/results/speed_sac_mpc_compiled --solver fatrop
+    python benchmarks/mpc_compile_flags.py --out benchmarks/results/compile_flags_riccati \
+        --flags="-O1;-O2;-O2 -fno-semantic-interposition"
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--flags", nargs="+", default=["-O1", "-O2", "-O3"])
+    parser.add_argument("--flags", default="-O1;-O2;-O3", help="sets of compiler flags, separated by ';'")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--solver", choices=["fatrop", "riccati"], default="riccati")
     args = parser.parse_args()
+    flag_sets = [f.strip() for f in args.flags.split(";") if f.strip()]
     th.set_num_threads(1)
     rng = np.random.default_rng(0)
     states = _states(rng, args.batch)
@@ -41,9 +46,13 @@ def main() -> None:
     candidates, build = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         os.environ[jit_cache.CACHE_ENV] = folder
-        for flag in args.flags:
+        for flag in flag_sets:
             layer = MPCLayer(
-                CartPoleSwingUpOCP(horizon=20), compiled=True, compile_flags=(flag,), n_threads=1
+                CartPoleSwingUpOCP(horizon=20),
+                compiled=True,
+                compile_flags=tuple(flag.split()),
+                n_threads=1,
+                solver=args.solver,
             )
             build[flag] = layer.build_seconds
             solution = layer.solve(states, params)
@@ -54,16 +63,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compile_flags.json").write_text(json.dumps({"build_s": build, "ms_per_sample": per_sample}))
     lines = [
-        "# Compiled MPC layer by compiler flags (cart-pole T = 20, cold, mapped, 1 thread)",
+        f"# Compiled MPC layer ({args.solver}) by compiler flags (cart-pole T = 20, cold, mapped, 1 thread)",
         "",
-        f"Command: `python benchmarks/mpc_compile_flags.py --out {args.out} --flags {' '.join(args.flags)} "
-        f"--batch {args.batch} --rounds {args.rounds}`",
+        f'Command: `python benchmarks/mpc_compile_flags.py --out {args.out} --flags="{args.flags}" '
+        f"--batch {args.batch} --rounds {args.rounds} --solver {args.solver}`",
         "",
         "| flags | forward (ms per sample) | backward (ms per sample) | build with an empty cache (s) |",
         "| --- | --- | --- | --- |",
         *[
             f"| {f} | {per_sample[f'{f} forward']:.3f} | {per_sample[f'{f} backward']:.3f} | {build[f]:.1f} |"
-            for f in args.flags
+            for f in flag_sets
         ],
     ]
     (args.out / "compile_flags.md").write_text("\n".join(lines) + "\n")

@@ -10,10 +10,20 @@ import pytest
 from sb3_stein.envs.cartpole_swingup import CartPoleSwingUpOCP
 from test_mpc import TinyCartPoleOCP, _batch
 
+from sb3_stein.common import riccati_ipm
 from sb3_stein.common.batched_call import bucket, call_batched
+from sb3_stein.common.jit_cache import find_compiler, jit_options
 from sb3_stein.common.mpc import MPCLayer
 from sb3_stein.common.ocp import OptimalControlProblem
-from sb3_stein.common.riccati_ipm import N_ALPHAS, N_DELTAS, PIVOT_TOL, RiccatiIPM, _cholesky_solve
+from sb3_stein.common.riccati_ipm import (
+    N_ALPHAS,
+    N_DELTAS,
+    PIVOT_TOL,
+    RiccatiIPM,
+    _cholesky_solve,
+    _riccati_stage_sx,
+)
+from sb3_stein.common.riccati_stage_c import riccati_stage_c
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +350,51 @@ def test_an_iteration_goes_on_regularising_until_a_step_exists(monkeypatch):
     assert (with_more[6][stayed] > last_whole_trial).all()
     for got, expected in zip(with_more, plain):
         np.testing.assert_array_equal(got[~stayed], expected[~stayed])
+
+
+@pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
+@pytest.mark.parametrize("nx, nu", [(5, 2), (4, 1), (3, 3)])
+def test_the_c_stage_kernel_computes_the_scalar_stage(nx, nu):
+    """The C kernel with loops (odd and even sizes: its 2 x 2 blocks) against the scalar stage, on random
+    stages; where Q_uu is indefinite both report a pivot below the tolerance."""
+    scalar = _riccati_stage_sx(nx, nu)
+    kernel = riccati_stage_c(nx, nu, jit_options("test_stage"))
+    rng = np.random.default_rng(nx * 10 + nu)
+    m = nx + nu
+
+    def symmetric(n: int, shift: float) -> np.ndarray:
+        a = rng.normal(size=(n, n))
+        return a @ a.T + shift * np.eye(n)
+
+    for shift in (1.0, -20.0):  # positive definite, then an indefinite Q_uu
+        args = [symmetric(m, shift), rng.normal(size=(nx, nx)), rng.normal(size=(nx, nu))]
+        args += [rng.normal(size=n) for n in (nx, m)] + [rng.uniform(0, 1, size=n) for n in (nu, nx)]
+        args += [rng.normal(size=n) for n in (nu, nx)] + [symmetric(nx, 0.5), rng.normal(size=nx), 1e-3]
+        expected = [np.asarray(v) for v in scalar(*args)]
+        got = [np.asarray(v) for v in kernel(*args)]
+        if shift > 0:
+            assert expected[-1] > PIVOT_TOL
+            for e, g in zip(expected, got):
+                np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-9)
+            np.testing.assert_array_equal(got[0], got[0].T)  # P_k exactly symmetric
+        else:
+            assert expected[-1] < PIVOT_TOL and got[-1] < PIVOT_TOL
+            np.testing.assert_allclose(got[-1], expected[-1], rtol=1e-9)
+
+
+@pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
+def test_a_riccati_layer_with_the_c_stage_gives_the_scalar_stages_controls_and_gradients(monkeypatch):
+    """Where the iteration is too large to expand the compiled layer's stage is the C kernel: forced here on
+    the small cart-pole, its solutions and sensitivities are those of the interpreted scalar stage."""
+    states, params = _batch(8, seed=5)
+    scalar = MPCLayer(TinyCartPoleOCP(), compiled=False, solver="riccati")
+    monkeypatch.setattr(riccati_ipm, "EXPAND_MAX_INSTRUCTIONS", 0)
+    kernel = MPCLayer(TinyCartPoleOCP(), compiled=True, solver="riccati", compile_flags=("-O0",))
+    assert kernel._riccati.stage_in_c and not scalar._riccati.stage_in_c
+    a, b = scalar.solve(states, params), kernel.solve(states, params)
+    assert a.success.all() and b.success.all() and not b.fallback.any()
+    np.testing.assert_array_equal(a.iterations, b.iterations)
+    np.testing.assert_allclose(b.z, a.z, rtol=1e-7, atol=1e-9)
+    weights = np.random.default_rng(0).normal(size=(8, 1))
+    for got, expected in zip(kernel.vjp(b, weights), scalar.vjp(a, weights)):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)

@@ -49,7 +49,7 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_stein.common.batched_call import call_batched
-from sb3_stein.common.jit_cache import find_compiler, jit_nlpsol, jit_options
+from sb3_stein.common.jit_cache import DEFAULT_FLAGS, find_compiler, jit_nlpsol, jit_options
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.riccati_ipm import PIVOT_TOL as RICCATI_PIVOT_TOL
 from sb3_stein.common.validation import check_choice, check_int, check_positive
@@ -207,7 +207,8 @@ class MPCLayer:
         one warning, and interpreted for NLPs above :data:`AUTO_COMPILE_MAX_INSTRUCTIONS` (with a
         warning: the chain's exact Hessian would take many minutes to compile). The build time is
         :attr:`build_seconds` (compiling or loading from the cache).
-    :param compile_flags: the C compiler's flags for the compiled functions.
+    :param compile_flags: the C compiler's flags for the compiled functions (default
+        :data:`sb3_stein.common.jit_cache.DEFAULT_FLAGS`, ``-O2 -fno-semantic-interposition``).
     :param batch_mode: ``"map"``: one casadi call per batch (``Function.map`` with ``n_threads``
         threads); a mapped call returns no per-sample solver statistics, so each sample's ``success``
         is a KKT check of its solution (:meth:`kkt_residuals` at most :attr:`kkt_tol`) and its
@@ -257,7 +258,7 @@ class MPCLayer:
         max_iter: int = 100,
         active_tol: float = 1e-6,
         compiled: bool | None = None,
-        compile_flags: tuple[str, ...] = ("-O1",),
+        compile_flags: tuple[str, ...] = DEFAULT_FLAGS,
         batch_mode: str = "auto",
         n_threads: int | None = None,
         retry_cold: bool = True,

@@ -4,7 +4,8 @@ Why (issue 15, benchmarks/results/mpc_profile): fatrop solves the MPC layer's sm
 time and spends about 86 % of a solve in its own bookkeeping and casadi's glue, about 0.17 M instructions
 per iteration on the cart-pole's 29 variables. Here a whole iteration of one sample (derivatives, Riccati
 recursion, barrier update, step lengths, line search, multiplier update) is straight-line code generated
-by casadi from per-stage pieces, expanded to scalar operations where that stays small, compiled, chained
+by casadi from per-stage pieces, expanded to scalar operations where that stays small (elsewhere the dense
+Riccati stage is a C kernel with loops, :mod:`sb3_stein.common.riccati_stage_c`), compiled, chained
 ``ITERATIONS_PER_CALL`` times and mapped over the batch; Python only hands the rows that have not
 converged to the next call, through casadi's FunctionBuffer (no copies into casadi matrices). The
 sensitivities at a solution are one more Riccati recursion (:meth:`RiccatiIPM.vjp`).
@@ -140,6 +141,45 @@ def _cholesky_solve(matrix: Any, rhs: Any) -> tuple[Any, Any]:
     return ca.vertcat(*out), ca.mmin(ca.vertcat(*pivots))
 
 
+def _riccati_stage_sx(nx: int, nu: int) -> Any:
+    """One stage of the Riccati recursion (the cost-to-go of ``x_k`` from that of ``x_{k+1}``) as casadi
+    SX, expanded to scalar operations: ``(H, A, B, c, g, sig_u, sig_x, gb_u, gb_x, P_next, p_next, delta) ->
+    (P_k, p_k, K, kff, min_pivot)`` (the formulas: :mod:`sb3_stein.common.riccati_stage_c`, which computes the
+    same with loops)."""
+    import casadi as ca
+
+    m = nx + nu
+    H, As_, Bs_ = ca.SX.sym("H", m, m), ca.SX.sym("A", nx, nx), ca.SX.sym("B", nx, nu)
+    cs_, g_ = ca.SX.sym("c", nx), ca.SX.sym("g", m)
+    P_next, p_next = ca.SX.sym("P_next", nx, nx), ca.SX.sym("p_next", nx)
+    sig_u, sig_x, gb_u, gb_x = (
+        ca.SX.sym("sig_u", nu),
+        ca.SX.sym("sig_x", nx),
+        ca.SX.sym("gb_u", nu),
+        ca.SX.sym("gb_x", nx),
+    )
+    delta = ca.SX.sym("delta")
+    Pc = ca.mtimes(P_next, cs_) + p_next
+    PA, PB = ca.mtimes(P_next, As_), ca.mtimes(P_next, Bs_)
+    Qxx = H[nu:, nu:] + ca.diag(sig_x) + delta * ca.DM.eye(nx) + ca.mtimes(As_.T, PA)
+    Quu = H[:nu, :nu] + ca.diag(sig_u) + delta * ca.DM.eye(nu) + ca.mtimes(Bs_.T, PB)
+    Qux = H[:nu, nu:] + ca.mtimes(Bs_.T, PA)
+    qx = g_[nu:] + gb_x + ca.mtimes(As_.T, Pc)
+    qu = g_[:nu] + gb_u + ca.mtimes(Bs_.T, Pc)
+    solved, min_pivot = _cholesky_solve(Quu, ca.horzcat(Qux, qu))
+    K, kff = -solved[:, :nx], -solved[:, nx]
+    # P_k is symmetric: only its upper triangle is computed (the expressions of the lower one are then
+    # not part of the Function: 22 % fewer instructions in the chain's stage, nx = 21).
+    upper = ca.triu(Qxx + ca.mtimes(Qux.T, K))
+    P_k = ca.densify(upper + ca.triu(upper, False).T)
+    p_k = qx + ca.mtimes(Qux.T, kff)
+    return _sx_function(
+        "riccati_stage",
+        [H, As_, Bs_, cs_, g_, sig_u, sig_x, gb_u, gb_x, P_next, p_next, delta],
+        [P_k, p_k, K, kff, min_pivot],
+    )
+
+
 #: A stage's ``R + B' P B`` counts as positive definite when its smallest Cholesky pivot is above this
 #: fraction of its largest diagonal entry.
 PIVOT_TOL = 1e-12
@@ -262,35 +302,7 @@ class RiccatiIPM:
         derivatives = _sx_function(
             "derivatives", [x, u, p, pi_next, w, x_next], [hess, A, B, c, ca.vertcat(grad_cu, grad_cx)]
         )
-        H, As_, Bs_ = ca.SX.sym("H", m, m), ca.SX.sym("A", nx, nx), ca.SX.sym("B", nx, nu)
-        cs_, g_ = ca.SX.sym("c", nx), ca.SX.sym("g", m)
-        P_next, p_next = ca.SX.sym("P_next", nx, nx), ca.SX.sym("p_next", nx)
-        sig_u, sig_x, gb_u, gb_x = (
-            ca.SX.sym("sig_u", nu),
-            ca.SX.sym("sig_x", nx),
-            ca.SX.sym("gb_u", nu),
-            ca.SX.sym("gb_x", nx),
-        )
-        delta = ca.SX.sym("delta")
-        Pc = ca.mtimes(P_next, cs_) + p_next
-        PA, PB = ca.mtimes(P_next, As_), ca.mtimes(P_next, Bs_)
-        Qxx = H[nu:, nu:] + ca.diag(sig_x) + delta * ca.DM.eye(nx) + ca.mtimes(As_.T, PA)
-        Quu = H[:nu, :nu] + ca.diag(sig_u) + delta * ca.DM.eye(nu) + ca.mtimes(Bs_.T, PB)
-        Qux = H[:nu, nu:] + ca.mtimes(Bs_.T, PA)
-        qx = g_[nu:] + gb_x + ca.mtimes(As_.T, Pc)
-        qu = g_[:nu] + gb_u + ca.mtimes(Bs_.T, Pc)
-        solved, min_pivot = _cholesky_solve(Quu, ca.horzcat(Qux, qu))
-        K, kff = -solved[:, :nx], -solved[:, nx]
-        # P_k is symmetric: only its upper triangle is computed (the expressions of the lower one are then
-        # not part of the Function: 22 % fewer instructions in the chain's stage, nx = 21).
-        upper = ca.triu(Qxx + ca.mtimes(Qux.T, K))
-        P_k = ca.densify(upper + ca.triu(upper, False).T)
-        p_k = qx + ca.mtimes(Qux.T, kff)
-        riccati_stage = _sx_function(
-            "riccati_stage",
-            [H, As_, Bs_, cs_, g_, sig_u, sig_x, gb_u, gb_x, P_next, p_next, delta],
-            [P_k, p_k, K, kff, min_pivot],
-        )
+        riccati_stage = self._riccati_stage(derivatives, options)
         t_hess, t_grad = ca.hessian(terminal, x)
         terminal_derivatives = _sx_function("terminal_derivatives", [x, p, w], [t_hess, t_grad])
 
@@ -474,7 +486,23 @@ class RiccatiIPM:
             ["X", "U", "P", "Pi", "free_u", "seed"],
             ["adj_s", "adj_P", "min_pivot"],
             _named(options, "vjp"),
+            expand=not self.stage_in_c,
         )
+
+    def _riccati_stage(self, derivatives: Any, options: dict[str, Any]) -> Any:
+        """The Riccati stage the Newton steps and the sensitivities call: the scalar (SX) one, or, where
+        the iteration is compiled and too large to expand anyway (``N`` times the scalar stage and its
+        derivatives above :data:`EXPAND_MAX_INSTRUCTIONS`), the C kernel with loops
+        (:func:`sb3_stein.common.riccati_stage_c.riccati_stage_c`). Sets :attr:`stage_in_c`."""
+        stage = _riccati_stage_sx(self.nx, self.nu)
+        size = self.horizon * (stage.n_instructions() + derivatives.n_instructions())
+        #: Whether the Riccati stage is the C kernel (then the functions that call it are not expanded).
+        self.stage_in_c = bool(options.get("jit")) and size > EXPAND_MAX_INSTRUCTIONS
+        if not self.stage_in_c:
+            return stage
+        from sb3_stein.common.riccati_stage_c import riccati_stage_c
+
+        return riccati_stage_c(self.nx, self.nu, options)
 
     def _iteration_function(self, residual: Any, step: Any, value: Any, options: dict[str, Any]) -> Any:
         """``ITERATIONS_PER_CALL`` iterations of one sample as one Function (what :meth:`solve` maps over
@@ -682,6 +710,7 @@ class RiccatiIPM:
             [*STATE_NAMES, "P", "max_iter"],
             [*[f"{name}_next" for name in STATE_NAMES], "exact"],
             {},
+            expand=not self.stage_in_c,
         )
         return iteration
 
@@ -807,15 +836,17 @@ def _function(
     names_in: list[str],
     names_out: list[str],
     options: dict[str, Any],
+    expand: bool = True,
 ) -> tuple[Any, Any]:
     """A casadi Function of MX ``inputs``/``outputs`` with ``options`` (the one to evaluate: expanded to
-    scalar operations first when that stays below :data:`EXPAND_MAX_INSTRUCTIONS`, see there), and the
-    plain MX Function without options (to build larger functions from)."""
+    scalar operations first when ``expand`` and that stays below :data:`EXPAND_MAX_INSTRUCTIONS`, see
+    there), and the plain MX Function without options (to build larger functions from). ``expand=False``
+    for functions that call the C stage kernel (it has no scalar form)."""
     import casadi as ca
 
     plain = ca.Function(name, inputs, outputs, names_in, names_out)
-    expanded = plain.expand()
-    if expanded.n_instructions() <= EXPAND_MAX_INSTRUCTIONS:
+    expanded = plain.expand() if expand else None
+    if expanded is not None and expanded.n_instructions() <= EXPAND_MAX_INSTRUCTIONS:
         symbols = [ca.SX.sym(expanded.name_in(i), expanded.sparsity_in(i)) for i in range(expanded.n_in())]
         return ca.Function(name, symbols, ca.cse(expanded.call(symbols)), names_in, names_out, options), plain
     return ca.Function(name, inputs, outputs, names_in, names_out, options), plain
