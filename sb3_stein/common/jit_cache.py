@@ -103,9 +103,9 @@ def clear_cache() -> int:
 #: The compiler's default flags. ``-fno-semantic-interposition`` lets it inline casadi's small helpers
 #: (``casadi_sq``, ``casadi_fabs``, ``casadi_fmax``, ...): they have external linkage in the generated
 #: shared library, so without it every use is a call. Measured (benchmarks/results/compile_flags_riccati,
-#: idle machine, 1 thread): the riccati cart-pole layer at T = 20, batch 256, cold, forward 2.2 ms per
-#: sample with ``-O1``, 1.44 with these; the chain's 8.8 ms and 7.5 ms; compile time about 2.5x that of
-#: ``-O1`` (once per problem: the cache keeps it).
+#: idle machine, 1 thread): the riccati cart-pole layer at T = 20, batch 256, cold forward 1.89 ms per
+#: sample with ``-O1``, 1.89 with ``-O2``, 1.33 with these; the build with an empty cache 71 s, 116 s
+#: and 125 s (once per problem: the cache keeps it).
 DEFAULT_FLAGS: tuple[str, ...] = ("-O2", "-fno-semantic-interposition")
 
 

@@ -113,8 +113,9 @@ def parameter_box(ocp: OptimalControlProblem, param_interface: str) -> spaces.Bo
 COMPILED_ENV = "SB3_STEIN_MPC_COMPILED"
 #: ``compiled=None`` leaves NLPs larger than this interpreted (summed casadi instructions of the
 #: objective, constraints, their derivatives and the Hessian): gcc's time grows with the generated
-#: code, about 30 s at -O1 for the tests' cart-pole at T = 20 (about 44k instructions), and the chain's
-#: exact Hessian alone has about 627k.
+#: code, about 30 s at -O1 for the tests' cart-pole at T = 20 (about 44k instructions; about 1.8x that
+#: at the default flags, :data:`sb3_stein.common.jit_cache.DEFAULT_FLAGS`), and the chain's exact
+#: Hessian alone has about 627k.
 AUTO_COMPILE_MAX_INSTRUCTIONS = 200_000
 #: ``MPCLayer(control_barrier=...)``'s barrier sits on the control box widened by this (relative).
 BARRIER_WIDENING = 1e-6
