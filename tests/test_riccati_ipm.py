@@ -115,7 +115,36 @@ def test_solutions_that_fail_the_kkt_check_are_solved_by_fatrop(riccati, fatrop)
     layer._riccati.max_iter = 2  # far from converged
     solution = layer.solve(states, params)
     assert solution.fallback.all() and solution.success.all()
-    assert all("riccati_not_converged" in status and "fatrop" in status for status in solution.status)
+    assert all(
+        "riccati_not_converged" in status and "fatrop from riccati's iterate" in status
+        for status in solution.status
+    )
+    np.testing.assert_allclose(solution.u0, fatrop.solve(states, params).u0, atol=1e-6)
+
+
+def test_rows_fatrop_cannot_solve_from_riccatis_iterate_are_solved_from_the_layers_start(riccati, fatrop):
+    """The fallback's second start: where fatrop fails from riccati's last iterate (forced here: the first
+    fatrop call reports failure), the same rows are solved again from the layer's own (cold) start."""
+    states, params = _batch(4, seed=7)
+    layer = pickle.loads(pickle.dumps(riccati))
+    layer._riccati.max_iter = 2
+    starts = []
+    solve_nlp = layer._solve_nlp
+
+    def failing_first(guess, nlp_p):
+        starts.append(guess.copy())
+        result = solve_nlp(guess, nlp_p)
+        if len(starts) == 1:
+            result.success[:] = False
+        return result
+
+    layer._solve_nlp = failing_first
+    solution = layer.solve(states, params)
+    assert len(starts) == 2
+    np.testing.assert_array_equal(starts[1], layer.cold_start(states))
+    assert not np.array_equal(starts[0], starts[1])  # the first start was riccati's iterate
+    assert solution.success.all() and solution.fallback.all()
+    assert all(status.count("fatrop") == 2 for status in solution.status)
     np.testing.assert_allclose(solution.u0, fatrop.solve(states, params).u0, atol=1e-6)
 
 
