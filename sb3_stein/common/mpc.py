@@ -184,13 +184,14 @@ class MPCLayer:
         ``"riccati"``: the batched interior point method of :mod:`sb3_stein.common.riccati_ipm` (IPOPT's
         algorithm, Newton steps by a Riccati recursion, one compiled call for several iterations of a batch),
         whose every solution must pass the layer's KKT check (:meth:`kkt_residuals` at most :attr:`kkt_tol`);
-        the samples that fail it are solved again by fatrop from the same initial guess
-        (:attr:`MPCSolution.fallback`), so a result is never worse certified than fatrop's. The backward
+        the samples that fail it are solved again by fatrop, from riccati's last iterate and, where that
+        fails too, from the same initial guess (:attr:`MPCSolution.fallback`), so a result is never worse
+        certified than fatrop's. The backward
         pass solves the same linear system as casadi's sensitivities of the fatrop NLP (the implicit
         function theorem at the solution, the active set from ``lam_x``) by one Riccati recursion per
         sample (:meth:`RiccatiIPM.vjp`), except for samples with an active state bound or an indefinite
         reduced Hessian, which get casadi's. ``solver_options`` then go to the fallback fatrop. Measured on
-        the cart-pole: benchmarks/results/speed_sac_mpc_riccati_v3 and its NOTE.md. Compiling its code
+        the cart-pole: benchmarks/results/speed_sac_mpc_riccati_v4 and its NOTE.md. Compiling its code
         takes longer than fatrop's (once per OCP, then cached). Not the default: cold solves of a
         non-convex OCP may end in another local solution than fatrop's (4 % of cold cart-pole swing-up
         solves at T = 20, 2 % of warm ones: benchmarks/results/riccati_vs_fatrop).

@@ -9,10 +9,10 @@ Riccati stage is a C kernel with loops, :mod:`sb3_stein.common.riccati_stage_c`)
 ``ITERATIONS_PER_CALL`` times and mapped over the batch; Python only hands the rows that have not
 converged to the next call, through casadi's FunctionBuffer (no copies into casadi matrices). The
 sensitivities at a solution are one more Riccati recursion (:meth:`RiccatiIPM.vjp`).
-Measured (benchmarks/results/speed_sac_mpc_riccati_v3, idle machine, 1 thread, two runs): the cart-pole
-at T = 20, batch 256, forward + backward 0.69-0.79x (cold) and 0.47-0.48x (warm) fatrop's time, the
-backward pass alone 1/11; SAC-FOP's gradient step (T = 5, batch 64) 0.44x; the chain (not expanded: too
-large) 0.43-0.51x (benchmarks/results/speed_chain_mpc_riccati_v3).
+Measured (benchmarks/results/speed_sac_mpc_riccati_v4, idle machine, 1 thread, two runs): the cart-pole
+at T = 20, batch 256, forward + backward 0.39-0.42x (cold) and 0.28x (warm) fatrop's time, the backward
+pass alone 1/10; SAC-FOP's gradient step (T = 5, batch 64) 0.38-0.39x; the chain (not expanded: too
+large) 0.36-0.39x (benchmarks/results/speed_chain_mpc_riccati_v4).
 
 The problem (:mod:`sb3_stein.common.ocp`, per sample)::
 
@@ -53,7 +53,8 @@ step length:
 What the paper gives and this module drops: the filter's memory, a line search beyond ``N_ALPHAS``
 trials, second-order corrections, the restoration phase and the scaling of the problem. The MPC layer
 (``MPCLayer(solver="riccati")``) therefore never trusts this solver's own verdict: it certifies every
-solution with its KKT check and hands the samples that fail it to fatrop.
+solution with its KKT check and hands the samples that fail it to fatrop (started from this solver's
+last iterate).
 
 Shapes: ``X (batch, N + 1, nx)``, ``U (batch, N, nu)``, ``Pi (batch, N + 1, nx)`` (``Pi[:, k + 1]`` is
 the multiplier of ``f(x_k, u_k) - x_{k+1} = 0``, ``Pi[:, 0]`` of ``s - x_0 = 0``), stage parameters

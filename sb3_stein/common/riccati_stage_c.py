@@ -5,7 +5,9 @@ Why (issue 15): casadi's scalar expansion of a dense stage is straight-line code
 instructions. For the chain (``nx = 21``, ``nu = 3``) that is 39k casadi instructions, about 460 kB of
 machine code per stage, run at about one floating-point operation per cycle. The same arithmetic as loops
 over the columns of column-major matrices (dot products in 2 x 2 blocks: four independent sums, each loaded
-column used twice) is a few kB of code.
+column used twice) is a few kB of code. Measured on the chain (16 states near a reset state, one process,
+min of 7 rounds, flags ``-O1``): the forward solve took 8.9 ms per sample with the kernel, 10.2 ms with the
+scalar stage; ``perf`` put the stage at 34 % of the solve before and 18 % after.
 
 The kernel computes exactly what :class:`sb3_stein.common.riccati_ipm.RiccatiIPM`'s symbolic stage does
 (the same inputs and outputs, see there), with ``G = [B, A]`` the linearised dynamics in the stage's
