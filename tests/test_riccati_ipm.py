@@ -16,9 +16,11 @@ from sb3_stein.common.jit_cache import find_compiler, jit_options
 from sb3_stein.common.mpc import MPCLayer
 from sb3_stein.common.ocp import OptimalControlProblem
 from sb3_stein.common.riccati_ipm import (
+    MU_UPDATES,
     N_ALPHAS,
     N_DELTAS,
     PIVOT_TOL,
+    STATE_NAMES,
     RiccatiIPM,
     _cholesky_solve,
     _riccati_stage_sx,
@@ -427,3 +429,51 @@ def test_a_riccati_layer_with_the_c_stage_gives_the_scalar_stages_controls_and_g
     weights = np.random.default_rng(0).normal(size=(8, 1))
     for got, expected in zip(kernel.vjp(b, weights), scalar.vjp(a, weights)):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_the_barrier_update_follows_ipopts_monotone_rule():
+    """One iteration's barrier parameter against Eq. 7 computed in numpy, with the complementarity error the
+    brute-force ``max |z s - mu|`` over the finite bounds, from the iterates of solves stopped early and from
+    solutions, at barrier parameters from 1e-1 to 1e-7 (several updates in some rows, none in others)."""
+    layer = MPCLayer(CartPoleSwingUpOCP(horizon=10), compiled=False, solver="riccati")
+    ipm: RiccatiIPM = layer._riccati
+    states, P, X, U = _swing_up_rows(layer, 8, seed=1)
+    results = []
+    for max_iter in (4, 8, 12, 100):
+        short = RiccatiIPM.__new__(RiccatiIPM)
+        short.__dict__.update(ipm.__dict__)
+        short.max_iter = max_iter
+        results.append(short.solve(states, P, X, U))
+    X, U, Pi = (np.concatenate([getattr(r, name) for r in results]) for name in ("X", "U", "Pi"))
+    zl, zu = (np.concatenate([getattr(r, name) for r in results]) for name in ("z_lower", "z_upper"))
+    P = np.concatenate([P] * len(results))
+    b, N, m = len(X), ipm.horizon, ipm.nx + ipm.nu
+    mu_in = 10.0 ** -np.random.default_rng(0).integers(1, 8, size=b).astype(float)
+    zeros = np.zeros(b)
+    out = ipm._call(ipm._iteration_fn, X, U, Pi, zl, zu, mu_in, zeros, zeros, zeros, P, np.ones(b))
+    mu_next = out[STATE_NAMES.index("mu")]
+    # Eq. 7 with IPOPT's scaled errors, in numpy
+    sl, su = ipm._slacks(X, U)
+    _, defects, grad, _ = ipm._call(ipm._residual_fn, X, U, P, Pi)
+    low, high = ipm.has_low.astype(float), ipm.has_high.astype(float)
+    z_sum = np.abs(zl * low).sum(axis=(1, 2)) + np.abs(zu * high).sum(axis=(1, 2))
+    s_d = np.maximum(100.0, (np.abs(Pi[:, 1:]).sum(axis=(1, 2)) + z_sum) / (N * ipm.nx + 2 * m * N)) / 100
+    s_c = np.maximum(100.0, z_sum / (2 * m * N)) / 100
+    errors = np.maximum(np.abs(grad - zl + zu).max(axis=(1, 2)) / s_d, np.abs(defects).max(axis=(1, 2)))
+    expected = mu_in.copy()
+    for _ in range(MU_UPDATES):
+        comp = np.maximum(
+            np.where(ipm.has_low, np.abs(zl * sl - expected[:, None, None]), 0).max(axis=(1, 2)),
+            np.where(ipm.has_high, np.abs(zu * su - expected[:, None, None]), 0).max(axis=(1, 2)),
+        )
+        lower = (np.maximum(errors, comp / s_c) <= 10 * expected) & (expected > ipm.mu_min)
+        smaller = np.maximum(ipm.mu_min, np.minimum(0.2 * expected, expected**1.5))
+        expected = np.where(lower, smaller, expected)
+    # a row whose unbarriered error is below tol has converged and stays put
+    products = np.maximum(
+        np.where(ipm.has_low, np.abs(zl * sl), 0).max(axis=(1, 2)),
+        np.where(ipm.has_high, np.abs(zu * su), 0).max(axis=(1, 2)),
+    )
+    expected = np.where(np.maximum(errors, products / s_c) <= ipm.tol, mu_in, expected)
+    assert (expected < mu_in).sum() >= 4 and (expected == mu_in).sum() >= 4
+    np.testing.assert_allclose(mu_next, expected, rtol=1e-12)
