@@ -477,3 +477,26 @@ def test_the_barrier_update_follows_ipopts_monotone_rule():
     expected = np.where(np.maximum(errors, products / s_c) <= ipm.tol, mu_in, expected)
     assert (expected < mu_in).sum() >= 4 and (expected == mu_in).sum() >= 4
     np.testing.assert_allclose(mu_next, expected, rtol=1e-12)
+
+
+class OneSidedPointMassOCP(PlanarPointMassOCP):
+    """The point mass with one state bound on one side only (x position >= -0.5): the finite lower and
+    upper bounds of a stage differ."""
+
+    x_low = np.array([-0.5, -np.inf, -np.inf, -np.inf])
+    x_high = np.full(4, np.inf)
+
+
+def test_riccati_with_a_one_sided_state_bound_gives_fatrops_solutions(fatrop):
+    """The fraction-to-the-boundary rule and the barrier terms read each side's finite bounds: with the
+    bound active (a target beyond it) the solutions are fatrop's and stay inside the bound."""
+    riccati = MPCLayer(OneSidedPointMassOCP(), compiled=False, solver="riccati")
+    reference = MPCLayer(OneSidedPointMassOCP(), compiled=False)
+    rng = np.random.default_rng(2)
+    states = rng.uniform(-0.3, 0.3, size=(6, 4))
+    params = np.column_stack([np.full(6, -4.0), rng.uniform(-1, 1, size=6)])
+    a, b = riccati.solve(states, params), reference.solve(states, params)
+    assert a.success.all() and not a.fallback.any() and b.success.all()
+    X, _ = riccati._split_z(a.z)
+    assert np.all(X[:, 1:, 0] >= -0.5 - 1e-8) and np.any(X[:, 1:, 0] < -0.5 + 1e-6)  # active, not crossed
+    np.testing.assert_allclose(a.z, b.z, atol=1e-6)
