@@ -215,6 +215,14 @@ def test_the_stage_cholesky_reports_indefinite_matrices():
     assert float(pivot) < PIVOT_TOL
 
 
+def _with_max_iter(ipm: RiccatiIPM, max_iter: int) -> RiccatiIPM:
+    """A copy of ``ipm`` (its compiled functions shared) that stops after ``max_iter`` iterations."""
+    short = RiccatiIPM.__new__(RiccatiIPM)
+    short.__dict__.update(ipm.__dict__)
+    short.max_iter = max_iter
+    return short
+
+
 def test_riccati_ipm_reports_rows_it_did_not_converge():
     ocp = TinyCartPoleOCP()
     layer = MPCLayer(ocp, compiled=False, solver="riccati")
@@ -224,10 +232,7 @@ def test_riccati_ipm_reports_rows_it_did_not_converge():
     body = guess[:, : ocp.horizon * 5].reshape(3, ocp.horizon, 5)
     X = np.concatenate([body[:, :, :4], guess[:, None, -4:]], axis=1)
     P = np.repeat(params[:, None], ocp.horizon + 1, axis=1)
-    short = RiccatiIPM.__new__(RiccatiIPM)
-    short.__dict__.update(ipm.__dict__)
-    short.max_iter = 3
-    result = short.solve(states, P, X, body[:, :, 4:])
+    result = _with_max_iter(ipm, 3).solve(states, P, X, body[:, :, 4:])
     assert not result.converged.any() and (result.iterations == 3).all()
     full = ipm.solve(states, P, X, body[:, :, 4:])
     assert full.converged.all() and (full.iterations < ipm.max_iter).all()
@@ -440,10 +445,7 @@ def test_the_barrier_update_follows_ipopts_monotone_rule():
     states, P, X, U = _swing_up_rows(layer, 8, seed=1)
     results = []
     for max_iter in (4, 8, 12, 100):
-        short = RiccatiIPM.__new__(RiccatiIPM)
-        short.__dict__.update(ipm.__dict__)
-        short.max_iter = max_iter
-        results.append(short.solve(states, P, X, U))
+        results.append(_with_max_iter(ipm, max_iter).solve(states, P, X, U))
     X, U, Pi = (np.concatenate([getattr(r, name) for r in results]) for name in ("X", "U", "Pi"))
     zl, zu = (np.concatenate([getattr(r, name) for r in results]) for name in ("z_lower", "z_upper"))
     P = np.concatenate([P] * len(results))

@@ -503,7 +503,7 @@ class RiccatiIPM:
             return stage
         from sb3_stein.common.riccati_stage_c import riccati_stage_c
 
-        return riccati_stage_c(self.nx, self.nu, options)
+        return riccati_stage_c(self.nx, self.nu, _named(options, "stage"))
 
     def _iteration_function(self, residual: Any, step: Any, value: Any, options: dict[str, Any]) -> Any:
         """``ITERATIONS_PER_CALL`` iterations of one sample as one Function (what :meth:`solve` maps over

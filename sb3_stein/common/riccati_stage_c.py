@@ -153,7 +153,8 @@ def riccati_stage_c(nx: int, nu: int, options: dict[str, Any]) -> Any:
 
     :param nx: state size.
     :param nu: control size.
-    :param options: JIT options of the calling Functions (``compiler``, ``jit_options``, ``jit_name``).
+    :param options: JIT options (``compiler``, ``jit_options`` and a ``jit_name`` of its own); a ``jit``
+        flag in them is dropped (``Function.jit`` compiles anyway).
     """
     import casadi as ca
 
@@ -163,8 +164,6 @@ def riccati_stage_c(nx: int, nu: int, options: dict[str, Any]) -> Any:
     sizes_in += [(nx, 1), (1, 1)]
     sizes_out = [(nx, nx), (nx, 1), (nu, nx), (nu, 1), (1, 1)]
     jit = {key: value for key, value in options.items() if key != "jit"}
-    if "jit_name" in jit:
-        jit["jit_name"] = f"{jit['jit_name']}_stage"
     return ca.Function.jit(
         f"riccati_stage_c_{nx}_{nu}",
         stage_source(nx, nu),
